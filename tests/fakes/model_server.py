@@ -1,0 +1,775 @@
+"""A scriptable fake of the model APIs, served over real HTTP on 127.0.0.1.
+
+Both SDKs talk through ``httpx2`` (a fork of httpx), which transport-mocking libraries such as
+respx cannot intercept, so the fake is a real aiohttp server that the real SDKs reach through
+their ``base_url``. One server speaks three APIs under distinct path prefixes:
+
+=============  ==========================================  ===============================
+API            endpoint                                    give the client
+=============  ==========================================  ===============================
+``anthropic``  ``{base}/anthropic/v1/messages``            ``anthropic_base_url``
+``openai``     ``{base}/openai/v1/chat/completions``       ``openai_base_url``
+``world``      ``{base}/world/v1/chat/completions``        ``world_url`` (+ ``/v1/...``)
+=============  ==========================================  ===============================
+
+The ``world`` interface is upstream's ``cli`` participant: it receives
+``{"messages": [{"role": "user", "content": str}]}`` and answers, never streaming,
+``{"choices": [{"message": {"role": "assistant", "content": str}}]}``.
+
+Scripting is per *model key*: the request's ``model`` field, ``"world"`` for the world
+interface, or ``"*"`` for any model. Each key has a FIFO queue of replies, errors and
+connection drops; an item queued for the exact model wins over one queued for ``"*"``.
+When nothing is queued the reply comes from the responder set with :meth:`set_responder`,
+or else is the deterministic ``f"{model} reply {n}"``, where ``n`` counts the requests
+received so far for that model key (1-based, this one included, across all three APIs).
+
+Usage numbers, unless queued explicitly:
+
+* input tokens  = (characters of the text of every message, plus the Anthropic ``system``
+  field) // 4 + 1;
+* output tokens = number of whitespace-separated words of the reply.
+
+Streamed replies are split by characters into ``chunk_count`` text deltas (fewer when the text
+is shorter than that; none for an empty reply) whose concatenation is exactly the reply.
+
+Run as its own process for benchmarks::
+
+    python -m tests.fakes.model_server --port 0 --chunks 40 --chunk-delay 0.05 --words 400
+
+prints ``READY http://127.0.0.1:PORT`` and serves until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import signal
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+from aiohttp import web
+
+Api = Literal["anthropic", "openai", "world"]
+Responder = Callable[[str, dict[str, Any]], str]
+"""``(api, request_body) -> reply text``; consulted when a model's queue is empty."""
+
+ANY_MODEL: Final = "*"
+WORLD_MODEL: Final = "world"
+SSE_CONTENT_TYPE: Final = "text/event-stream"
+JSON_CONTENT_TYPE: Final = "application/json"
+
+_ROUTES: Final[dict[Api, str]] = {
+    "anthropic": "/anthropic/v1/messages",
+    "openai": "/openai/v1/chat/completions",
+    "world": "/world/v1/chat/completions",
+}
+
+# Conversation histories grow every turn; aiohttp's 1 MiB default body limit would turn a long
+# relay run into spurious 413s that no real API would send.
+_MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+
+_ANTHROPIC_ERROR_TYPES: Final[dict[int, str]] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+# OpenAI reports (type, code); the code is what callers branch on (e.g. "model_not_found").
+_OPENAI_ERROR_KINDS: Final[dict[int, tuple[str, str | None]]] = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "unsupported_country_region_territory"),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+
+
+# --------------------------------------------------------------------------- recorded requests
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the fake received it."""
+
+    api: str
+    path: str
+    headers: dict[str, str] = field(hash=False)  # lower-case names
+    body: dict[str, Any] = field(hash=False)  # parsed JSON; {} when the body was not an object
+
+    @property
+    def model(self) -> str:
+        """The scripting key: ``"world"`` for the world interface, else the body's ``model``."""
+        if self.api == "world":
+            return WORLD_MODEL
+        model = self.body.get("model")
+        return model if isinstance(model, str) else ""
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        messages = self.body.get("messages")
+        return messages if isinstance(messages, list) else []
+
+    @property
+    def system(self) -> Any:
+        """The Anthropic ``system`` field (str or blocks), or None (always None for the others)."""
+        return self.body.get("system") if self.api == "anthropic" else None
+
+    @property
+    def stream(self) -> bool:
+        return self.body.get("stream") is True
+
+
+# --------------------------------------------------------------------------- scripted actions
+
+
+@dataclass(frozen=True)
+class _Reply:
+    text: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class _Error:
+    status: int
+    message: str | None = None  # None: a default naming the status, API and model
+    retry_after: float | None = None
+    after_chunks: int | None = None  # None: instead of a response; N: mid-stream, after N deltas
+
+
+@dataclass(frozen=True)
+class _Drop:
+    after_chunks: int
+
+
+_Action = _Reply | _Error | _Drop
+
+
+@dataclass(frozen=True)
+class _Usage:
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class _Exchange:
+    """What a handler knows about the request it is answering."""
+
+    request: web.Request
+    record: RecordedRequest
+    seq: int  # numbers the response ids, so a failing test can match logs to requests
+
+    @property
+    def streaming(self) -> bool:
+        # The world interface is upstream's plain JSON endpoint: it never streams.
+        return self.record.stream and self.record.api != "world"
+
+
+@dataclass(frozen=True)
+class _Frames:
+    """A whole SSE stream, split where it may be interrupted."""
+
+    head: list[bytes]
+    deltas: list[bytes]  # one frame per text chunk
+    tail: list[bytes]
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def split_chunks(text: str, count: int) -> list[str]:
+    """Split ``text`` into at most ``count`` non-empty pieces that concatenate back to it.
+
+    Pieces differ in length by at most one character. Python strings index by code point, so no
+    character is ever cut in half (grapheme clusters may be, as real token streams do too).
+    """
+    if not text:
+        return []
+    pieces = max(1, min(count, len(text)))
+    size, extra = divmod(len(text), pieces)
+    out: list[str] = []
+    start = 0
+    for i in range(pieces):
+        end = start + size + (1 if i < extra else 0)
+        out.append(text[start:end])
+        start = end
+    return out
+
+
+def _text_of(content: Any) -> str:
+    """The text of a message content: a string, or a list of blocks with ``text`` fields."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            block["text"]
+            for block in content
+            if isinstance(block, dict) and isinstance(block.get("text"), str)
+        )
+    return ""
+
+
+def estimate_input_tokens(body: Mapping[str, Any]) -> int:
+    """Deterministic stand-in for a tokenizer: characters of all prompt text // 4 + 1."""
+    chars = len(_text_of(body.get("system")))
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else []:
+        if isinstance(message, dict):
+            chars += len(_text_of(message.get("content")))
+    return chars // 4 + 1
+
+
+def count_output_tokens(text: str) -> int:
+    return len(text.split())
+
+
+def _status_phrase(status: int) -> str:
+    if status == 529:  # Anthropic's own code, unknown to HTTPStatus
+        return "Overloaded"
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _error_message(error: _Error, api: str, model: str) -> str:
+    if error.message is not None:
+        return error.message
+    return f"{_status_phrase(error.status)} (fake {api} error for model {model!r})"
+
+
+def anthropic_error_body(status: int, message: str) -> dict[str, Any]:
+    default = "api_error" if status >= 500 else "invalid_request_error"
+    kind = _ANTHROPIC_ERROR_TYPES.get(status, default)
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def openai_error_body(status: int, message: str) -> dict[str, Any]:
+    default = ("server_error", None) if status >= 500 else ("invalid_request_error", None)
+    kind, code = _OPENAI_ERROR_KINDS.get(status, default)
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _error_payload(exchange: _Exchange, error: _Error) -> dict[str, Any]:
+    api, model = exchange.record.api, exchange.record.model
+    message = _error_message(error, api, model)
+    if api == "anthropic":
+        return anthropic_error_body(error.status, message)
+    # The world interface is OpenAI-like, so it fails the OpenAI way too.
+    return openai_error_body(error.status, message)
+
+
+def _format_seconds(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+
+
+def _sse(event: str | None, data: Mapping[str, Any] | str) -> bytes:
+    """One SSE frame. JSON is ASCII-escaped so no payload byte can be mistaken for a newline."""
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    prefix = f"event: {event}\n" if event else ""
+    return f"{prefix}data: {payload}\n\n".encode()
+
+
+# --------------------------------------------------------------------------- Anthropic shapes
+
+
+def anthropic_message(msg_id: str, model: str, text: str, usage: _Usage) -> dict[str, Any]:
+    return {
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+    }
+
+
+def anthropic_frames(msg_id: str, model: str, pieces: Sequence[str], usage: _Usage) -> _Frames:
+    """The event sequence of a streamed Messages reply, as the real API orders it."""
+    start = {
+        **anthropic_message(msg_id, model, "", usage),
+        "content": [],
+        "stop_reason": None,
+        # The real API reports input tokens up front and a provisional output count of 1;
+        # message_delta then carries the cumulative output total.
+        "usage": {"input_tokens": usage.input_tokens, "output_tokens": 1},
+    }
+    head = [
+        _sse("message_start", {"type": "message_start", "message": start}),
+        _sse(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        _sse("ping", {"type": "ping"}),
+    ]
+    deltas = [
+        _sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}},
+        )
+        for p in pieces
+    ]
+    tail = [
+        _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": usage.output_tokens},
+            },
+        ),
+        _sse("message_stop", {"type": "message_stop"}),
+    ]
+    return _Frames(head, deltas, tail)
+
+
+# --------------------------------------------------------------------------- OpenAI shapes
+
+
+def _openai_usage(usage: _Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
+def openai_completion(cmpl_id: str, model: str, text: str, usage: _Usage) -> dict[str, Any]:
+    return {
+        "id": cmpl_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": _openai_usage(usage),
+    }
+
+
+def openai_frames(
+    cmpl_id: str, model: str, pieces: Sequence[str], usage: _Usage, *, include_usage: bool
+) -> _Frames:
+    """Chunks of a streamed chat completion; the usage chunk only when the caller asked for it."""
+    created = int(time.time())
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        body: dict[str, Any] = {
+            "id": cmpl_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+        }
+        if include_usage:  # the real API then sends "usage": null on every other chunk
+            body["usage"] = None
+        return _sse(None, {**body, **extra})
+
+    def choice(delta: dict[str, Any], finish_reason: str | None = None) -> list[dict[str, Any]]:
+        return [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
+
+    head = [chunk(choice({"role": "assistant", "content": ""}))]
+    deltas = [chunk(choice({"content": p})) for p in pieces]
+    tail = [chunk(choice({}, "stop"))]
+    if include_usage:
+        tail.append(chunk([], usage=_openai_usage(usage)))
+    tail.append(_sse(None, "[DONE]"))
+    return _Frames(head, deltas, tail)
+
+
+def world_completion(text: str) -> dict[str, Any]:
+    return {
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ]
+    }
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class FakeModelServer:
+    """Serves the Anthropic, OpenAI and world APIs on one loopback port; see the module doc."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        chunk_count: int = 5,
+        chunk_delay: float = 0.0,
+        first_byte_delay: float = 0.0,
+        record_requests: bool = True,
+        shutdown_timeout: float = 1.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.chunk_count = chunk_count
+        self.chunk_delay = chunk_delay
+        self.first_byte_delay = first_byte_delay
+        # Long benchmark runs turn this off so memory does not grow with every request.
+        self.record_requests = record_requests
+        self.requests: list[RecordedRequest] = []
+        self._shutdown_timeout = shutdown_timeout
+        self._queues: dict[str, deque[_Action]] = {}
+        self._model_counts: Counter[str] = Counter()
+        self._responder: Responder | None = None
+        self._seq = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._base_url: str | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        for api, path in _ROUTES.items():
+            app.router.add_post(path, self._handler_for(api))
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=self._shutdown_timeout
+        )
+        await runner.setup()
+        await web.TCPSite(runner, self.host, self.port).start()
+        self._runner = runner
+        self.port = runner.addresses[0][1]  # the real port when 0 asked for an ephemeral one
+        self._base_url = f"http://{self.host}:{self.port}"
+
+    async def close(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ----------------------------------------------------------------- addresses
+
+    @property
+    def base_url(self) -> str:
+        if self._base_url is None:
+            raise RuntimeError("FakeModelServer is not started")
+        return self._base_url
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return f"{self.base_url}/anthropic"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.base_url}/openai/v1"
+
+    @property
+    def world_url(self) -> str:
+        return f"{self.base_url}/world"
+
+    # ----------------------------------------------------------------- scripting
+
+    def queue_reply(
+        self,
+        model: str,
+        text: str,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+    ) -> None:
+        """Answer the next request for ``model`` with ``text`` (usage derived unless given)."""
+        self._queue(model, _Reply(text, input_tokens, output_tokens))
+
+    def queue_error(
+        self,
+        model: str,
+        status: int,
+        *,
+        retry_after: float | None = None,
+        message: str | None = None,
+        after_chunks: int | None = None,
+    ) -> None:
+        """Fail the next request for ``model`` with an API-shaped error body.
+
+        ``after_chunks=None`` answers with HTTP ``status`` (plus ``retry-after`` when given).
+        ``after_chunks=N`` on a streamed request starts a 200 stream and sends the error as an
+        in-stream event after N text chunks, as the real APIs do when they fail mid-reply
+        (non-streamed requests get the plain HTTP error).
+        """
+        self._queue(model, _Error(status, message, retry_after, after_chunks))
+
+    def queue_drop(self, model: str, *, after_chunks: int = 0) -> None:
+        """Cut the connection of the next request for ``model`` after N streamed text chunks.
+
+        A non-streamed request has its connection closed before any response byte.
+        """
+        self._queue(model, _Drop(after_chunks))
+
+    def set_responder(self, fn: Responder | None) -> None:
+        """Produce replies with ``fn(api, body)`` when a model's queue is empty (None: default)."""
+        self._responder = fn
+
+    def requests_for(self, api: str) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.api == api]
+
+    def _queue(self, model: str, action: _Action) -> None:
+        self._queues.setdefault(model, deque()).append(action)
+
+    def _next_action(self, record: RecordedRequest) -> _Action:
+        for key in (record.model, ANY_MODEL):
+            queue = self._queues.get(key)
+            if queue:
+                return queue.popleft()
+        return _Reply(self._unscripted_text(record))
+
+    def _unscripted_text(self, record: RecordedRequest) -> str:
+        if self._responder is not None:
+            return self._responder(record.api, record.body)
+        return f"{record.model} reply {self._model_counts[record.model]}"
+
+    # ----------------------------------------------------------------- request handling
+
+    def _handler_for(self, api: Api) -> Callable[[web.Request], Any]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._handle(request, api)
+
+        return handle
+
+    async def _handle(self, request: web.Request, api: Api) -> web.StreamResponse:
+        body = await _read_json_object(request)
+        exchange = _Exchange(request, self._record(request, api, body or {}), next(self._seq))
+        if self.first_byte_delay > 0:
+            await asyncio.sleep(self.first_byte_delay)
+        if body is None:
+            return self._error_response(exchange, _Error(400, "request body must be a JSON object"))
+        return await self._respond(exchange, self._next_action(exchange.record))
+
+    def _record(self, request: web.Request, api: Api, body: dict[str, Any]) -> RecordedRequest:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        record = RecordedRequest(api, request.path, headers, body)
+        # Counted even when requests are not kept: default replies are numbered from it.
+        self._model_counts[record.model] += 1
+        if self.record_requests:
+            self.requests.append(record)
+        return record
+
+    async def _respond(self, exchange: _Exchange, action: _Action) -> web.StreamResponse:
+        if isinstance(action, _Error) and (action.after_chunks is None or not exchange.streaming):
+            return self._error_response(exchange, action)
+        if isinstance(action, _Drop) and not exchange.streaming:
+            _cut_connection(exchange.request)
+            return web.Response()  # never reaches the client: the transport is closing
+        # A drop or mid-stream error interrupts what would otherwise have been the default reply.
+        if isinstance(action, _Reply):
+            reply = action
+        else:
+            reply = _Reply(self._unscripted_text(exchange.record))
+        usage = _usage_for(exchange.record, reply)
+        if not exchange.streaming:
+            return self._json_response(exchange, self._full_body(exchange, reply.text, usage))
+        interrupt = None if isinstance(action, _Reply) else action
+        return await self._stream(exchange, reply.text, usage, interrupt)
+
+    def _full_body(self, exchange: _Exchange, text: str, usage: _Usage) -> dict[str, Any]:
+        api, model, seq = exchange.record.api, exchange.record.model, exchange.seq
+        if api == "anthropic":
+            return anthropic_message(f"msg_fake_{seq}", model, text, usage)
+        if api == "openai":
+            return openai_completion(f"chatcmpl-fake-{seq}", model, text, usage)
+        return world_completion(text)
+
+    def _frames(self, exchange: _Exchange, text: str, usage: _Usage) -> _Frames:
+        record, seq = exchange.record, exchange.seq
+        pieces = split_chunks(text, self.chunk_count)
+        if record.api == "anthropic":
+            return anthropic_frames(f"msg_fake_{seq}", record.model, pieces, usage)
+        options = record.body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        return openai_frames(
+            f"chatcmpl-fake-{seq}", record.model, pieces, usage, include_usage=include_usage
+        )
+
+    # ----------------------------------------------------------------- responses
+
+    def _headers(self, exchange: _Exchange, content_type: str) -> dict[str, str]:
+        # Anthropic names its request id "request-id", OpenAI "x-request-id": send both.
+        request_id = f"req_fake_{exchange.seq}"
+        return {"Content-Type": content_type, "request-id": request_id, "x-request-id": request_id}
+
+    def _json_response(
+        self, exchange: _Exchange, body: dict[str, Any], status: int = 200
+    ) -> web.Response:
+        return web.Response(
+            status=status,
+            reason=_status_phrase(status),
+            text=json.dumps(body),
+            headers=self._headers(exchange, JSON_CONTENT_TYPE),
+        )
+
+    def _error_response(self, exchange: _Exchange, error: _Error) -> web.Response:
+        response = self._json_response(exchange, _error_payload(exchange, error), error.status)
+        if error.retry_after is not None:
+            response.headers["retry-after"] = _format_seconds(error.retry_after)
+        return response
+
+    def _error_frame(self, exchange: _Exchange, error: _Error) -> bytes:
+        # Anthropic names the event; OpenAI sends a bare data line holding an "error" object.
+        event = "error" if exchange.record.api == "anthropic" else None
+        return _sse(event, _error_payload(exchange, error))
+
+    async def _stream(
+        self, exchange: _Exchange, text: str, usage: _Usage, interrupt: _Error | _Drop | None
+    ) -> web.StreamResponse:
+        frames = self._frames(exchange, text, usage)
+        response = web.StreamResponse(headers=self._headers(exchange, SSE_CONTENT_TYPE))
+        response.headers["Cache-Control"] = "no-cache"
+        await response.prepare(exchange.request)
+        try:
+            await _write_all(response, frames.head)
+            limit = None if interrupt is None else interrupt.after_chunks
+            await self._write_deltas(response, frames.deltas, limit)
+            if isinstance(interrupt, _Drop):
+                _cut_connection(exchange.request)
+                return response
+            ending = frames.tail if interrupt is None else [self._error_frame(exchange, interrupt)]
+            await _write_all(response, ending)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client hung up first (e.g. a test stopped reading): nothing left to send
+        return response
+
+    async def _write_deltas(
+        self, response: web.StreamResponse, deltas: Sequence[bytes], limit: int | None
+    ) -> None:
+        for index, frame in enumerate(deltas[:limit]):
+            if index and self.chunk_delay > 0:
+                await asyncio.sleep(self.chunk_delay)
+            await response.write(frame)
+
+
+async def _write_all(response: web.StreamResponse, frames: Sequence[bytes]) -> None:
+    for frame in frames:
+        await response.write(frame)
+
+
+async def _read_json_object(request: web.Request) -> dict[str, Any] | None:
+    try:
+        body = json.loads(await request.read() or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _usage_for(record: RecordedRequest, reply: _Reply) -> _Usage:
+    input_tokens = reply.input_tokens
+    if input_tokens is None:
+        input_tokens = estimate_input_tokens(record.body)
+    output_tokens = reply.output_tokens
+    if output_tokens is None:
+        output_tokens = count_output_tokens(reply.text)
+    return _Usage(input_tokens, output_tokens)
+
+
+def _cut_connection(request: web.Request) -> None:
+    """Close the socket mid-response: the client sees the body end early, as on a network cut.
+
+    ``close`` (not ``abort``) first flushes what was already written, so the client receives
+    exactly the chunks sent before the cut; aiohttp then refuses further writes.
+    """
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+# --------------------------------------------------------------------------- benchmark process
+
+_FILLER_WORDS: Final = (
+    "the hum of fluorescent lights fills an endless corridor of yellow wallpaper "
+    "and damp carpet where every door opens onto another room just like this one"
+).split()
+
+
+def filler_responder(words: int) -> Responder:
+    """Replies of exactly ``words`` words (at least the 3-word ``"{model} reply {n}"`` head)."""
+    counts: Counter[str] = Counter()
+
+    def respond(api: str, body: dict[str, Any]) -> str:
+        model = WORLD_MODEL if api == "world" else str(body.get("model", ""))
+        counts[model] += 1
+        head = [model or "model", "reply", str(counts[model])]
+        filler = itertools.islice(itertools.cycle(_FILLER_WORDS), max(0, words - len(head)))
+        return " ".join([*head, *filler])
+
+    return respond
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Serve the fake model APIs until SIGTERM/SIGINT.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--chunks", type=int, default=40, help="text deltas per streamed reply")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between deltas")
+    parser.add_argument("--first-byte-delay", type=float, default=0.0, help="seconds before reply")
+    parser.add_argument("--words", type=int, default=400, help="words per default reply")
+    parser.add_argument("--record", action="store_true", help="keep every request in memory")
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = FakeModelServer(
+        args.host,
+        args.port,
+        chunk_count=args.chunks,
+        chunk_delay=args.chunk_delay,
+        first_byte_delay=args.first_byte_delay,
+        record_requests=args.record,
+    )
+    server.set_responder(filler_responder(args.words))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with server:
+        print(f"READY {server.base_url}", flush=True)
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    asyncio.run(_serve(_parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
