@@ -1,0 +1,102 @@
+"""Who takes part in a run and what each participant has seen so far."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .errors import TemplateError
+from .registry import ModelSpec
+from .templates import Message, Seat, Template, render
+
+
+@dataclass(frozen=True)
+class Participant:
+    position: int  # 0-based turn order
+    spec: ModelSpec
+    actor: str  # "Claude 1", "GPT4o 2", or "CLI" for the world interface
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What one participant is sent for one reply."""
+
+    spec: ModelSpec
+    system: str | None
+    messages: tuple[Message, ...]
+
+
+def actor_name(spec: ModelSpec, position: int) -> str:
+    """Upstream: "<display name> <i>" with i from 1; the world interface is just "CLI"."""
+    return spec.display_name if spec.is_world_interface else f"{spec.display_name} {position + 1}"
+
+
+def participants_for(specs: Sequence[ModelSpec]) -> list[Participant]:
+    return [Participant(i, spec, actor_name(spec, i)) for i, spec in enumerate(specs)]
+
+
+def check_fit(template: Template, specs: Sequence[ModelSpec]) -> None:
+    """The number of template lines must equal the number of participants, and the world interface
+    sits exactly where the template has a {"cli": true} line."""
+    if template.size != len(specs):
+        noun = "participant" if template.size == 1 else "participants"
+        raise TemplateError(
+            f"template {template.name!r} takes {template.size} {noun}, "
+            f"got {len(specs)} ({' '.join(s.alias for s in specs)})"
+        )
+    for line, spec in zip(template.lines, specs, strict=True):
+        if line.cli and not spec.is_world_interface:
+            raise TemplateError(
+                f"template {template.name!r} line {line.number} is the world interface: "
+                f"put the `cli` model in position {template.lines.index(line) + 1}, not {spec.alias!r}"
+            )
+        if spec.is_world_interface and not line.cli:
+            raise TemplateError(
+                f"the world interface ({spec.alias!r}) can only take a template line that is "
+                f'{{"cli": true}}; template {template.name!r} line {line.number} is a model prompt '
+                "(try --template cli_with_world_interface)"
+            )
+
+
+class Conversation:
+    """Per-participant contexts, built from a template and grown one reply at a time."""
+
+    def __init__(self, template: Template, participants: Sequence[Participant]):
+        specs = [p.spec for p in participants]
+        check_fit(template, specs)
+        self.template = template
+        self.participants = tuple(participants)
+        seats = render(
+            template,
+            actors=[p.actor for p in participants],
+            companies=[s.company for s in specs],
+            inline_system=[s.system_prompt == "inline" for s in specs],
+        )
+        self._seats: tuple[Seat, ...] = tuple(seats)
+        self._contexts: list[list[Message]] = [list(seat.context) for seat in seats]
+
+    @classmethod
+    def rebuild(
+        cls,
+        template: Template,
+        participants: Sequence[Participant],
+        replies: Iterable[tuple[int, str]],
+    ) -> Conversation:
+        """Contexts as they stood after the stored replies, given as (author position, text)."""
+        conversation = cls(template, participants)
+        for position, text in replies:
+            conversation.append(position, text)
+        return conversation
+
+    def append(self, author: int, text: str) -> None:
+        """Upstream: the reply is the author's `assistant` message and everyone else's `user` one."""
+        for position, context in enumerate(self._contexts):
+            context.append(Message("assistant" if position == author else "user", text))
+
+    def request(self, position: int) -> ModelRequest:
+        seat = self._seats[position]
+        return ModelRequest(
+            spec=self.participants[position].spec,
+            system=seat.system or None,
+            messages=tuple(self._contexts[position]),
+        )

@@ -1,0 +1,88 @@
+"""Exceptions raised by the engine.
+
+    BackroomsError
+    ├── ConfigError            bad input a user can fix; the message says what was wrong and what is accepted
+    │   ├── RegistryError      malformed model registry file (file and line)
+    │   ├── UnknownModelError  an alias that is not in the registry
+    │   ├── TemplateError      unknown, malformed or mismatched template (file and line)
+    │   └── MissingKeyError    an API key a chosen provider needs is not set (names the variable)
+    ├── ProviderError          a model API call failed; carries the model alias and provider name
+    │   ├── TransientProviderError   worth retrying (408, 409, 429, 5xx, 529, connection loss, timeout)
+    │   └── PermanentProviderError   ends the run with a clear reason (400, 401, 403, 404, ...)
+    └── StoreError             the transcript store cannot be opened or written
+
+Retry logic looks only at TransientProviderError versus PermanentProviderError.
+"""
+
+from __future__ import annotations
+
+
+class BackroomsError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+
+class ConfigError(BackroomsError):
+    """Bad input: the message is meant for the user as it is."""
+
+
+class RegistryError(ConfigError):
+    pass
+
+
+class UnknownModelError(ConfigError):
+    pass
+
+
+class TemplateError(ConfigError):
+    pass
+
+
+class MissingKeyError(ConfigError):
+    pass
+
+
+class ProviderError(BackroomsError):
+    def __init__(self, message: str, *, model: str, provider: str, status: int | None = None):
+        super().__init__(message)
+        self.model = model
+        self.provider = provider
+        self.status = status
+
+    @property
+    def reason(self) -> str:
+        """One line for a transcript or a chat message: which model, which provider, what happened."""
+        return f"{self.model} ({self.provider}): {self.args[0]}"
+
+
+class TransientProviderError(ProviderError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        provider: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, model=model, provider=provider, status=status)
+        self.retry_after = retry_after
+
+
+class PermanentProviderError(ProviderError):
+    pass
+
+
+class StoreError(BackroomsError):
+    pass
+
+
+TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+
+
+def is_transient_status(status: int) -> bool:
+    """408, 409, 429, every 5xx (529 is Anthropic's "overloaded") are worth a retry."""
+    return status in TRANSIENT_STATUSES or 500 <= status <= 599
+
+
+class UnknownRunError(ConfigError):
+    pass

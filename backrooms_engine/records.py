@@ -1,0 +1,125 @@
+"""Value objects shared by the engine, the store and every surface."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+EndReason = Literal["ctrl_c", "max_turns", "stopped", "budget", "error", "gone", "shutdown"]
+RunStatus = Literal["running", "ended"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A parsed start request: what to run, and who asked for it from where."""
+
+    models: tuple[str, ...]
+    template: str = "cli"
+    max_turns: int | None = None
+    started_by: str = "terminal"
+    surface: str = "terminal"
+    space: str | None = None  # the community: a Discord server id, a Slack workspace id
+    place: str | None = None  # where it is shown, in the surface's own terms (channel, thread)
+    token_budget: int | None = None
+
+
+@dataclass(frozen=True)
+class ParticipantInfo:
+    """A participant as stored: enough to show a transcript and to rebuild the run."""
+
+    position: int
+    alias: str
+    actor: str
+    api_id: str
+    provider: str
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    reason: EndReason
+    actor: str | None = None  # who typed ^C^C
+    by: str | None = None  # who stopped it
+    detail: str | None = None  # the error, the budget, ...
+    turns: int = 0  # whole turns completed
+    max_turns: int | None = None
+
+    def closing_line(self) -> str:
+        """The line the transcript ends with, in upstream's style, for every way a run can end."""
+        match self.reason:
+            case "ctrl_c":
+                return f"\n{self.actor} has ended the conversation with ^C^C.\n"
+            case "max_turns":
+                return (
+                    f"\nReached maximum number of turns ({self.max_turns}). Conversation ended.\n"
+                )
+            case "stopped":
+                return f"\nConversation stopped by {self.by} after {_turns(self.turns)}.\n"
+            case "budget":
+                return (
+                    f"\nToken budget of {self.detail} reached after {_turns(self.turns)}. "
+                    "Conversation ended.\n"
+                )
+            case "gone":
+                return f"\nConversation ended: {self.detail}.\n"
+            case "shutdown":
+                return f"\nConversation interrupted by a shutdown after {_turns(self.turns)}.\n"
+            case _:
+                return f"\nConversation ended by an error: {self.detail}\n"
+
+    @property
+    def summary(self) -> str:
+        """The closing line without its surrounding newlines, for chat and status lines."""
+        return self.closing_line().strip()
+
+
+def _turns(n: int) -> str:
+    return f"{n} turn" if n == 1 else f"{n} turns"
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    @property
+    def total(self) -> int:
+        return (self.input_tokens or 0) + (self.output_tokens or 0)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One participant's output, exactly as the model produced it."""
+
+    run_id: int
+    seq: int  # 0-based index of the reply in the run: turn_index * participants + position
+    turn: int  # 1-based
+    position: int
+    actor: str
+    text: str
+    started_at: datetime
+    finished_at: datetime
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    spec: RunSpec
+    participants: tuple[ParticipantInfo, ...]
+    status: RunStatus
+    created_at: datetime
+    log_path: str
+    end: RunEnd | None = None
+    ended_at: datetime | None = None
+    replies: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def turns(self) -> int:
+        return self.replies // max(1, len(self.participants))

@@ -1,0 +1,179 @@
+"""MemoryStore: the Store port in memory, for fast engine tests.
+
+It behaves like SqliteStore wherever a caller can tell: the same errors with the same messages (the
+checks are imported from the real store), the same orderings (runs newest first by id, replies by
+seq, posts by (seq, part), running runs oldest first), timestamps handed back in UTC, and a closed
+store that refuses every call. tests/engine/test_store.py runs one contract over both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+from backrooms_engine.errors import StoreError
+from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
+from backrooms_engine.store import (
+    check_count,
+    check_list_args,
+    check_participants,
+    check_reply,
+    duplicate_reply,
+    unknown_run,
+    utc,
+)
+
+
+@dataclass
+class _Run:
+    record: RunRecord  # without aggregates: they are computed on the way out, as SQL does
+    replies: dict[int, Reply] = field(default_factory=dict)
+    deliveries: dict[str, int] = field(default_factory=dict)
+    posts: dict[tuple[int, int, str], str] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._runs: dict[int, _Run] = {}
+        self._closed = False
+
+    @classmethod
+    async def open(cls) -> MemoryStore:
+        return cls()
+
+    async def close(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _run(self, run_id: int) -> _Run:
+        self._check_open()
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise unknown_run(run_id) from None
+
+    def _with_totals(self, run: _Run) -> RunRecord:
+        replies = run.replies.values()
+        return dataclasses.replace(
+            run.record,
+            replies=len(replies),
+            input_tokens=sum(r.usage.input_tokens or 0 for r in replies),
+            output_tokens=sum(r.usage.output_tokens or 0 for r in replies),
+        )
+
+    # -- the Store port
+
+    async def create_run(
+        self,
+        spec: RunSpec,
+        participants: Sequence[ParticipantInfo],
+        log_path: str,
+        created_at: datetime,
+    ) -> RunRecord:
+        check_participants(participants)
+        created = utc(created_at)
+        self._check_open()
+        record = RunRecord(
+            id=max(self._runs, default=0) + 1,
+            spec=spec,
+            participants=tuple(sorted(participants, key=lambda p: p.position)),
+            status="running",
+            created_at=created,
+            log_path=log_path,
+        )
+        self._runs[record.id] = _Run(record)
+        return record
+
+    async def append_reply(self, reply: Reply) -> None:
+        check_reply(reply)
+        stored = dataclasses.replace(
+            reply, started_at=utc(reply.started_at), finished_at=utc(reply.finished_at)
+        )
+        run = self._run(reply.run_id)
+        if reply.seq in run.replies:
+            raise duplicate_reply(reply)
+        run.replies[reply.seq] = stored
+
+    async def finish_run(self, run_id: int, end: RunEnd, ended_at: datetime) -> None:
+        ended = utc(ended_at)
+        run = self._run(run_id)
+        run.record = dataclasses.replace(run.record, status="ended", end=end, ended_at=ended)
+
+    async def reopen_run(self, run_id: int) -> None:
+        run = self._run(run_id)
+        run.record = dataclasses.replace(run.record, status="running", end=None, ended_at=None)
+
+    async def get_run(self, run_id: int) -> RunRecord:
+        return self._with_totals(self._run(run_id))
+
+    async def list_runs(
+        self, *, status: str | None = None, space: str | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        check_list_args(status, limit)
+        self._check_open()
+        kept = [
+            run
+            for _, run in sorted(self._runs.items(), reverse=True)
+            if (status is None or run.record.status == status)
+            and (space is None or run.record.spec.space == space)
+        ]
+        return [self._with_totals(run) for run in kept[:limit]]
+
+    async def running_runs(self) -> list[RunRecord]:
+        self._check_open()
+        return [
+            self._with_totals(run)
+            for _, run in sorted(self._runs.items())
+            if run.record.status == "running"
+        ]
+
+    async def replies(self, run_id: int) -> list[Reply]:
+        run = self._run(run_id)
+        return [run.replies[seq] for seq in sorted(run.replies)]
+
+    async def delivered(self, run_id: int, observer: str) -> int:
+        return self._run(run_id).deliveries.get(observer, 0)
+
+    async def mark_delivered(self, run_id: int, observer: str, count: int) -> None:
+        check_count(count)
+        self._run(run_id).deliveries[observer] = count
+
+    # -- beyond the port, as SqliteStore
+
+    async def record_post(
+        self, run_id: int, seq: int, part: int, surface: str, external_id: str
+    ) -> None:
+        self._run(run_id).posts[(seq, part, surface)] = external_id
+
+    async def posts(self, run_id: int, surface: str) -> dict[tuple[int, int], str]:
+        posts = self._run(run_id).posts
+        return {
+            (seq, part): posts[(seq, part, where)]
+            for seq, part, where in sorted(posts)
+            if where == surface
+        }
+
+    async def set_meta(self, run_id: int, key: str, value: str) -> None:
+        self._run(run_id).meta[key] = value
+
+    async def get_meta(self, run_id: int, key: str) -> str | None:
+        return self._run(run_id).meta.get(key)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store (in memory) is closed")
