@@ -1,0 +1,231 @@
+"""The turn loop: every participant in order, one streamed reply each, until a stop rule fires.
+
+Upstream semantics (see shared/UPSTREAM_BEHAVIOUR.md): a reply containing ^C^C ends the run and is
+not added to any context; otherwise it becomes its author's `assistant` message and everyone else's
+`user` message. A turn is one reply from every participant; max_turns counts turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .conversation import Conversation, ModelRequest
+from .errors import PermanentProviderError, TransientProviderError
+from .events import (
+    Event,
+    ReplyDelta,
+    ReplyFinished,
+    ReplyRetrying,
+    ReplyStarted,
+    RunEnded,
+    RunStarted,
+)
+from .ports import Provider, Store
+from .records import Reply, RunEnd, RunRecord, Usage, now
+from .registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+STOP_SEQUENCE = "^C^C"
+
+Emit = Callable[[Event], None]
+ProviderFor = Callable[[ModelSpec], Provider]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff for transient errors; a server's retry-after wins when given."""
+
+    attempts: int = 6
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay)
+        backoff = min(self.base_delay * 2 ** (attempt - 1), self.max_delay)
+        return backoff * (0.5 + random.random() / 2)  # jitter: many runs must not retry in step
+
+
+class StopSignal:
+    """Set from outside (a /stop, a shutdown) to end a run, even mid-reply."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.by: str | None = None
+        self.reason: str = "stopped"
+
+    def set(self, by: str, reason: str = "stopped") -> None:
+        if not self._event.is_set():
+            self.by, self.reason = by, reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+class _Stopped(Exception):
+    """The stop signal fired while a reply was being produced."""
+
+
+class Engine:
+    def __init__(
+        self,
+        provider_for: ProviderFor,
+        store: Store,
+        *,
+        retry: RetryPolicy | None = None,
+    ):
+        self._provider_for = provider_for
+        self._store = store
+        self._retry = retry or RetryPolicy()
+
+    async def run(
+        self,
+        record: RunRecord,
+        conversation: Conversation,
+        emit: Emit,
+        stop: StopSignal,
+        *,
+        start_seq: int = 0,
+        tokens_used: int = 0,
+        resumed: bool = False,
+    ) -> RunEnd:
+        """Drive one run to its end; the end is stored before RunEnded is emitted.
+
+        A shutdown is not an end: the run stays marked running in the store so the next start
+        resumes it, and RunEnded(reason="shutdown") only tells surfaces that it paused.
+        """
+        emit(RunStarted(record, resumed=resumed))
+        end = await self._loop(record, conversation, emit, stop, start_seq, tokens_used)
+        if end.reason != "shutdown":
+            await self._store.finish_run(record.id, end, now())
+        emit(RunEnded(record.id, end))
+        return end
+
+    async def _loop(
+        self,
+        record: RunRecord,
+        conversation: Conversation,
+        emit: Emit,
+        stop: StopSignal,
+        seq: int,
+        tokens_used: int,
+    ) -> RunEnd:
+        size = len(conversation.participants)
+        spec = record.spec
+        while spec.max_turns is None or seq < spec.max_turns * size:
+            if stop.is_set():
+                return self._stopped(stop, seq, size)
+            try:
+                reply = await self._reply(record.id, conversation, seq, emit, stop)
+            except _Stopped:
+                return self._stopped(stop, seq, size)
+            except PermanentProviderError as exc:
+                log.warning("run %s: %s", record.id, exc.reason)
+                return RunEnd("error", detail=exc.reason, turns=seq // size)
+            await self._store.append_reply(reply)
+            emit(ReplyFinished(reply))
+            if STOP_SEQUENCE in reply.text:
+                return RunEnd("ctrl_c", actor=reply.actor, turns=(seq + 1) // size)
+            conversation.append(reply.position, reply.text)
+            seq += 1
+            tokens_used += reply.usage.total
+            if spec.token_budget is not None and tokens_used >= spec.token_budget:
+                return RunEnd("budget", detail=str(spec.token_budget), turns=seq // size)
+        return RunEnd("max_turns", turns=seq // size, max_turns=spec.max_turns)
+
+    @staticmethod
+    def _stopped(stop: StopSignal, seq: int, size: int) -> RunEnd:
+        if stop.reason == "shutdown":
+            return RunEnd("shutdown", by=stop.by, turns=seq // size)
+        return RunEnd("stopped", by=stop.by, turns=seq // size)
+
+    async def _reply(
+        self, run_id: int, conversation: Conversation, seq: int, emit: Emit, stop: StopSignal
+    ) -> Reply:
+        """One reply with retries, abandoned as soon as the stop signal fires."""
+        work = asyncio.ensure_future(self._attempts(run_id, conversation, seq, emit))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not work.done():
+                work.cancel()
+        if work.done() and not work.cancelled():
+            return work.result()  # a reply that beat the stop is kept; the stop wins next
+        await asyncio.gather(work, return_exceptions=True)
+        raise _Stopped
+
+    async def _attempts(
+        self, run_id: int, conversation: Conversation, seq: int, emit: Emit
+    ) -> Reply:
+        size = len(conversation.participants)
+        turn, position = divmod(seq, size)
+        participant = conversation.participants[position]
+        request = conversation.request(position)
+        provider = self._provider_for(request.spec)
+        for attempt in range(1, self._retry.attempts + 1):
+            emit(ReplyStarted(run_id, seq, turn + 1, position, participant.actor, attempt))
+            started_at = now()
+            try:
+                text, usage = await self._stream(
+                    run_id, seq, participant.actor, position, provider, request, emit
+                )
+            except TransientProviderError as exc:
+                if attempt == self._retry.attempts:
+                    raise PermanentProviderError(
+                        f"gave up after {attempt} attempts: {exc.args[0]}",
+                        model=exc.model,
+                        provider=exc.provider,
+                        status=exc.status,
+                    ) from exc
+                delay = self._retry.delay(attempt, exc.retry_after)
+                log.info("run %s: %s; retrying in %.1fs", run_id, exc.reason, delay)
+                emit(
+                    ReplyRetrying(
+                        run_id, seq, position, participant.actor, attempt, delay, exc.reason
+                    )
+                )
+                await asyncio.sleep(delay)
+                continue
+            return Reply(
+                run_id=run_id,
+                seq=seq,
+                turn=turn + 1,
+                position=position,
+                actor=participant.actor,
+                text=text,
+                started_at=started_at,
+                finished_at=now(),
+                usage=usage,
+            )
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @staticmethod
+    async def _stream(
+        run_id: int,
+        seq: int,
+        actor: str,
+        position: int,
+        provider: Provider,
+        request: ModelRequest,
+        emit: Emit,
+    ) -> tuple[str, Usage]:
+        text = ""
+        usage = Usage()
+        async for item in provider.stream(request):
+            if isinstance(item, Usage):
+                usage = item
+            elif item:
+                text += item
+                emit(ReplyDelta(run_id, seq, position, actor, item, text))
+        return text, usage

@@ -1,0 +1,83 @@
+"""BackroomsLogs: plain-text transcripts in the upstream script's format.
+
+    BackroomsLogs/<Folder>/<alias1>_<alias2>[_...]_<template>_<YYYYmmdd_HHMMSS>.txt
+
+Each reply is appended as "\\n### {actor} ###\\n{reply}\\n" when it is committed, and the run's closing
+line (see RunEnd.closing_line) when it ends. The folder is the first participant's `log_folder`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from .errors import StoreError
+from .events import Event, ReplyFinished, RunEnded
+from .records import Reply, RunEnd
+from .registry import ModelSpec
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def reply_block(actor: str, text: str) -> str:
+    return f"\n### {actor} ###\n{text}\n"
+
+
+def transcript_text(replies: Sequence[Reply], end: RunEnd | None) -> str:
+    """The whole log file of a run, rebuilt from the store (export, and checks after a resume)."""
+    body = "".join(reply_block(r.actor, r.text) for r in replies)
+    return body + (end.closing_line() if end is not None else "")
+
+
+def allocate(log_dir: Path, specs: Sequence[ModelSpec], template: str, started: datetime) -> Path:
+    """Create the run's empty log file and return its path; never reuses another run's file."""
+    folder = log_dir / _safe(specs[0].log_folder)
+    stem = "_".join(
+        [
+            *(_safe(s.alias) for s in specs),
+            _safe(template),
+            started.astimezone().strftime("%Y%m%d_%H%M%S"),
+        ]
+    )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):
+            path = folder / (f"{stem}.txt" if n == 1 else f"{stem}_{n}.txt")
+            try:
+                path.open("x", encoding="utf-8").close()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise StoreError(
+            f"cannot write transcripts under {log_dir}: {exc.strerror}; "
+            "set BACKROOMS_LOG_DIR to a writable folder"
+        ) from None
+    raise StoreError(f"too many transcripts named {stem} in {folder}")
+
+
+def _safe(part: str) -> str:
+    return _UNSAFE.sub("-", part) or "x"
+
+
+class LogFileWriter:
+    """Observer that appends to the run's log file as replies are committed and when it ends."""
+
+    name = "logfile"
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, ReplyFinished):
+            self._append(reply_block(event.reply.actor, event.reply.text))
+        elif isinstance(event, RunEnded) and event.end.reason != "shutdown":
+            # A shutdown pauses the run; the resumed run writes the real closing line later.
+            self._append(event.end.closing_line())
+
+    def _append(self, text: str) -> None:
+        # Small appends, opened each time so a crash never leaves buffered text behind.
+        with self.path.open("a", encoding="utf-8", newline="") as f:
+            f.write(text)

@@ -1,0 +1,131 @@
+"""Fan a run's events out to its observers without letting one slow or failing observer hold up the
+turn loop or another observer.
+
+Each observer gets its own queue and task. The queue is bounded for text deltas: when it is full, a
+delta is merged into the delta waiting at its tail (the latest text wins, the delta pieces are joined),
+so a slow observer sees fewer, larger deltas. Structural events (reply started and finished, run
+started and ended) are never dropped or merged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+from .errors import StoreError
+from .events import Event, ReplyDelta, ReplyFinished
+from .ports import Observer, Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_SIZE = 256
+
+
+class _Feed:
+    """One observer's queue and the task that drains it."""
+
+    def __init__(self, run_id: int, observer: Observer, store: Store | None, maxsize: int):
+        self.run_id = run_id
+        self.observer = observer
+        self._store = store
+        self._maxsize = maxsize
+        self._items: collections.deque[Event] = collections.deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+        self.merged = 0  # deltas folded into another because the queue was full
+        self.task = asyncio.create_task(
+            self._drain(), name=f"observer {observer.name} run {run_id}"
+        )
+
+    def put(self, event: Event) -> None:
+        tail = self._items[-1] if self._items else None
+        if (
+            isinstance(event, ReplyDelta)
+            and len(self._items) >= self._maxsize
+            and isinstance(tail, ReplyDelta)
+            and tail.seq == event.seq
+        ):
+            self._items[-1] = ReplyDelta(
+                event.run_id,
+                event.seq,
+                event.position,
+                event.actor,
+                tail.delta + event.delta,
+                event.text,
+            )
+            self.merged += 1
+        else:
+            self._items.append(event)
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    async def _drain(self) -> None:
+        while True:
+            while not self._items:
+                if self._closed:
+                    return
+                self._ready.clear()
+                await self._ready.wait()
+            event = self._items.popleft()
+            await self._deliver(event)
+
+    async def _deliver(self, event: Event) -> None:
+        try:
+            await self.observer.handle(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the one supervisor of an observer: record, carry on with the run
+            log.exception(
+                "run %s: observer %s failed on %s",
+                self.run_id,
+                self.observer.name,
+                type(event).__name__,
+            )
+            return
+        if isinstance(event, ReplyFinished) and self._store is not None:
+            try:
+                await self._store.mark_delivered(self.run_id, self.observer.name, event.reply.seq + 1)
+            except StoreError:  # the cursor only saves a replay after a restart; the run goes on
+                log.exception("run %s: cannot record delivery to %s", self.run_id, self.observer.name)
+
+
+class ObserverHub:
+    """The `emit` of one run: never blocks, never raises."""
+
+    def __init__(
+        self,
+        run_id: int,
+        observers: list[Observer],
+        *,
+        store: Store | None = None,
+        maxsize: int = DEFAULT_QUEUE_SIZE,
+    ):
+        self.run_id = run_id
+        self._feeds = [_Feed(run_id, o, store, maxsize) for o in observers]
+
+    def emit(self, event: Event) -> None:
+        for feed in self._feeds:
+            feed.put(event)
+
+    def emit_to(self, observer: Observer, event: Event) -> None:
+        """Deliver to one observer only (replaying what it missed before a restart)."""
+        for feed in self._feeds:
+            if feed.observer is observer:
+                feed.put(event)
+
+    async def close(self, grace: float | None = None) -> None:
+        """Let every observer finish what is queued (up to `grace` seconds), then stop their tasks."""
+        for feed in self._feeds:
+            feed.close()
+        tasks = [feed.task for feed in self._feeds]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            log.warning("run %s: %s did not finish in time", self.run_id, task.get_name())
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,50 @@
+"""Model providers: one module per API family behind the `Provider` port (ports.py).
+
+`ProviderPool` builds one client per declared provider, lazily, and shares it between runs so that
+hundreds of concurrent runs share a few connection pools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..ports import Provider
+from ..registry import ModelSpec, ProviderSpec
+
+
+class ProviderPool:
+    def __init__(self, env: Mapping[str, str], *, timeout: float = 600.0):
+        self._env = env
+        self._timeout = timeout
+        self._clients: dict[str, Provider] = {}
+
+    def for_spec(self, spec: ModelSpec) -> Provider:
+        provider = self._clients.get(spec.provider.name)
+        if provider is None:
+            provider = self._clients[spec.provider.name] = self._build(spec.provider)
+        return provider
+
+    def _build(self, spec: ProviderSpec) -> Provider:
+        # Imported here so a run that uses only one API family never imports the other's SDK.
+        if spec.kind == "anthropic":
+            from .anthropic import AnthropicProvider
+
+            return AnthropicProvider(spec, self._env, timeout=self._timeout)
+        if spec.kind == "openai":
+            from .openai import OpenAIProvider
+
+            return OpenAIProvider(spec, self._env, timeout=self._timeout)
+        if spec.kind == "world_interface":
+            from .world import WorldInterfaceProvider
+
+            return WorldInterfaceProvider(spec, self._env, timeout=self._timeout)
+        if spec.kind == "offline":
+            from .offline import OfflineProvider
+
+            return OfflineProvider(self._env)
+        raise ValueError(f"unknown provider kind {spec.kind!r}")
+
+    async def aclose(self) -> None:
+        for provider in self._clients.values():
+            await provider.aclose()
+        self._clients.clear()

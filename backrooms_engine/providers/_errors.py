@@ -1,0 +1,87 @@
+"""Translating HTTP failures into the engine's two kinds of provider error."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..errors import (
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+    is_transient_status,
+)
+
+# Error types an API may send inside a stream that has already answered 200.
+TRANSIENT_ERROR_TYPES = frozenset(
+    {"overloaded_error", "api_error", "rate_limit_error", "timeout_error", "server_error"}
+)
+
+
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from a retry-after header (delta-seconds form; the HTTP-date form is ignored)."""
+    if not headers:
+        return None
+    for name in ("retry-after-ms", "retry-after"):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            continue
+        return seconds / 1000 if name == "retry-after-ms" else seconds
+    return None
+
+
+def describe(status: int | None, message: str, key_env: str | None, api_id: str) -> str:
+    if status == 401:
+        return f"the API key was refused (401); check {key_env or 'the key'}"
+    if status == 403:
+        return f"permission denied (403): {message}"
+    if status == 404:
+        return f"model {api_id!r} not found (404): {message}"
+    if status is None:
+        return message
+    return f"HTTP {status}: {message}"
+
+
+def from_status(
+    status: int,
+    message: str,
+    *,
+    model: str,
+    provider: str,
+    api_id: str,
+    key_env: str | None,
+    headers: Mapping[str, str] | None = None,
+    error_type: str | None = None,
+) -> ProviderError:
+    text = describe(status, message, key_env, api_id)
+    transient = is_transient_status(status) or (
+        status < 400 and error_type in TRANSIENT_ERROR_TYPES
+    )
+    if transient:
+        return TransientProviderError(
+            text, model=model, provider=provider, status=status, retry_after=retry_after(headers)
+        )
+    return PermanentProviderError(text, model=model, provider=provider, status=status)
+
+
+def connection_lost(message: str, *, model: str, provider: str) -> TransientProviderError:
+    return TransientProviderError(f"connection lost: {message}", model=model, provider=provider)
+
+
+def error_type_of(body: object) -> str | None:
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("type"), str):
+            return error["type"]
+    return None
+
+
+def message_of(body: object, fallback: str) -> str:
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+    return fallback

@@ -1,0 +1,85 @@
+"""OpenAI Chat Completions, and every server that speaks it (OpenRouter, Ollama, vLLM, DeepSeek,
+Gemini's OpenAI endpoint), through the official async SDK, streamed with usage.
+
+Per model (registry): the output limit goes in `max_tokens` or `max_completion_tokens` (reasoning
+models answer 400 to the former); temperature is sent only when set; a system prompt is a `system`
+message (native), a `developer` message, or already inlined into the first user message (upstream's
+handling, done when the template is rendered). ^C^C is detected by the engine, never via `stop`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx2  # the SDK's HTTP client; a dropped stream surfaces as its TransportError
+import openai
+
+from ..conversation import ModelRequest
+from ..records import Usage
+from ..registry import ProviderSpec
+from . import _errors
+
+
+class OpenAIProvider:
+    def __init__(self, spec: ProviderSpec, env: Mapping[str, str], *, timeout: float):
+        self._spec = spec
+        # The SDK refuses to start without a key; local servers (Ollama, vLLM) need none, so a
+        # placeholder is sent to them.
+        self._client = openai.AsyncOpenAI(
+            api_key=spec.key(env) or "not-needed",
+            base_url=spec.resolve_base_url(env),
+            max_retries=0,
+            timeout=timeout,
+        )
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[str | Usage]:
+        try:
+            chunks = await self._client.chat.completions.create(**self._params(request))
+            usage = Usage()
+            async for chunk in chunks:
+                if chunk.usage is not None:
+                    usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    if choice.delta and choice.delta.content:
+                        yield choice.delta.content
+            yield usage
+        except openai.APIStatusError as exc:
+            raise self._status_error(request, exc) from exc
+        except (openai.APIConnectionError, httpx2.TransportError) as exc:
+            raise _errors.connection_lost(
+                str(exc) or type(exc).__name__, model=request.spec.alias, provider=self._spec.name
+            ) from exc
+
+    @staticmethod
+    def _params(request: ModelRequest) -> dict[str, Any]:
+        spec = request.spec
+        messages = [m.as_dict() for m in request.messages]
+        if request.system:
+            role = "developer" if spec.system_prompt == "developer" else "system"
+            messages.insert(0, {"role": role, "content": request.system})
+        params: dict[str, Any] = {
+            "model": spec.api_id,
+            "messages": messages,
+            spec.token_param: spec.max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if spec.temperature is not None:
+            params["temperature"] = spec.temperature
+        return params
+
+    def _status_error(self, request: ModelRequest, exc: openai.APIStatusError) -> Exception:
+        return _errors.from_status(
+            exc.status_code,
+            _errors.message_of(exc.body, exc.message),
+            model=request.spec.alias,
+            provider=self._spec.name,
+            api_id=request.spec.api_id,
+            key_env=self._spec.key_env,
+            headers=exc.response.headers,
+            error_type=_errors.error_type_of(exc.body),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,0 +1,151 @@
+"""With upstream's template files and the same model replies, every seed alias is sent exactly what
+the upstream script sends, and the log file is byte for byte upstream's."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from backrooms_engine.records import RunSpec
+from tests.conftest import fake_env
+from tests.engine import upstream_reference
+from tests.helpers import run_to_end, runtime
+
+TWO_PARTY = [
+    "cli",
+    "student",
+    "science",
+    "fugue",
+    "gallery",
+    "ethics",
+    "spirituality",
+    "meta-template",
+]
+# Every seed alias in both positions.
+PAIRS = [
+    ("opus", "gpt4o"),
+    ("gpt4o", "sonnet"),
+    ("o1-preview", "o1-mini"),
+    ("o1-mini", "opus"),
+    ("sonnet", "o1-preview"),
+    ("opus", "opus"),
+]
+TURNS = 2
+
+
+def _replies():
+    # Braces, tags and blank lines must pass through untouched (no str.format on replies).
+    return (f"reply {n}: {{lm1_actor}} <OOC>\n\n  $ ls -la\n" for n in itertools.count(1))
+
+
+async def _run_ours(model_server, tmp_path, templates_dir: Path, template: str, aliases):
+    env = fake_env(model_server, tmp_path)
+    async with runtime(env, templates_dir) as rt:
+        specs = rt.registry.resolve(aliases)
+        replies = _replies()
+        for _ in range(TURNS):
+            for spec in specs:
+                key = "world" if spec.is_world_interface else spec.api_id
+                model_server.queue_reply(key, next(replies))
+        run_id, end = await run_to_end(
+            rt, RunSpec(models=tuple(aliases), template=template, max_turns=TURNS)
+        )
+        record = await rt.store.get_run(run_id)
+    return record, end, specs
+
+
+def _sent(model_server):
+    """(system, messages) per request, in order, as the wire carried them."""
+    out = []
+    for req in model_server.requests:
+        if req.api == "anthropic":
+            out.append((req.system, req.messages))
+        elif req.api == "openai":
+            msgs = req.messages
+            system = None
+            if msgs and msgs[0]["role"] in ("system", "developer"):
+                system, msgs = msgs[0]["content"], msgs[1:]
+            out.append((system, msgs))
+        else:
+            out.append((None, req.body["messages"]))
+    return out
+
+
+@pytest.mark.parametrize("template", TWO_PARTY)
+@pytest.mark.parametrize("aliases", PAIRS, ids="-".join)
+async def test_requests_and_log_match_upstream(
+    model_server, tmp_path, upstream_templates, template, aliases
+):
+    record, end, _ = await _run_ours(model_server, tmp_path, upstream_templates, template, aliases)
+
+    expected = upstream_reference.run(
+        upstream_templates / f"{template}.jsonl", aliases, _replies(), TURNS
+    )
+    assert _sent(model_server) == [(s, m) for _, s, m in expected.requests]
+    assert Path(record.log_path).read_text(encoding="utf-8") == expected.log
+    assert end.reason == "max_turns"
+
+
+@pytest.mark.parametrize("explorer", ["gpt4o", "opus"])
+async def test_world_interface_gets_only_the_last_message(
+    model_server, tmp_path, upstream_templates, explorer
+):
+    aliases = (explorer, "cli")
+    record, _, _ = await _run_ours(
+        model_server, tmp_path, upstream_templates, "cli_with_world_interface", aliases
+    )
+    expected = upstream_reference.run(
+        upstream_templates / "cli_with_world_interface.jsonl", aliases, _replies(), TURNS
+    )
+    assert _sent(model_server) == [(s, m) for _, s, m in expected.requests]
+    world = model_server.requests_for("world")
+    assert [r.body for r in world] == [
+        {"messages": m} for a, _, m in expected.requests if a == "cli"
+    ]
+    assert Path(record.log_path).read_text(encoding="utf-8") == expected.log
+    assert Path(record.log_path).parent.name == (
+        "GPT4oExplorations" if explorer == "gpt4o" else "OpusExplorations"
+    )
+
+
+async def test_ctrl_c_ends_the_log_like_upstream(model_server, tmp_path, upstream_templates):
+    env = fake_env(model_server, tmp_path)
+    model_server.queue_reply("claude-opus-5-5", "first")
+    model_server.queue_reply("gpt-4o-2024-08-06", "second")
+    model_server.queue_reply("claude-opus-5-5", "enough now ^C^C")
+    async with runtime(env, upstream_templates) as rt:
+        run_id, end = await run_to_end(
+            rt, RunSpec(models=("opus", "gpt4o"), template="cli", max_turns=5)
+        )
+        record = await rt.store.get_run(run_id)
+    expected = upstream_reference.run(
+        upstream_templates / "cli.jsonl",
+        ("opus", "gpt4o"),
+        iter(["first", "second", "enough now ^C^C"]),
+        5,
+    )
+    assert Path(record.log_path).read_text(encoding="utf-8") == expected.log
+    assert end.reason == "ctrl_c" and end.actor == "Claude 1"
+    assert len(model_server.requests) == 3
+
+
+async def test_wire_parameters_per_seed_alias(model_server, tmp_path, upstream_templates):
+    """Output limits and temperature as upstream sent them, where today's APIs still accept them."""
+    env = fake_env(model_server, tmp_path)
+    async with runtime(env, upstream_templates) as rt:
+        await run_to_end(rt, RunSpec(models=("gpt4o", "o1-mini"), template="student", max_turns=1))
+        await run_to_end(
+            rt, RunSpec(models=("sonnet", "o1-preview"), template="student", max_turns=1)
+        )
+    gpt4o, mini, sonnet, o1 = model_server.requests
+    assert gpt4o.body["max_tokens"] == 1024 and gpt4o.body["temperature"] == 1.0
+    # Reasoning models answer 400 to max_tokens and to a non-default temperature.
+    assert mini.body["max_completion_tokens"] == 8192
+    assert "max_tokens" not in mini.body and "temperature" not in mini.body
+    assert o1.body["model"] == "o3" and o1.body["max_completion_tokens"] == 8192
+    # The Anthropic SDK no longer accepts temperature; max_tokens stays upstream's 1024.
+    assert sonnet.body["max_tokens"] == 1024 and "temperature" not in sonnet.body
+    assert sonnet.body["model"] == "claude-sonnet-5-5"
+    assert all(r.stream for r in model_server.requests)
