@@ -1,0 +1,264 @@
+"""The `backrooms` console script: the composition root.
+
+Each subcommand builds what it needs from Settings; chat surfaces are imported lazily so that
+`backrooms run` never imports discord.py or slack-bolt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from backrooms_engine import export, templates
+from backrooms_engine.errors import BackroomsError
+from backrooms_engine.events import ReplyDelta, ReplyFinished, ReplyStarted, RunEnded, RunStarted
+from backrooms_engine.records import RunSpec
+from backrooms_engine.registry import Registry, load_registry
+from backrooms_engine.store import SqliteStore
+
+from . import logs
+from .runtime import open_runtime, template_dirs
+from .settings import Settings
+from .terminal import TerminalPrinter
+
+DEMO_TURNS = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backrooms", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a conversation in this terminal")
+    run.add_argument(
+        "--lm",
+        nargs="+",
+        default=["opus", "opus"],
+        metavar="MODEL",
+        help="participants in turn order (default: opus opus)",
+    )
+    run.add_argument("--template", default="cli", help="conversation template (default: cli)")
+    run.add_argument(
+        "--max-turns",
+        type=_positive_int,
+        default=None,
+        help="stop after this many turns (default: no limit)",
+    )
+    run.add_argument(
+        "--templates-dir", type=Path, default=None, help="look for templates here first"
+    )
+
+    sub.add_parser(
+        "demo", help=f"an offline conversation of {DEMO_TURNS} turns: no key, no network"
+    )
+
+    tpl = sub.add_parser("templates", help="list the conversation templates")
+    tpl.add_argument("--templates-dir", type=Path, default=None)
+    sub.add_parser("models", help="list the model aliases and whether their keys are set")
+
+    sub.add_parser("runs", help="list stored runs, newest first")
+    show = sub.add_parser("show", help="print a stored run's transcript")
+    show.add_argument("run_id", type=int, metavar="RUN")
+    exp = sub.add_parser("export", help="write a stored run as txt, md or json")
+    exp.add_argument("run_id", type=int, metavar="RUN")
+    exp.add_argument("--format", choices=export.FORMATS, default="txt")
+    exp.add_argument("--output", "-o", type=Path, default=None, help="file (default: stdout)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(logging.WARNING, sys.stderr)
+    try:
+        settings = Settings.load()
+        return COMMANDS[args.command](args, settings)
+    except BackroomsError as exc:
+        print(f"backrooms: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `backrooms models | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
+
+
+# -- conversations in this terminal ------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    spec = RunSpec(models=tuple(args.lm), template=args.template, max_turns=args.max_turns)
+    return asyncio.run(_run_in_terminal(settings, spec, args.templates_dir))
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    spec = RunSpec(
+        models=("offline", "offline"), template="cli", max_turns=DEMO_TURNS, started_by="demo"
+    )
+    code = asyncio.run(_run_in_terminal(settings, spec, None, demo=True))
+    return code
+
+
+async def _run_in_terminal(
+    settings: Settings, spec: RunSpec, templates_dir: Path | None, *, demo: bool = False
+) -> int:
+    async with open_runtime(settings, templates_dir=templates_dir) as rt:
+        colours = _actor_colours(rt.registry, spec.models)
+        handle = await rt.manager.start(spec, [TerminalPrinter(colours)])
+        loop = asyncio.get_running_loop()
+        # Ctrl-C stops the run like /stop would (the transcript is kept and closed); SIGTERM pauses
+        # it, resumable, as a hosting platform's shutdown would.
+        loop.add_signal_handler(signal.SIGINT, handle.stop.set, "terminal (Ctrl-C)")
+        loop.add_signal_handler(signal.SIGTERM, handle.stop.set, "shutdown", "shutdown")
+        try:
+            end = await rt.manager.wait(handle.id)
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+        print(f"\nrun {handle.id}: {end.summary}", file=sys.stderr)
+        print(
+            f"transcript: {handle.record.log_path}  (database: {settings.db_path})", file=sys.stderr
+        )
+        if demo:
+            print(
+                f"see it again: backrooms show {handle.id}   list runs: backrooms runs",
+                file=sys.stderr,
+            )
+        return 1 if end.reason == "error" else 0
+
+
+def _actor_colours(registry: Registry, aliases: Sequence[str]) -> dict[str, str]:
+    from backrooms_engine.conversation import participants_for
+
+    specs = registry.resolve(aliases)
+    return {p.actor: p.spec.colour for p in participants_for(specs)}
+
+
+# -- listings ----------------------------------------------------------------------------------
+
+
+def cmd_templates(args: argparse.Namespace, settings: Settings) -> int:
+    for name, path in templates.available(template_dirs(settings, args.templates_dir)).items():
+        try:
+            size = f"{templates.load(path).size} participants"
+        except BackroomsError as exc:
+            size = f"broken: {exc}"
+        print(f"{name:28} {size:16} {path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    registry = load_registry(settings.models_file)
+    print(f"{'alias':18} {'provider':11} {'api id':30} key")
+    for alias in registry.aliases():
+        spec = registry.get(alias)
+        p = spec.provider
+        if not p.key_env:
+            key = "not needed"
+        elif p.key_is_set(settings.env):
+            key = f"{p.key_env} set"
+        else:
+            key = f"{p.key_env} missing" if p.key_required else f"{p.key_env} optional"
+        print(f"{alias:18} {p.name:11} {spec.api_id:30} {key}")
+    return 0
+
+
+# -- stored runs -------------------------------------------------------------------------------
+
+
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_list_runs(settings))
+
+
+async def _list_runs(settings: Settings) -> int:
+    async with await SqliteStore.open(settings.db_path, owner=False) as store:
+        runs = await store.list_runs(limit=100)
+    if not runs:
+        print(f"no runs yet in {settings.db_path}; try: backrooms demo")
+        return 0
+    print(
+        f"{'id':>5}  {'participants':28} {'template':14} {'status':26} {'turns':>5} "
+        f"{'tokens':>9}  started"
+    )
+    for run in runs:
+        who = " ".join(p.alias for p in run.participants)
+        status = run.end.reason if run.end else run.status
+        if run.end and run.end.reason == "ctrl_c":
+            status = f"^C^C by {run.end.actor}"
+        tokens = run.input_tokens + run.output_tokens
+        started = run.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
+        print(
+            f"{run.id:>5}  {who[:28]:28} {run.spec.template[:14]:14} {status[:26]:26} "
+            f"{run.turns:>5} {tokens:>9}  {started}"
+        )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(_show(settings, args.run_id))
+
+
+async def _show(settings: Settings, run_id: int) -> int:
+    async with await SqliteStore.open(settings.db_path, owner=False) as store:
+        run = await store.get_run(run_id)
+        replies = await store.replies(run_id)
+    colours = _stored_colours(settings, run)
+    printer = TerminalPrinter(colours)
+    await printer.handle(RunStarted(run))
+    for r in replies:
+        await printer.handle(ReplyStarted(run.id, r.seq, r.turn, r.position, r.actor))
+        await printer.handle(ReplyDelta(run.id, r.seq, r.position, r.actor, r.text, r.text))
+        await printer.handle(ReplyFinished(r))
+    if run.end is not None:
+        await printer.handle(RunEnded(run.id, run.end))
+    return 0
+
+
+def _stored_colours(settings: Settings, run) -> dict[str, str]:
+    registry = load_registry(settings.models_file)
+    return {
+        p.actor: registry.models[p.alias].colour
+        for p in run.participants
+        if p.alias in registry.models
+    }
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    text = asyncio.run(_export(settings, args.run_id, args.format))
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+async def _export(settings: Settings, run_id: int, fmt: str) -> str:
+    async with await SqliteStore.open(settings.db_path, owner=False) as store:
+        run = await store.get_run(run_id)
+        return export.render(run, await store.replies(run_id), fmt)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "templates": cmd_templates,
+    "models": cmd_models,
+    "runs": cmd_runs,
+    "show": cmd_show,
+    "export": cmd_export,
+}
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""The composition root's building blocks: registry, templates, store, providers and manager, built
+from Settings and closed in the right order. Every subcommand that runs conversations uses this."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from backrooms_engine import templates
+from backrooms_engine.engine import RetryPolicy
+from backrooms_engine.manager import RunManager
+from backrooms_engine.providers import ProviderPool
+from backrooms_engine.registry import Registry, load_registry
+from backrooms_engine.store import SqliteStore
+
+from .settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    registry: Registry
+    template_dirs: list[Path]
+    store: SqliteStore
+    providers: ProviderPool
+    manager: RunManager
+
+
+def template_dirs(settings: Settings, extra: Path | None = None) -> list[Path]:
+    given = [p for p in (extra, settings.templates_dir) if p is not None]
+    return templates.search_path(given)
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: Settings, *, templates_dir: Path | None = None, registry: Registry | None = None
+) -> AsyncIterator[Runtime]:
+    registry = registry or load_registry(settings.models_file)
+    dirs = template_dirs(settings, templates_dir)
+    store = await SqliteStore.open(settings.db_path, owner=True)
+    providers = ProviderPool(settings.env, timeout=settings.request_timeout)
+    manager = RunManager(
+        registry=registry,
+        template_dirs=dirs,
+        store=store,
+        provider_for=providers.for_spec,
+        env=settings.env,
+        log_dir=settings.log_dir,
+        retry=RetryPolicy(attempts=settings.retry_attempts, base_delay=settings.retry_base_delay),
+    )
+    try:
+        yield Runtime(settings, registry, dirs, store, providers, manager)
+    finally:
+        await manager.shutdown()
+        await providers.aclose()
+        await store.close()

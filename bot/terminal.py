@@ -1,0 +1,82 @@
+"""The terminal surface: streams replies under coloured actor headers, as upstream prints them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import TextIO
+
+from backrooms_engine.events import (
+    Event,
+    ReplyDelta,
+    ReplyFinished,
+    ReplyRetrying,
+    ReplyStarted,
+    RunEnded,
+    RunStarted,
+)
+
+RESET = "\033[0m"
+
+
+def colour_enabled(stream: TextIO, env: Mapping[str, str] | None = None) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    env = os.environ if env is None else env
+    return "NO_COLOR" not in env and hasattr(stream, "isatty") and stream.isatty()
+
+
+def _ansi(hex_colour: str) -> str:
+    try:
+        r, g, b = (int(hex_colour.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4))
+    except ValueError:
+        return "\033[1m"
+    return f"\033[1;38;2;{r};{g};{b}m"
+
+
+class TerminalPrinter:
+    name = "terminal"
+
+    def __init__(
+        self,
+        colours: Mapping[str, str],
+        *,
+        stream: TextIO | None = None,
+        colour: bool | None = None,
+    ):
+        """`colours` maps actor names to hex colours from the registry."""
+        self._out = stream or sys.stdout
+        self._colour = colour_enabled(self._out) if colour is None else colour
+        self._colours = dict(colours)
+
+    def header(self, actor: str) -> str:
+        title = f"### {actor} ###"
+        if not self._colour:
+            return title
+        return f"{_ansi(self._colours.get(actor, ''))}{title}{RESET}"
+
+    async def handle(self, event: Event) -> None:
+        match event:
+            case RunStarted(run=run, resumed=resumed):
+                who = " ".join(p.actor for p in run.participants)
+                verb = "resumed" if resumed else "started"
+                self._note(f"run {run.id} {verb}: {who}, template {run.spec.template}")
+            case ReplyStarted(actor=actor, attempt=attempt):
+                if attempt > 1:
+                    self._write("\n")
+                self._write(f"\n{self.header(actor)}\n")
+            case ReplyDelta(delta=delta):
+                self._write(delta)
+            case ReplyFinished():
+                self._write("\n")
+            case ReplyRetrying(reason=reason, delay=delay):
+                self._note(f"\n[{reason}; retrying in {delay:.0f}s]")
+            case RunEnded(end=end):
+                self._write(end.closing_line())
+
+    def _note(self, text: str) -> None:
+        self._write(f"\033[2m{text}{RESET}\n" if self._colour else f"{text}\n")
+
+    def _write(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
