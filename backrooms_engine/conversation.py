@@ -9,6 +9,8 @@ from .errors import TemplateError
 from .registry import ModelSpec
 from .templates import Message, Seat, Template, render
 
+STOP_SEQUENCE = "^C^C"  # upstream's: a single ^C is often a fair command (after ping)
+
 
 @dataclass(frozen=True)
 class Participant:
@@ -82,10 +84,15 @@ class Conversation:
         participants: Sequence[Participant],
         replies: Iterable[tuple[int, str]],
     ) -> Conversation:
-        """Contexts as they stood after the stored replies, given as (author position, text)."""
+        """Contexts as they stood after the stored replies, given as (author position, text).
+
+        A reply containing ^C^C was never added to any context (upstream), so it is skipped here
+        too: a run extended after a ^C^C goes on as if that reply had not reached the others.
+        """
         conversation = cls(template, participants)
         for position, text in replies:
-            conversation.append(position, text)
+            if STOP_SEQUENCE not in text:
+                conversation.append(position, text)
         return conversation
 
     def append(self, author: int, text: str) -> None:

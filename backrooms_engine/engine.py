@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .conversation import Conversation, ModelRequest
+from .conversation import STOP_SEQUENCE, Conversation, ModelRequest
 from .errors import PermanentProviderError, TransientProviderError
 from .events import (
     Event,
@@ -30,7 +30,6 @@ from .registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
-STOP_SEQUENCE = "^C^C"
 
 Emit = Callable[[Event], None]
 ProviderFor = Callable[[ModelSpec], Provider]
@@ -94,21 +93,42 @@ class Engine:
         emit: Emit,
         stop: StopSignal,
         *,
-        start_seq: int = 0,
-        tokens_used: int = 0,
+        history: Sequence[Reply] = (),
         resumed: bool = False,
+        extending: bool = False,
     ) -> RunEnd:
         """Drive one run to its end; the end is stored before RunEnded is emitted.
+
+        `history` holds the replies already stored (a resumed or extended run); `conversation`
+        must already contain them. When `extending` is false, a stored last reply with ^C^C ends
+        the run at once (a crash between that commit and the end being stored).
 
         A shutdown is not an end: the run stays marked running in the store so the next start
         resumes it, and RunEnded(reason="shutdown") only tells surfaces that it paused.
         """
         emit(RunStarted(record, resumed=resumed))
-        end = await self._loop(record, conversation, emit, stop, start_seq, tokens_used)
+        end = self._ended_already(record, len(conversation.participants), history, extending)
+        if end is None:
+            tokens = sum(r.usage.total for r in history)
+            end = await self._loop(record, conversation, emit, stop, len(history), tokens)
         if end.reason != "shutdown":
             await self._store.finish_run(record.id, end, now())
         emit(RunEnded(record.id, end))
         return end
+
+    @staticmethod
+    def _ended_already(
+        record: RunRecord, size: int, history: Sequence[Reply], extending: bool
+    ) -> RunEnd | None:
+        if not history:
+            return None
+        last = history[-1]
+        if not extending and STOP_SEQUENCE in last.text:
+            return RunEnd("ctrl_c", actor=last.actor, turns=len(history) // size)
+        budget = record.spec.token_budget
+        if budget is not None and sum(r.usage.total for r in history) >= budget:
+            return RunEnd("budget", detail=str(budget), turns=len(history) // size)
+        return None
 
     async def _loop(
         self,

@@ -8,6 +8,7 @@ line (see RunEnd.closing_line) when it ends. The folder is the first participant
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -69,6 +70,17 @@ class LogFileWriter:
 
     def __init__(self, path: Path):
         self.path = path
+
+    def rebuild(self, replies: Sequence[Reply]) -> None:
+        """Make the file exactly the stored transcript (before a resumed run goes on), so that a
+        crash between a commit and its append, or a closing line of an earlier end, leaves no
+        trace: the result is the file an uninterrupted run would have written."""
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(transcript_text(replies, None), encoding="utf-8", newline="")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise StoreError(f"cannot rewrite transcript {self.path}: {exc.strerror}") from None
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, ReplyFinished):

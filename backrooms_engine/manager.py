@@ -1,4 +1,5 @@
-"""RunManager: starts runs, drives each as its own asyncio task, stops them, shuts down cleanly.
+"""RunManager: starts runs, drives each as its own asyncio task, stops, resumes and extends them,
+and shuts down cleanly.
 
 Every surface (terminal, Discord, Slack, web) goes through one manager, so limits and the store are
 shared. The manager always adds the BackroomsLogs writer to a run's observers.
@@ -7,20 +8,35 @@ shared. The manager always adds the BackroomsLogs writer to a run's observers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import logfile, templates
-from .conversation import Conversation, participants_for
+from .conversation import Conversation, Participant, participants_for
 from .engine import Engine, RetryPolicy, StopSignal
-from .observers import ObserverHub
+from .errors import ConfigError
+from .events import ReplyDelta, ReplyFinished, ReplyStarted, RunEnded
+from .observers import DEFAULT_QUEUE_SIZE, ObserverHub
 from .ports import Observer, Provider, Store
-from .records import ParticipantInfo, RunEnd, RunRecord, RunSpec, now
+from .records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, now
 from .registry import ModelSpec, Registry, check_keys
 
 log = logging.getLogger(__name__)
+
+
+class LimitError(ConfigError):
+    """A start refused by a cap; the message names the limit and the setting that raises it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_runs: int = 20  # concurrent runs in this process
+    max_runs_per_space: int = 3  # concurrent runs per Discord server / Slack workspace
+    chat_max_turns: int = 50  # turn ceiling (and default) for runs started from chat
+    token_budget: int | None = None  # default budget (input + output tokens) per run
 
 
 @dataclass
@@ -37,7 +53,7 @@ class RunHandle:
 @dataclass(frozen=True)
 class StopResult:
     run_id: int
-    stopped: bool  # False when the run had already ended
+    stopped: bool  # False when the run was not running
     message: str
 
 
@@ -52,41 +68,187 @@ class RunManager:
         env: Mapping[str, str],
         log_dir: Path,
         retry: RetryPolicy | None = None,
-        observer_close_timeout: float = 30.0,
+        limits: Limits | None = None,
+        observer_grace: float = 30.0,
+        observer_queue: int = DEFAULT_QUEUE_SIZE,
     ):
         self.registry = registry
         self.template_dirs = list(template_dirs)
         self.store = store
+        self.limits = limits or Limits()
         self._env = env
         self._log_dir = log_dir
         self._engine = Engine(provider_for, store, retry=retry)
         self._runs: dict[int, RunHandle] = {}
-        self._observer_close_timeout = observer_close_timeout
+        self._observer_grace = observer_grace
+        self._observer_queue = observer_queue
         self._accepting = True
 
     # -- starting ---------------------------------------------------------------------------
 
-    def prepare(self, spec: RunSpec) -> tuple[list[ModelSpec], templates.Template]:
-        """Check a start request without starting it: models, template, fit, keys. Raises
-        ConfigError subclasses with messages meant for the user."""
+    def prepare(self, spec: RunSpec) -> tuple[RunSpec, list[ModelSpec], templates.Template]:
+        """Check a start request without starting it: limits, models, template, fit, keys.
+        Raises ConfigError subclasses whose messages are meant for the user as they are."""
+        spec = self._apply_limits(spec)
         specs = self.registry.resolve(spec.models)
         template = templates.find(spec.template, self.template_dirs)
         Conversation(template, participants_for(specs))  # checks the participant count and seats
         check_keys(specs, self._env)
-        return specs, template
+        return spec, specs, template
 
     async def start(self, spec: RunSpec, observers: Sequence[Observer] = ()) -> RunHandle:
-        if not self._accepting:
-            raise RuntimeError("the run manager is shutting down")
-        specs, template = self.prepare(spec)
+        spec, specs, template = self.prepare(spec)
         participants = participants_for(specs)
         created = now()
         path = logfile.allocate(self._log_dir, specs, spec.template, created)
         record = await self.store.create_run(
-            spec, [_info(p.position, p.spec, p.actor) for p in participants], str(path), created
+            spec, [_info(p) for p in participants], str(path), created
         )
+        log.info("run %s: started by %s: %s", record.id, spec.started_by, " ".join(spec.models))
         conversation = Conversation(template, participants)
-        return self._launch(record, conversation, observers, start_seq=0, tokens_used=0)
+        return self._launch(record, conversation, observers, history=[])
+
+    def _apply_limits(self, spec: RunSpec) -> RunSpec:
+        if not self._accepting:
+            raise LimitError("the service is shutting down; try again in a minute")
+        lim = self.limits
+        if len(self._runs) >= lim.max_runs:
+            raise LimitError(
+                f"{len(self._runs)} runs are going, the most this service runs at once "
+                f"(BACKROOMS_MAX_RUNS={lim.max_runs}); stop one or raise the limit"
+            )
+        if spec.space is not None:
+            here = sum(1 for h in self._runs.values() if h.record.spec.space == spec.space)
+            if here >= lim.max_runs_per_space:
+                raise LimitError(
+                    f"{here} runs are going here, the most per community "
+                    f"(BACKROOMS_MAX_RUNS_PER_SPACE={lim.max_runs_per_space}); stop one first"
+                )
+        if spec.surface != "terminal":
+            if spec.max_turns is None:
+                spec = dataclasses.replace(spec, max_turns=lim.chat_max_turns)
+            elif spec.max_turns > lim.chat_max_turns:
+                raise LimitError(
+                    f"at most {lim.chat_max_turns} turns for a run started from chat, asked for "
+                    f"{spec.max_turns} (BACKROOMS_CHAT_MAX_TURNS={lim.chat_max_turns})"
+                )
+        if spec.token_budget is None and lim.token_budget is not None:
+            spec = dataclasses.replace(spec, token_budget=lim.token_budget)
+        return spec
+
+    # -- resuming and extending -------------------------------------------------------------
+
+    async def resume(self, run_id: int, observers: Sequence[Observer] = ()) -> RunHandle:
+        """Continue a run left running by a crash or a shutdown, from the stored replies."""
+        record = await self.store.get_run(run_id)
+        self._check_not_active(run_id)
+        if record.status != "running":
+            summary = record.end.summary if record.end else record.status
+            raise ConfigError(
+                f"run {run_id} has ended ({summary}); "
+                f"`backrooms continue {run_id} --turns N` extends it"
+            )
+        return await self._relaunch(record, observers, extending=False)
+
+    async def extend(
+        self, run_id: int, turns: int, observers: Sequence[Observer] = ()
+    ) -> RunHandle:
+        """Give an ended run `turns` more turns (after the turn it ended in, if that was partial)."""
+        if turns < 1:
+            raise ConfigError(f"the number of extra turns must be at least 1, got {turns}")
+        record = await self.store.get_run(run_id)
+        self._check_not_active(run_id)
+        if record.status == "running":
+            raise ConfigError(f"run {run_id} is still running; `backrooms resume {run_id}`")
+        size = len(record.participants)
+        started_turns = -(-record.replies // size)  # a turn cut short by ^C^C counts as started
+        await self.store.reopen_run(run_id, max_turns=started_turns + turns)
+        return await self._relaunch(await self.store.get_run(run_id), observers, extending=True)
+
+    async def resume_all(
+        self, observers_for: Callable[[RunRecord], Sequence[Observer]] = lambda _: ()
+    ) -> list[RunHandle]:
+        """Resume every run still marked running (oldest first); one that cannot be resumed is
+        ended with the reason instead of failing again at every start."""
+        handles = []
+        for record in await self.store.running_runs():
+            if record.id in self._runs:
+                continue
+            try:
+                handles.append(await self._relaunch(record, observers_for(record), False))
+            except ConfigError as exc:
+                log.warning("run %s: not resumed: %s", record.id, exc)
+        return handles
+
+    def _check_not_active(self, run_id: int) -> None:
+        if run_id in self._runs:
+            raise ConfigError(f"run {run_id} is already running in this process")
+
+    async def _relaunch(
+        self, record: RunRecord, observers: Sequence[Observer], extending: bool
+    ) -> RunHandle:
+        try:
+            template, participants = self._rebuild_parts(record)
+        except ConfigError as exc:
+            await self._end_unresumable(record, observers, str(exc))
+            raise
+        history = await self.store.replies(record.id)
+        conversation = Conversation.rebuild(
+            template, participants, [(r.position, r.text) for r in history]
+        )
+        writer = logfile.LogFileWriter(Path(record.log_path))
+        writer.rebuild(history)  # the file becomes exactly the stored transcript, then grows
+        log.info("run %s: resumed after %s replies", record.id, len(history))
+        return self._launch(
+            record,
+            conversation,
+            observers,
+            history=history,
+            writer=writer,
+            resumed=True,
+            extending=extending,
+            replay=await self._missed(record.id, observers, history),
+        )
+
+    def _rebuild_parts(self, record: RunRecord) -> tuple[templates.Template, list[Participant]]:
+        specs = self.registry.resolve([p.alias for p in record.participants])
+        template = templates.find(record.spec.template, self.template_dirs)
+        # The stored actor names win, so a renamed display name never changes a run midway.
+        participants = [
+            Participant(p.position, spec, p.actor)
+            for p, spec in zip(record.participants, specs, strict=True)
+        ]
+        Conversation(template, participants)
+        check_keys(specs, self._env)
+        return template, participants
+
+    async def _end_unresumable(
+        self, record: RunRecord, observers: Sequence[Observer], why: str
+    ) -> None:
+        end = RunEnd("error", detail=f"cannot resume: {why}", turns=record.turns)
+        await self.store.finish_run(record.id, end, now())
+        hub = ObserverHub(
+            record.id, [logfile.LogFileWriter(Path(record.log_path)), *observers], store=None
+        )
+        hub.emit(RunEnded(record.id, end))
+        await hub.close(self._observer_grace)
+
+    async def _missed(
+        self, run_id: int, observers: Sequence[Observer], history: Sequence[Reply]
+    ) -> list[tuple[Observer, list]]:
+        """What each observer had not received before the restart, by its delivery cursor."""
+        missed = []
+        for observer in observers:
+            cursor = await self.store.delivered(run_id, observer.name)
+            events: list = []
+            for r in history[cursor:]:
+                events += [
+                    ReplyStarted(run_id, r.seq, r.turn, r.position, r.actor),
+                    ReplyDelta(run_id, r.seq, r.position, r.actor, r.text, r.text),
+                    ReplyFinished(r),
+                ]
+            missed.append((observer, events))
+        return missed
 
     def _launch(
         self,
@@ -94,18 +256,22 @@ class RunManager:
         conversation: Conversation,
         observers: Sequence[Observer],
         *,
-        start_seq: int,
-        tokens_used: int,
+        history: Sequence[Reply],
+        writer: logfile.LogFileWriter | None = None,
         resumed: bool = False,
+        extending: bool = False,
+        replay: Sequence[tuple[Observer, list]] = (),
     ) -> RunHandle:
+        writer = writer or logfile.LogFileWriter(Path(record.log_path))
         hub = ObserverHub(
-            record.id,
-            [logfile.LogFileWriter(Path(record.log_path)), *observers],
-            store=self.store,
+            record.id, [writer, *observers], store=self.store, maxsize=self._observer_queue
         )
+        for observer, events in replay:
+            for event in events:
+                hub.emit_to(observer, event)
         stop = StopSignal()
         task = asyncio.create_task(
-            self._drive(record, conversation, hub, stop, start_seq, tokens_used, resumed),
+            self._drive(record, conversation, hub, stop, history, resumed, extending),
             name=f"run {record.id}",
         )
         handle = RunHandle(record, stop, task)
@@ -118,52 +284,69 @@ class RunManager:
         conversation: Conversation,
         hub: ObserverHub,
         stop: StopSignal,
-        start_seq: int,
-        tokens_used: int,
+        history: Sequence[Reply],
         resumed: bool,
+        extending: bool,
     ) -> RunEnd:
         try:
-            return await self._engine.run(
+            end = await self._engine.run(
                 record,
                 conversation,
                 hub.emit,
                 stop,
-                start_seq=start_seq,
-                tokens_used=tokens_used,
+                history=history,
                 resumed=resumed,
+                extending=extending,
             )
+            log.info("run %s: %s", record.id, end.summary)
+            return end
+        except Exception:  # the one supervisor of a run: record the failure, keep the transcript
+            log.exception("run %s: failed", record.id)
+            end = RunEnd(
+                "error",
+                detail="internal error; see the service log",
+                turns=await self._turns(record),
+            )
+            await self.store.finish_run(record.id, end, now())
+            hub.emit(RunEnded(record.id, end))
+            return end
         finally:
-            await hub.close(self._observer_close_timeout)
+            await hub.close(self._observer_grace)
             self._runs.pop(record.id, None)
+
+    async def _turns(self, record: RunRecord) -> int:
+        return len(await self.store.replies(record.id)) // len(record.participants)
 
     # -- stopping and waiting ---------------------------------------------------------------
 
-    def active(self) -> list[RunHandle]:
-        return list(self._runs.values())
+    def active(self, space: str | None = None) -> list[RunHandle]:
+        return [h for h in self._runs.values() if space is None or h.record.spec.space == space]
 
     def get(self, run_id: int) -> RunHandle | None:
         return self._runs.get(run_id)
 
     async def stop(self, run_id: int, *, by: str) -> StopResult:
+        """End a run within a second, even mid-reply; a run that is not running is a no-op."""
         handle = self._runs.get(run_id)
         if handle is None:
             record = await self.store.get_run(run_id)  # raises UnknownRunError for a bad id
-            state = record.end.summary if record.end else record.status
-            return StopResult(run_id, False, f"run {run_id} is not running ({state})")
+            state = record.end.summary if record.end else "not running in this process"
+            return StopResult(run_id, False, f"run {run_id} is not running: {state}")
         handle.stop.set(by)
-        await asyncio.shield(handle.task)
-        return StopResult(run_id, True, f"run {run_id} stopped by {by}")
+        end = await asyncio.shield(handle.task)
+        return StopResult(run_id, True, f"run {run_id}: {end.summary}")
 
     async def wait(self, run_id: int) -> RunEnd:
         handle = self._runs.get(run_id)
-        if handle is None:
-            record = await self.store.get_run(run_id)
-            assert record.end is not None
-            return record.end
-        return await asyncio.shield(handle.task)
+        if handle is not None:
+            return await asyncio.shield(handle.task)
+        record = await self.store.get_run(run_id)
+        if record.end is None:
+            raise ConfigError(f"run {run_id} is not running in this process")
+        return record.end
 
     async def shutdown(self, deadline: float = 20.0) -> None:
-        """Take no new runs; stop the running ones (they stay resumable) within `deadline`."""
+        """Take no new runs; pause the running ones (they stay resumable) within `deadline`."""
         self._accepting = False
         handles = list(self._runs.values())
         for handle in handles:
@@ -175,5 +358,5 @@ class RunManager:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _info(position: int, spec: ModelSpec, actor: str) -> ParticipantInfo:
-    return ParticipantInfo(position, spec.alias, actor, spec.api_id, spec.provider.name)
+def _info(p: Participant) -> ParticipantInfo:
+    return ParticipantInfo(p.position, p.spec.alias, p.actor, p.spec.api_id, p.spec.provider.name)

@@ -88,9 +88,13 @@ class _Feed:
             return
         if isinstance(event, ReplyFinished) and self._store is not None:
             try:
-                await self._store.mark_delivered(self.run_id, self.observer.name, event.reply.seq + 1)
+                await self._store.mark_delivered(
+                    self.run_id, self.observer.name, event.reply.seq + 1
+                )
             except StoreError:  # the cursor only saves a replay after a restart; the run goes on
-                log.exception("run %s: cannot record delivery to %s", self.run_id, self.observer.name)
+                log.exception(
+                    "run %s: cannot record delivery to %s", self.run_id, self.observer.name
+                )
 
 
 class ObserverHub:

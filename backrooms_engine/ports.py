@@ -46,8 +46,8 @@ class Store(Protocol):
 
     async def finish_run(self, run_id: int, end: RunEnd, ended_at: datetime) -> None: ...
 
-    async def reopen_run(self, run_id: int) -> None:
-        """Mark an ended run running again (continue / resume after an error)."""
+    async def reopen_run(self, run_id: int, *, max_turns: int | None) -> None:
+        """Mark an ended run running again with a new turn limit (`backrooms continue`)."""
         ...
 
     async def get_run(self, run_id: int) -> RunRecord:
@@ -65,5 +65,9 @@ class Store(Protocol):
         ...
 
     async def mark_delivered(self, run_id: int, observer: str, count: int) -> None: ...
+
+    async def running_runs(self) -> list[RunRecord]:
+        """Runs still marked running (left by a crash or a shutdown), oldest first."""
+        ...
 
     async def close(self) -> None: ...

@@ -604,13 +604,13 @@ class SqliteStore:
         if not changed:
             raise unknown_run(run_id)
 
-    async def reopen_run(self, run_id: int) -> None:
+    async def reopen_run(self, run_id: int, *, max_turns: int | None) -> None:
         changed = await self._write(
             run_id,
             "UPDATE runs SET status = 'running', end_reason = NULL, end_actor = NULL, "
             "end_by = NULL, end_detail = NULL, end_turns = NULL, end_max_turns = NULL, "
-            "ended_at = NULL WHERE id = ?",
-            (run_id,),
+            "ended_at = NULL, max_turns = ? WHERE id = ?",
+            (max_turns, run_id),
         )
         if not changed:
             raise unknown_run(run_id)

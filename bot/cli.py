@@ -11,18 +11,19 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from backrooms_engine import export, templates
 from backrooms_engine.errors import BackroomsError
 from backrooms_engine.events import ReplyDelta, ReplyFinished, ReplyStarted, RunEnded, RunStarted
-from backrooms_engine.records import RunSpec
+from backrooms_engine.manager import RunHandle
+from backrooms_engine.records import RunEnd, RunRecord, RunSpec
 from backrooms_engine.registry import Registry, load_registry
 from backrooms_engine.store import SqliteStore
 
 from . import logs
-from .runtime import open_runtime, template_dirs
+from .runtime import Runtime, open_runtime, template_dirs
 from .settings import Settings
 from .terminal import TerminalPrinter
 
@@ -51,6 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--templates-dir", type=Path, default=None, help="look for templates here first"
     )
+    run.add_argument(
+        "--token-budget",
+        type=_positive_int,
+        default=None,
+        help="end the run once its input plus output tokens reach this",
+    )
+
+    res = sub.add_parser("resume", help="continue a run that a crash or a shutdown interrupted")
+    res.add_argument("run_id", type=int, metavar="RUN")
+    cont = sub.add_parser("continue", help="give an ended run more turns")
+    cont.add_argument("run_id", type=int, metavar="RUN")
+    cont.add_argument("--turns", type=_positive_int, required=True, help="how many more turns")
 
     sub.add_parser(
         "demo", help=f"an offline conversation of {DEMO_TURNS} turns: no key, no network"
@@ -98,24 +111,57 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    spec = RunSpec(models=tuple(args.lm), template=args.template, max_turns=args.max_turns)
-    return asyncio.run(_run_in_terminal(settings, spec, args.templates_dir))
+    spec = RunSpec(
+        models=tuple(args.lm),
+        template=args.template,
+        max_turns=args.max_turns,
+        token_budget=args.token_budget,
+    )
+
+    async def start(rt: Runtime, printer: TerminalPrinter) -> RunHandle:
+        return await rt.manager.start(spec, [printer])
+
+    return asyncio.run(_in_terminal(settings, start, spec.models, args.templates_dir))
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     spec = RunSpec(
         models=("offline", "offline"), template="cli", max_turns=DEMO_TURNS, started_by="demo"
     )
-    code = asyncio.run(_run_in_terminal(settings, spec, None, demo=True))
-    return code
+
+    async def start(rt: Runtime, printer: TerminalPrinter) -> RunHandle:
+        return await rt.manager.start(spec, [printer])
+
+    return asyncio.run(_in_terminal(settings, start, spec.models, None, demo=True))
 
 
-async def _run_in_terminal(
-    settings: Settings, spec: RunSpec, templates_dir: Path | None, *, demo: bool = False
+def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+    async def start(rt: Runtime, printer: TerminalPrinter) -> RunHandle:
+        return await rt.manager.resume(args.run_id, [printer])
+
+    return asyncio.run(_in_terminal(settings, start, None, None))
+
+
+def cmd_continue(args: argparse.Namespace, settings: Settings) -> int:
+    async def start(rt: Runtime, printer: TerminalPrinter) -> RunHandle:
+        return await rt.manager.extend(args.run_id, args.turns, [printer])
+
+    return asyncio.run(_in_terminal(settings, start, None, None))
+
+
+async def _in_terminal(
+    settings: Settings,
+    start: Callable[[Runtime, TerminalPrinter], Awaitable[RunHandle]],
+    models: Sequence[str] | None,
+    templates_dir: Path | None,
+    *,
+    demo: bool = False,
 ) -> int:
     async with open_runtime(settings, templates_dir=templates_dir) as rt:
-        colours = _actor_colours(rt.registry, spec.models)
-        handle = await rt.manager.start(spec, [TerminalPrinter(colours)])
+        printer = TerminalPrinter(_actor_colours(rt.registry, models) if models else {})
+        handle = await start(rt, printer)
+        if models is None:  # resumed: colours come from the stored participants
+            printer.colours.update(_stored_colours(rt.registry, handle.record))
         loop = asyncio.get_running_loop()
         # Ctrl-C stops the run like /stop would (the transcript is kept and closed); SIGTERM pauses
         # it, resumable, as a hosting platform's shutdown would.
@@ -126,16 +172,21 @@ async def _run_in_terminal(
         finally:
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
-        print(f"\nrun {handle.id}: {end.summary}", file=sys.stderr)
-        print(
-            f"transcript: {handle.record.log_path}  (database: {settings.db_path})", file=sys.stderr
-        )
-        if demo:
-            print(
-                f"see it again: backrooms show {handle.id}   list runs: backrooms runs",
-                file=sys.stderr,
-            )
+        _report(settings, handle, end, demo)
         return 1 if end.reason == "error" else 0
+
+
+def _report(settings: Settings, handle: RunHandle, end: RunEnd, demo: bool) -> None:
+    if end.reason == "shutdown":
+        print(f"\nrun {handle.id} paused; `backrooms resume {handle.id}` goes on", file=sys.stderr)
+    else:
+        print(f"\nrun {handle.id}: {end.summary}", file=sys.stderr)
+    print(f"transcript: {handle.record.log_path}  (database: {settings.db_path})", file=sys.stderr)
+    if demo:
+        print(
+            f"see it again: backrooms show {handle.id}   list runs: backrooms runs",
+            file=sys.stderr,
+        )
 
 
 def _actor_colours(registry: Registry, aliases: Sequence[str]) -> dict[str, str]:
@@ -213,7 +264,7 @@ async def _show(settings: Settings, run_id: int) -> int:
     async with await SqliteStore.open(settings.db_path, owner=False) as store:
         run = await store.get_run(run_id)
         replies = await store.replies(run_id)
-    colours = _stored_colours(settings, run)
+    colours = _stored_colours(load_registry(settings.models_file), run)
     printer = TerminalPrinter(colours)
     await printer.handle(RunStarted(run))
     for r in replies:
@@ -225,8 +276,7 @@ async def _show(settings: Settings, run_id: int) -> int:
     return 0
 
 
-def _stored_colours(settings: Settings, run) -> dict[str, str]:
-    registry = load_registry(settings.models_file)
+def _stored_colours(registry: Registry, run: RunRecord) -> dict[str, str]:
     return {
         p.actor: registry.models[p.alias].colour
         for p in run.participants
@@ -239,7 +289,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        args.output.write_text(text, encoding="utf-8")
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as exc:  # a missing folder, no permission: say so, no traceback
+            raise BackroomsError(f"cannot write {args.output}: {exc.strerror or exc}") from None
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
@@ -258,6 +311,8 @@ COMMANDS = {
     "runs": cmd_runs,
     "show": cmd_show,
     "export": cmd_export,
+    "resume": cmd_resume,
+    "continue": cmd_continue,
 }
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from backrooms_engine import templates
 from backrooms_engine.engine import RetryPolicy
-from backrooms_engine.manager import RunManager
+from backrooms_engine.manager import Limits, RunManager
 from backrooms_engine.providers import ProviderPool
 from backrooms_engine.registry import Registry, load_registry
 from backrooms_engine.store import SqliteStore
@@ -49,10 +49,16 @@ async def open_runtime(
         env=settings.env,
         log_dir=settings.log_dir,
         retry=RetryPolicy(attempts=settings.retry_attempts, base_delay=settings.retry_base_delay),
+        limits=Limits(
+            max_runs=settings.max_runs,
+            max_runs_per_space=settings.max_runs_per_space,
+            chat_max_turns=settings.chat_max_turns,
+            token_budget=settings.token_budget,
+        ),
     )
     try:
         yield Runtime(settings, registry, dirs, store, providers, manager)
     finally:
-        await manager.shutdown()
+        await manager.shutdown(settings.shutdown_deadline)
         await providers.aclose()
         await store.close()

@@ -25,6 +25,11 @@ class Settings:
     retry_attempts: int
     retry_base_delay: float
     request_timeout: float
+    max_runs: int
+    max_runs_per_space: int
+    chat_max_turns: int
+    token_budget: int | None
+    shutdown_deadline: float
 
     @classmethod
     def load(
@@ -49,6 +54,11 @@ class Settings:
             retry_attempts=_int(env, "BACKROOMS_RETRY_ATTEMPTS", 6, minimum=1),
             retry_base_delay=_float(env, "BACKROOMS_RETRY_BASE_DELAY", 1.0),
             request_timeout=_float(env, "BACKROOMS_REQUEST_TIMEOUT", 600.0),
+            max_runs=_int(env, "BACKROOMS_MAX_RUNS", 20, minimum=1),
+            max_runs_per_space=_int(env, "BACKROOMS_MAX_RUNS_PER_SPACE", 3, minimum=1),
+            chat_max_turns=_int(env, "BACKROOMS_CHAT_MAX_TURNS", 50, minimum=1),
+            token_budget=_int(env, "BACKROOMS_TOKEN_BUDGET", 0, minimum=0) or None,
+            shutdown_deadline=_float(env, "BACKROOMS_SHUTDOWN_DEADLINE", 20.0),
         )
 
 

@@ -47,13 +47,13 @@ class TerminalPrinter:
         """`colours` maps actor names to hex colours from the registry."""
         self._out = stream or sys.stdout
         self._colour = colour_enabled(self._out) if colour is None else colour
-        self._colours = dict(colours)
+        self.colours = dict(colours)
 
     def header(self, actor: str) -> str:
         title = f"### {actor} ###"
         if not self._colour:
             return title
-        return f"{_ansi(self._colours.get(actor, ''))}{title}{RESET}"
+        return f"{_ansi(self.colours.get(actor, ''))}{title}{RESET}"
 
     async def handle(self, event: Event) -> None:
         match event:

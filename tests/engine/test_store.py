@@ -172,9 +172,10 @@ async def test_finish_run_stores_the_end_and_reopen_clears_it(store: AnyStore) -
     await store.finish_run(run_id, end, T0 + timedelta(minutes=5))
     ended = await store.get_run(run_id)
     assert (ended.status, ended.end, ended.ended_at) == ("ended", end, T0 + timedelta(minutes=5))
-    await store.reopen_run(run_id)
+    await store.reopen_run(run_id, max_turns=7)
     reopened = await store.get_run(run_id)
     assert (reopened.status, reopened.end, reopened.ended_at) == ("running", None, None)
+    assert reopened.spec.max_turns == 7
 
 
 async def test_list_runs_is_newest_first_and_filters(store: AnyStore) -> None:
@@ -253,7 +254,7 @@ UNKNOWN_RUN_CALLS: dict[str, Callable[[AnyStore], Awaitable[object]]] = {
     "get_run": lambda s: s.get_run(42),
     "append_reply": lambda s: s.append_reply(reply(42, 0)),
     "finish_run": lambda s: s.finish_run(42, RunEnd(reason="stopped"), T0),
-    "reopen_run": lambda s: s.reopen_run(42),
+    "reopen_run": lambda s: s.reopen_run(42, max_turns=None),
     "replies": lambda s: s.replies(42),
     "delivered": lambda s: s.delivered(42, "discord"),
     "mark_delivered": lambda s: s.mark_delivered(42, "discord", 1),

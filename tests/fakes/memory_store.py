@@ -114,9 +114,12 @@ class MemoryStore:
         run = self._run(run_id)
         run.record = dataclasses.replace(run.record, status="ended", end=end, ended_at=ended)
 
-    async def reopen_run(self, run_id: int) -> None:
+    async def reopen_run(self, run_id: int, *, max_turns: int | None) -> None:
         run = self._run(run_id)
-        run.record = dataclasses.replace(run.record, status="running", end=None, ended_at=None)
+        spec = dataclasses.replace(run.record.spec, max_turns=max_turns)
+        run.record = dataclasses.replace(
+            run.record, spec=spec, status="running", end=None, ended_at=None
+        )
 
     async def get_run(self, run_id: int) -> RunRecord:
         return self._with_totals(self._run(run_id))
