@@ -57,10 +57,13 @@ class StopSignal:
         self._event = asyncio.Event()
         self.by: str | None = None
         self.reason: str = "stopped"
+        self.detail: str | None = None
 
-    def set(self, by: str, reason: str = "stopped") -> None:
+    def set(self, by: str, reason: str = "stopped", detail: str | None = None) -> None:
+        """reason: "stopped" (someone asked), "shutdown" (pause, resumable) or "gone" (the place
+        the run was shown in disappeared; `detail` says how)."""
         if not self._event.is_set():
-            self.by, self.reason = by, reason
+            self.by, self.reason, self.detail = by, reason, detail
             self._event.set()
 
     def is_set(self) -> bool:
@@ -164,8 +167,8 @@ class Engine:
 
     @staticmethod
     def _stopped(stop: StopSignal, seq: int, size: int) -> RunEnd:
-        if stop.reason == "shutdown":
-            return RunEnd("shutdown", by=stop.by, turns=seq // size)
+        if stop.reason in ("shutdown", "gone"):
+            return RunEnd(stop.reason, by=stop.by, detail=stop.detail, turns=seq // size)
         return RunEnd("stopped", by=stop.by, turns=seq // size)
 
     async def _reply(

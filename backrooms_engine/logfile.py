@@ -84,12 +84,12 @@ class LogFileWriter:
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, ReplyFinished):
-            self._append(reply_block(event.reply.actor, event.reply.text))
+            self.append(reply_block(event.reply.actor, event.reply.text))
         elif isinstance(event, RunEnded) and event.end.reason != "shutdown":
             # A shutdown pauses the run; the resumed run writes the real closing line later.
-            self._append(event.end.closing_line())
+            self.append(event.end.closing_line())
 
-    def _append(self, text: str) -> None:
+    def append(self, text: str) -> None:
         # Small appends, opened each time so a crash never leaves buffered text behind.
         with self.path.open("a", encoding="utf-8", newline="") as f:
             f.write(text)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +80,7 @@ class RunManager:
         self._log_dir = log_dir
         self._engine = Engine(provider_for, store, retry=retry)
         self._runs: dict[int, RunHandle] = {}
+        self._created: dict[int, RunRecord] = {}  # stored, not launched yet (counted by caps)
         self._observer_grace = observer_grace
         self._observer_queue = observer_queue
         self._accepting = True
@@ -97,28 +98,47 @@ class RunManager:
         return spec, specs, template
 
     async def start(self, spec: RunSpec, observers: Sequence[Observer] = ()) -> RunHandle:
-        spec, specs, template = self.prepare(spec)
-        participants = participants_for(specs)
+        return self.launch(await self.create(spec), observers)
+
+    async def create(self, spec: RunSpec) -> RunRecord:
+        """Check and store a run without starting it, so a surface can prepare where it shows it
+        (a thread named after the run) first. `launch` starts it; `abandon` ends it unstarted."""
+        spec, specs, _ = self.prepare(spec)
         created = now()
         path = logfile.allocate(self._log_dir, specs, spec.template, created)
+        participants = participants_for(specs)
         record = await self.store.create_run(
             spec, [_info(p) for p in participants], str(path), created
         )
-        log.info("run %s: started by %s: %s", record.id, spec.started_by, " ".join(spec.models))
+        self._created[record.id] = record
+        log.info("run %s: created by %s: %s", record.id, spec.started_by, " ".join(spec.models))
+        return record
+
+    def launch(self, record: RunRecord, observers: Sequence[Observer] = ()) -> RunHandle:
+        self._created.pop(record.id, None)
+        template, participants = self._rebuild_parts(record)
         conversation = Conversation(template, participants)
         return self._launch(record, conversation, observers, history=[])
+
+    async def abandon(self, record: RunRecord, why: str) -> None:
+        """End a created run that could not be started (its thread could not be made)."""
+        self._created.pop(record.id, None)
+        end = RunEnd("error", detail=why)
+        await self.store.finish_run(record.id, end, now())
+        logfile.LogFileWriter(Path(record.log_path)).append(end.closing_line())
 
     def _apply_limits(self, spec: RunSpec) -> RunSpec:
         if not self._accepting:
             raise LimitError("the service is shutting down; try again in a minute")
         lim = self.limits
-        if len(self._runs) >= lim.max_runs:
+        going = [*(h.record for h in self._runs.values()), *self._created.values()]
+        if len(going) >= lim.max_runs:
             raise LimitError(
-                f"{len(self._runs)} runs are going, the most this service runs at once "
+                f"{len(going)} runs are going, the most this service runs at once "
                 f"(BACKROOMS_MAX_RUNS={lim.max_runs}); stop one or raise the limit"
             )
         if spec.space is not None:
-            here = sum(1 for h in self._runs.values() if h.record.spec.space == spec.space)
+            here = sum(1 for r in going if r.spec.space == spec.space)
             if here >= lim.max_runs_per_space:
                 raise LimitError(
                     f"{here} runs are going here, the most per community "
@@ -166,16 +186,21 @@ class RunManager:
         return await self._relaunch(await self.store.get_run(run_id), observers, extending=True)
 
     async def resume_all(
-        self, observers_for: Callable[[RunRecord], Sequence[Observer]] = lambda _: ()
+        self,
+        observers_for: Callable[[RunRecord], Awaitable[Sequence[Observer] | None]] | None = None,
     ) -> list[RunHandle]:
-        """Resume every run still marked running (oldest first); one that cannot be resumed is
-        ended with the reason instead of failing again at every start."""
+        """Resume every run still marked running (oldest first). `observers_for` gives a run's
+        observers, or None to leave the run for someone else (a surface not running here). A run
+        that cannot be resumed is ended with the reason instead of failing at every start."""
         handles = []
         for record in await self.store.running_runs():
             if record.id in self._runs:
                 continue
+            observers = () if observers_for is None else await observers_for(record)
+            if observers is None:
+                continue
             try:
-                handles.append(await self._relaunch(record, observers_for(record), False))
+                handles.append(await self._relaunch(record, observers, False))
             except ConfigError as exc:
                 log.warning("run %s: not resumed: %s", record.id, exc)
         return handles
@@ -325,14 +350,17 @@ class RunManager:
     def get(self, run_id: int) -> RunHandle | None:
         return self._runs.get(run_id)
 
-    async def stop(self, run_id: int, *, by: str) -> StopResult:
-        """End a run within a second, even mid-reply; a run that is not running is a no-op."""
+    async def stop(
+        self, run_id: int, *, by: str, reason: str = "stopped", detail: str | None = None
+    ) -> StopResult:
+        """End a run within a second, even mid-reply; a run that is not running is a no-op.
+        reason "gone" (with a detail) ends it because the place it was shown in disappeared."""
         handle = self._runs.get(run_id)
         if handle is None:
             record = await self.store.get_run(run_id)  # raises UnknownRunError for a bad id
             state = record.end.summary if record.end else "not running in this process"
             return StopResult(run_id, False, f"run {run_id} is not running: {state}")
-        handle.stop.set(by)
+        handle.stop.set(by, reason, detail)
         end = await asyncio.shield(handle.task)
         return StopResult(run_id, True, f"run {run_id}: {end.summary}")
 

@@ -695,6 +695,23 @@ class SqliteStore:
         )
         return str(rows[0][0]) if rows else None
 
+    async def set_space_setting(self, space: str, key: str, value: str) -> None:
+        async with self._using() as db:
+            await db.execute(
+                "INSERT INTO space_settings (space, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (space, key) DO UPDATE SET value = excluded.value",
+                (space, key, value),
+            )
+
+    async def space_setting(self, space: str, key: str) -> str | None:
+        async with self._using() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT value FROM space_settings WHERE space = ? AND key = ?", (space, key)
+                )
+            )
+        return str(rows[0][0]) if rows else None
+
     async def _read_for(self, run_id: int, query: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         """Rows about one run; none at all for a run that does not exist is an UnknownRunError."""
         async with self._using() as db:

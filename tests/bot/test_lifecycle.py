@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from backrooms_engine.errors import StoreError
 from backrooms_engine.store import SqliteStore
 from tests.bot.test_cli import backrooms
 from tests.conftest import fake_env
@@ -39,10 +40,13 @@ async def _replies_stored(db: Path, at_least: int, limit: float = 30.0) -> int:
     deadline = loop.time() + limit
     while loop.time() < deadline:
         if db.exists():
-            async with await SqliteStore.open(db, owner=False) as store:
-                runs = await store.list_runs()
-                if runs and runs[0].replies >= at_least:
-                    return runs[0].id
+            try:
+                async with await SqliteStore.open(db, owner=False) as store:
+                    runs = await store.list_runs()
+            except StoreError:  # the owner is still creating or migrating it
+                runs = []
+            if runs and runs[0].replies >= at_least:
+                return runs[0].id
         await asyncio.sleep(0.05)
     raise AssertionError(f"fewer than {at_least} replies stored in {limit}s")
 

@@ -292,6 +292,9 @@ def tables(path: Path) -> set[str]:
     return {name for (name,) in rows}
 
 
+SHIPPED = [(int(f.name[:3]), f.stem) for f in sorted(store_module.MIGRATIONS_DIR.glob("*.sql"))]
+
+
 def schema_versions(path: Path) -> list[tuple[int, str]]:
     with sqlite3.connect(path) as db:
         return db.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
@@ -316,7 +319,7 @@ async def test_open_migrates_a_new_or_empty_file(tmp_path: Path, empty_file: boo
     async with await SqliteStore.open(path):
         pass
     assert EXPECTED_TABLES <= tables(path)
-    assert schema_versions(path) == [(1, "001_init")]
+    assert schema_versions(path) == SHIPPED
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
@@ -329,7 +332,7 @@ async def test_reopening_keeps_the_data_and_applies_nothing_twice(tmp_path: Path
     for owner in (True, False, True):
         async with await SqliteStore.open(path, owner=owner) as again:
             assert (await again.get_run(run_id)).replies == 1
-    assert schema_versions(path) == [(1, "001_init")]
+    assert schema_versions(path) == SHIPPED
 
 
 async def test_a_reply_is_committed_before_append_reply_returns(tmp_path: Path) -> None:
@@ -350,18 +353,25 @@ async def test_concurrent_tasks_do_not_mix_their_transactions(tmp_path: Path) ->
     assert all(r.participants == CAST and r.replies == 1 for r in runs)
 
 
-def write_migrations(directory: Path, extra: str) -> Path:
+def write_migrations(directory: Path, extra: str | None) -> Path:
+    """A migrations folder holding only the first shipped migration, plus `extra` as 002."""
     directory.mkdir()
     shutil.copy(store_module.MIGRATIONS_DIR / "001_init.sql", directory)
-    (directory / "002_more.sql").write_text(extra, encoding="utf-8")
+    if extra is not None:
+        (directory / "002_more.sql").write_text(extra, encoding="utf-8")
     return directory
+
+
+async def at_version_1(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "MIGRATIONS_DIR", write_migrations(tmp_path / "v1", None))
+    await (await SqliteStore.open(path)).close()
 
 
 async def test_an_owner_applies_a_new_migration_and_a_viewer_waits_for_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "backrooms.db"
-    await (await SqliteStore.open(path)).close()
+    await at_version_1(path, tmp_path, monkeypatch)
     newer = write_migrations(tmp_path / "migrations", "CREATE TABLE extra (id INTEGER);\n")
     monkeypatch.setattr(store_module, "MIGRATIONS_DIR", newer)
     with pytest.raises(StoreError, match="schema version 1 and this backrooms needs 2"):
@@ -375,7 +385,7 @@ async def test_a_failing_migration_is_rolled_back_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "backrooms.db"
-    await (await SqliteStore.open(path)).close()
+    await at_version_1(path, tmp_path, monkeypatch)
     broken = "CREATE TABLE extra (id INTEGER);\nINSERT INTO nowhere VALUES (1);\n"
     monkeypatch.setattr(store_module, "MIGRATIONS_DIR", write_migrations(tmp_path / "m", broken))
     with pytest.raises(StoreError, match="migration 002_more failed: no such table: nowhere"):
@@ -515,3 +525,12 @@ async def test_a_path_under_a_regular_file_is_refused(
         StoreError, match="a parent of it is a file, not a directory; set BACKROOMS"
     ):
         await SqliteStore.open(tmp_path / "plain" / below, owner=owner)
+
+
+async def test_space_settings_are_kept_per_space(store: AnyStore) -> None:
+    assert await store.space_setting("guild-1", "streaming") is None
+    await store.set_space_setting("guild-1", "streaming", "off")
+    await store.set_space_setting("guild-1", "streaming", "on")
+    await store.set_space_setting("guild-2", "streaming", "off")
+    assert await store.space_setting("guild-1", "streaming") == "on"
+    assert await store.space_setting("guild-2", "streaming") == "off"

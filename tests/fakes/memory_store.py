@@ -40,6 +40,7 @@ class _Run:
 class MemoryStore:
     def __init__(self) -> None:
         self._runs: dict[int, _Run] = {}
+        self._space_settings: dict[tuple[str, str], str] = {}
         self._closed = False
 
     @classmethod
@@ -176,6 +177,14 @@ class MemoryStore:
 
     async def get_meta(self, run_id: int, key: str) -> str | None:
         return self._run(run_id).meta.get(key)
+
+    async def set_space_setting(self, space: str, key: str, value: str) -> None:
+        self._check_open()
+        self._space_settings[(space, key)] = value
+
+    async def space_setting(self, space: str, key: str) -> str | None:
+        self._check_open()
+        return self._space_settings.get((space, key))
 
     def _check_open(self) -> None:
         if self._closed:
