@@ -81,6 +81,7 @@ class RunManager:
         self._engine = Engine(provider_for, store, retry=retry)
         self._runs: dict[int, RunHandle] = {}
         self._created: dict[int, RunRecord] = {}  # stored, not launched yet (counted by caps)
+        self._taps: list[Callable[[RunRecord], Observer | None]] = []
         self._observer_grace = observer_grace
         self._observer_queue = observer_queue
         self._accepting = True
@@ -155,6 +156,11 @@ class RunManager:
         if spec.token_budget is None and lim.token_budget is not None:
             spec = dataclasses.replace(spec, token_budget=lim.token_budget)
         return spec
+
+    def add_tap(self, tap: Callable[[RunRecord], Observer | None]) -> None:
+        """Give every run launched from now on (started, resumed or extended) the observer `tap`
+        returns for it, if any: the web viewer's live feed watches all runs this way."""
+        self._taps.append(tap)
 
     # -- resuming and extending -------------------------------------------------------------
 
@@ -288,8 +294,12 @@ class RunManager:
         replay: Sequence[tuple[Observer, list]] = (),
     ) -> RunHandle:
         writer = writer or logfile.LogFileWriter(Path(record.log_path))
+        tapped = [o for tap in self._taps if (o := tap(record)) is not None]
         hub = ObserverHub(
-            record.id, [writer, *observers], store=self.store, maxsize=self._observer_queue
+            record.id,
+            [writer, *observers, *tapped],
+            store=self.store,
+            maxsize=self._observer_queue,
         )
         for observer, events in replay:
             for event in events:

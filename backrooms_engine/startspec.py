@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from .errors import ConfigError, TemplateError
 from .registry import Registry
 
-USAGE = "models in turn order, then optionally a template and a turn limit, e.g. `opus gpt4o cli 20`"
+USAGE = (
+    "models in turn order, then optionally a template and a turn limit, e.g. `opus gpt4o cli 20`"
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,14 @@ def parse(
         limit = _turns(words.pop())
         max_turns = max_turns if max_turns is not None else limit
     if template is None and len(words) >= 2 and words[-1] in template_sizes:
-        if template_sizes[words[-1]] == len(words) - 1 or words[-1] not in registry.models:
+        # `cli` is both a template and a model: it is the template when that reading fits, or
+        # when reading it as a model would not fit the default template either.
+        last = words[-1]
+        fits_as_template = template_sizes[last] == len(words) - 1
+        fits_as_model = last in registry.models and template_sizes.get(default_template) == len(
+            words
+        )
+        if fits_as_template or not fits_as_model:
             template = words.pop()
     if not words:
         raise ConfigError(f"name at least one model: {USAGE}")

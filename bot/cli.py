@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import logging
 import signal
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from backrooms_engine import export, templates
-from backrooms_engine.errors import BackroomsError
+from backrooms_engine.errors import BackroomsError, ConfigError
 from backrooms_engine.events import ReplyDelta, ReplyFinished, ReplyStarted, RunEnded, RunStarted
 from backrooms_engine.manager import RunHandle
 from backrooms_engine.records import RunEnd, RunRecord, RunSpec
@@ -72,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     tpl = sub.add_parser("templates", help="list the conversation templates")
     tpl.add_argument("--templates-dir", type=Path, default=None)
     sub.add_parser("models", help="list the model aliases and whether their keys are set")
+
+    disc = sub.add_parser("discord", help="run the Discord bot (DISCORD_TOKEN)")
+    disc.add_argument(
+        "--invite-url", action="store_true", help="print the URL that adds the bot to a server"
+    )
+    sub.add_parser("slack", help="run the Slack app (SLACK_BOT_TOKEN and SLACK_APP_TOKEN)")
+    sub.add_parser("serve", help="serve the web viewer on PORT (default 8000)")
+    sub.add_parser("bot", help="run every surface that has credentials, and the web viewer on PORT")
 
     sub.add_parser("runs", help="list stored runs, newest first")
     show = sub.add_parser("show", help="print a stored run's transcript")
@@ -303,6 +312,77 @@ async def _export(settings: Settings, run_id: int, fmt: str) -> str:
         return export.render(run, await store.replies(run_id), fmt)
 
 
+# -- the service ----------------------------------------------------------------------------
+
+
+def cmd_discord(args: argparse.Namespace, settings: Settings) -> int:
+    if args.invite_url:
+        from .discord.permissions import invite_url
+
+        print(invite_url(_application_id(settings)))
+        return 0
+    from .discord import DiscordSurface
+
+    return _serve(settings, [DiscordSurface(settings)])
+
+
+def cmd_slack(args: argparse.Namespace, settings: Settings) -> int:
+    from .slack import SlackSurface
+
+    return _serve(settings, [SlackSurface(settings)])
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from .web import WebSurface
+
+    return _serve(settings, [WebSurface(settings)])
+
+
+def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
+    surfaces: list = []
+    if settings.discord.token:
+        from .discord import DiscordSurface
+
+        surfaces.append(DiscordSurface(settings))
+    if settings.slack.bot_token:
+        from .slack import SlackSurface
+
+        surfaces.append(SlackSurface(settings))
+    if settings.port:
+        from .web import WebSurface
+
+        surfaces.append(WebSurface(settings))
+    if not surfaces:
+        raise ConfigError(
+            "nothing to run: set DISCORD_TOKEN, SLACK_BOT_TOKEN (with SLACK_APP_TOKEN) or PORT"
+        )
+    return _serve(settings, surfaces)
+
+
+def _serve(settings: Settings, surfaces: list) -> int:
+    from .service import serve
+
+    logs.setup(logging.INFO, sys.stdout)
+    return asyncio.run(serve(settings, surfaces))
+
+
+def _application_id(settings: Settings) -> int:
+    """A bot's application id is its user id, which is the first part of its token, in base64."""
+    explicit = settings.env.get("DISCORD_APPLICATION_ID")
+    if explicit:
+        return int(explicit)
+    token = settings.discord.token
+    if not token:
+        raise ConfigError("set DISCORD_TOKEN (or DISCORD_APPLICATION_ID) to make the invite URL")
+    first = token.split(".")[0]
+    try:
+        return int(base64.b64decode(first + "=" * (-len(first) % 4)).decode())
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(
+            "DISCORD_TOKEN does not look like a bot token; set DISCORD_APPLICATION_ID"
+        ) from None
+
+
 COMMANDS = {
     "run": cmd_run,
     "demo": cmd_demo,
@@ -313,6 +393,10 @@ COMMANDS = {
     "export": cmd_export,
     "resume": cmd_resume,
     "continue": cmd_continue,
+    "discord": cmd_discord,
+    "slack": cmd_slack,
+    "serve": cmd_serve,
+    "bot": cmd_bot,
 }
 
 if __name__ == "__main__":

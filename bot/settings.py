@@ -16,6 +16,29 @@ from backrooms_engine.errors import ConfigError
 
 
 @dataclass(frozen=True)
+class DiscordSettings:
+    token: str | None = field(default=None, repr=False)
+    guild_ids: tuple[int, ...] = ()  # instant command sync to these servers (testing)
+    api_base_url: str | None = None  # replaces discord.py's REST base (a proxy, a test fake)
+    gateway_url: str | None = None
+    allowed_guilds: frozenset[int] = frozenset()  # empty: every server the bot is in
+    allowed_channels: frozenset[int] = frozenset()  # empty: every channel
+    starter_role: str | None = None  # a role name or id needed to start runs
+    streaming: bool = True  # edit messages as text streams (a server can turn it off)
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    bot_token: str | None = field(default=None, repr=False)
+    app_token: str | None = field(default=None, repr=False)  # Socket Mode
+    signing_secret: str | None = field(default=None, repr=False)  # HTTP mode
+    api_url: str | None = None
+    http_port: int | None = None  # HTTP mode when set (with a signing secret)
+    admins: frozenset[str] = frozenset()  # user ids allowed to stop any run
+    streaming: bool = False  # chat.update is tier 3 and may drop the custom username
+
+
+@dataclass(frozen=True)
 class Settings:
     env: Mapping[str, str] = field(repr=False)
     db_path: Path
@@ -30,6 +53,11 @@ class Settings:
     chat_max_turns: int
     token_budget: int | None
     shutdown_deadline: float
+    public_url: str | None = None  # the web viewer's address, for links in chat
+    web_token: str | None = field(default=None, repr=False)
+    port: int | None = None
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
+    slack: SlackSettings = field(default_factory=SlackSettings)
 
     @classmethod
     def load(
@@ -59,6 +87,28 @@ class Settings:
             chat_max_turns=_int(env, "BACKROOMS_CHAT_MAX_TURNS", 50, minimum=1),
             token_budget=_int(env, "BACKROOMS_TOKEN_BUDGET", 0, minimum=0) or None,
             shutdown_deadline=_float(env, "BACKROOMS_SHUTDOWN_DEADLINE", 20.0),
+            public_url=(env.get("BACKROOMS_PUBLIC_URL") or "").rstrip("/") or None,
+            web_token=env.get("BACKROOMS_WEB_TOKEN") or None,
+            port=_int(env, "PORT", 0, minimum=0) or None,
+            discord=DiscordSettings(
+                token=env.get("DISCORD_TOKEN") or None,
+                guild_ids=_ids(env, "DISCORD_GUILD_IDS"),
+                api_base_url=env.get("DISCORD_API_BASE_URL") or None,
+                gateway_url=env.get("DISCORD_GATEWAY_URL") or None,
+                allowed_guilds=frozenset(_ids(env, "DISCORD_ALLOWED_GUILDS")),
+                allowed_channels=frozenset(_ids(env, "DISCORD_ALLOWED_CHANNELS")),
+                starter_role=env.get("DISCORD_STARTER_ROLE") or None,
+                streaming=_bool(env, "DISCORD_STREAMING", True),
+            ),
+            slack=SlackSettings(
+                bot_token=env.get("SLACK_BOT_TOKEN") or None,
+                app_token=env.get("SLACK_APP_TOKEN") or None,
+                signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
+                api_url=env.get("SLACK_API_URL") or None,
+                http_port=_int(env, "SLACK_HTTP_PORT", 0, minimum=0) or None,
+                admins=frozenset(env.get("SLACK_ADMINS", "").replace(",", " ").split()),
+                streaming=_bool(env, "SLACK_STREAMING", False),
+            ),
         )
 
 
@@ -96,3 +146,26 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {value}")
     return value
+
+
+def _ids(env: Mapping[str, str], name: str) -> tuple[int, ...]:
+    words = env.get(name, "").replace(",", " ").split()
+    try:
+        return tuple(int(w) for w in words)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be numeric ids separated by commas, got {env[name]!r}"
+        ) from None
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in _TRUE | _FALSE:
+        raise ConfigError(f"{name} must be true or false, got {env[name]!r}")
+    return raw in _TRUE

@@ -327,3 +327,14 @@ async def _until(predicate, limit: float = 10.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+async def test_a_tap_watches_every_run_launched_after_it(model_server, tmp_path):
+    env = fake_env(model_server, tmp_path)
+    seen = RecordingObserver("tap")
+    async with runtime(env) as rt:
+        rt.manager.add_tap(lambda record: seen if record.spec.template == "cli" else None)
+        await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=1))
+        await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), template="science", max_turns=1))
+    assert [e.run.spec.template for e in seen.of(RunStarted)] == ["cli"]
+    assert len(seen.of(ReplyFinished)) == 2
