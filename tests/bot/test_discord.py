@@ -285,3 +285,38 @@ async def _until(predicate, limit: float = 15.0) -> None:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.02)
 
+
+
+async def test_in_a_forum_a_run_is_a_new_post(model_server, tmp_path):
+    async with discord_world(model_server, tmp_path, DISCORD_STREAMING="false") as w:
+        forum = w.fake.add_forum_channel(w.guild, "runs")
+        await asyncio.sleep(0.2)  # the CHANNEL_CREATE reaches the bot
+        answer = await w.followup_text(
+            await w.command("start", {"models": "opus gpt4o", "max_turns": 1}, channel=forum)
+        )
+        await w.run_ended(1)
+        thread = await w.thread_of(1)
+        post = w.fake.threads[thread]
+        first = w.fake.messages(thread)[0]
+    assert answer == f"Run 1 started in <#{thread}>."
+    assert post["parent_id"] == str(forum)
+    assert "Backrooms run 1" in first["content"]  # the starter is the post's first message
+    assert [c.json["username"] for c in executes(w, thread)] == ["Claude 1", "GPT4o 2"]
+
+
+async def test_resume_after_a_deleted_thread_goes_on_in_a_new_thread(model_server, tmp_path):
+    model_server.chunk_delay = 0.05
+    async with discord_world(model_server, tmp_path, DISCORD_STREAMING="false") as w:
+        await w.followup_text(await w.command("start", {"models": "opus gpt4o", "max_turns": 2}))
+        old = await w.thread_of(1)
+        await _until(lambda: len(executes(w, old)) >= 1)
+        w.fake.delete_thread(old)
+        await w.run_ended(1)
+        answer = await w.followup_text(await w.command("resume", {"run": 1}))
+        record = await w.run_ended(1)
+        new = await w.thread_of(1)
+        replies = await w.rt.store.replies(1)
+        shown_new = [c.json["content"] for c in executes(w, new)]
+    assert new != old and answer == f"Run 1 goes on in <#{new}>."
+    assert record.end.reason == "max_turns" and len(replies) == 4
+    assert shown_new[-1] == replies[-1].text
