@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -40,3 +43,45 @@ async def run_to_end(rt: Runtime, spec: RunSpec, *observers) -> tuple[int, RunEn
     handle = await rt.manager.start(spec, list(observers))
     end = await rt.manager.wait(handle.id)
     return handle.id, end
+
+
+async def until(predicate, limit: float = 15.0, what: str = "condition") -> None:
+    """Wait, bounded, until `predicate()` holds (polling: the thing waited on is in another
+    process or behind an event loop we do not own)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not reached in {limit} s")
+        await asyncio.sleep(0.02)
+
+
+def by_message_count(api: str, body: dict) -> str:
+    """A fake model reply that depends only on the request, so a request sent again (after a
+    crash) gets the same answer and transcripts can be compared with an uninterrupted run."""
+    return f"{body.get('model', 'world')} answers message {len(body.get('messages', []))}"
+
+
+async def spawn_backrooms(
+    *args: str, env: Mapping[str, str], cwd: Path, merge_stderr: bool = False
+):
+    """The console script in a child process, without the developer's real keys."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC", "OPENAI"))}
+    full.update(env)
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; from bot.cli import main; sys.exit(main())",
+        *args,
+        env=full,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE,
+    )
+
+
+async def backrooms(*args: str, env: Mapping[str, str], cwd: Path, limit: float = 60):
+    """Run `backrooms ARGS` to its end: (exit code, stdout, stderr)."""
+    proc = await spawn_backrooms(*args, env=env, cwd=cwd)
+    out, err = await asyncio.wait_for(proc.communicate(), limit)
+    return proc.returncode, out.decode(), err.decode()

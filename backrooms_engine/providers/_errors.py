@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
+from ..conversation import ModelRequest
 from ..errors import (
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
     is_transient_status,
 )
+from ..registry import ProviderSpec
 
 # Error types an API may send inside a stream that has already answered 200.
 TRANSIENT_ERROR_TYPES = frozenset(
@@ -85,3 +88,17 @@ def message_of(body: object, fallback: str) -> str:
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             return error["message"]
     return fallback
+
+
+def from_sdk(exc: Any, request: ModelRequest, provider: ProviderSpec) -> ProviderError:
+    """An SDK's APIStatusError (anthropic and openai share its shape) as an engine error."""
+    return from_status(
+        exc.status_code,
+        message_of(exc.body, exc.message),
+        model=request.spec.alias,
+        provider=provider.name,
+        api_id=request.spec.api_id,
+        key_env=provider.key_env,
+        headers=exc.response.headers,
+        error_type=error_type_of(exc.body),
+    )

@@ -43,7 +43,7 @@ class AnthropicProvider:
                 final = await stream.get_final_message()
             yield Usage(final.usage.input_tokens, final.usage.output_tokens)
         except anthropic.APIStatusError as exc:
-            raise self._status_error(request, exc) from exc
+            raise _errors.from_sdk(exc, request, self._spec) from exc
         except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
             raise _errors.connection_lost(
                 str(exc) or type(exc).__name__, model=request.spec.alias, provider=self._spec.name
@@ -60,18 +60,6 @@ class AnthropicProvider:
         if request.system:  # upstream omits the field when the prompt is empty
             params["system"] = request.system
         return params
-
-    def _status_error(self, request: ModelRequest, exc: anthropic.APIStatusError) -> Exception:
-        return _errors.from_status(
-            exc.status_code,
-            _errors.message_of(exc.body, exc.message),
-            model=request.spec.alias,
-            provider=self._spec.name,
-            api_id=request.spec.api_id,
-            key_env=self._spec.key_env,
-            headers=exc.response.headers,
-            error_type=_errors.error_type_of(exc.body),
-        )
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -45,7 +45,7 @@ class OpenAIProvider:
                         yield choice.delta.content
             yield usage
         except openai.APIStatusError as exc:
-            raise self._status_error(request, exc) from exc
+            raise _errors.from_sdk(exc, request, self._spec) from exc
         except (openai.APIConnectionError, httpx2.TransportError) as exc:
             raise _errors.connection_lost(
                 str(exc) or type(exc).__name__, model=request.spec.alias, provider=self._spec.name
@@ -68,18 +68,6 @@ class OpenAIProvider:
         if spec.temperature is not None:
             params["temperature"] = spec.temperature
         return params
-
-    def _status_error(self, request: ModelRequest, exc: openai.APIStatusError) -> Exception:
-        return _errors.from_status(
-            exc.status_code,
-            _errors.message_of(exc.body, exc.message),
-            model=request.spec.alias,
-            provider=self._spec.name,
-            api_id=request.spec.api_id,
-            key_env=self._spec.key_env,
-            headers=exc.response.headers,
-            error_type=_errors.error_type_of(exc.body),
-        )
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
-import os
-import sys
-from pathlib import Path
 
 from bot.terminal import TerminalPrinter, colour_enabled
 from tests.conftest import fake_env
+from tests.helpers import backrooms
 
 OPUS = "claude-opus-5-5"
 GPT4O = "gpt-4o-2024-08-06"
-
-
-async def backrooms(*args: str, env: dict[str, str], cwd: Path, limit: float = 60):
-    """Run the console script's entry point in a child process; the fake server keeps serving."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC", "OPENAI"))}
-    full_env.update(env)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from bot.cli import main; sys.exit(main())",
-        *args,
-        env=full_env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), limit)
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_run_streams_replies_under_actor_headers(model_server, tmp_path):

@@ -7,6 +7,7 @@ import asyncio
 
 from tests.bot.discord_world import discord_world
 from tests.fakes.discord_server import ALL_NEEDED, MANAGE_THREADS, MANAGE_WEBHOOKS, FakeDiscord
+from tests.helpers import until
 
 OPUS = "claude-opus-5-5"
 GPT4O = "gpt-4o-2024-08-06"
@@ -26,7 +27,7 @@ async def test_start_opens_a_thread_where_each_model_posts_as_itself(model_serve
         thread = await w.thread_of(1)
         posts = executes(w, thread)
         thread_messages = w.fake.messages(thread)
-        await _until(lambda: "Outcome" in w.fake.messages(w.channel)[-1]["content"])
+        await until(lambda: "Outcome" in w.fake.messages(w.channel)[-1]["content"])
         channel_messages = w.fake.messages(w.channel)
         first_response = w.fake.interaction_responses(hit.id)[0]
 
@@ -208,7 +209,7 @@ async def test_a_deleted_webhook_is_recreated_once(model_server, tmp_path):
     async with discord_world(model_server, tmp_path, DISCORD_STREAMING="false") as w:
         await w.followup_text(await w.command("start", {"models": "opus gpt4o", "max_turns": 2}))
         thread = await w.thread_of(1)
-        await _until(lambda: len(executes(w, thread)) >= 1)
+        await until(lambda: len(executes(w, thread)) >= 1)
         first_hook = int(await w.rt.store.get_meta(1, "discord_webhook_id"))
         w.fake.delete_webhook(first_hook)
         record = await w.run_ended(1)
@@ -223,7 +224,7 @@ async def test_a_deleted_thread_ends_the_run_with_that_reason(model_server, tmp_
     async with discord_world(model_server, tmp_path) as w:
         await w.followup_text(await w.command("start", {"models": "opus gpt4o"}))
         thread = await w.thread_of(1)
-        await _until(lambda: len(executes(w, thread)) >= 1)
+        await until(lambda: len(executes(w, thread)) >= 1)
         w.fake.delete_thread(thread)
         record = await w.run_ended(1)
     assert record.end.reason == "gone" and "deleted" in record.end.detail
@@ -263,7 +264,7 @@ async def test_after_a_restart_the_run_goes_on_in_its_thread_without_reposting(
                 await w.command("start", {"models": "opus gpt4o", "max_turns": 3})
             )
             thread = await w.thread_of(1)
-            await _until(lambda: len(executes(w, thread)) >= 2)
+            await until(lambda: len(executes(w, thread)) >= 2)
         # Leaving the block paused the run, as a SIGTERM does; a new process picks it up.
         async with discord_world(model_server, tmp_path, **where) as again:
             record = await again.run_ended(1, seconds=30)
@@ -275,16 +276,6 @@ async def test_after_a_restart_the_run_goes_on_in_its_thread_without_reposting(
     assert [c.json["content"] for c in posts] == [r.text for r in replies]  # once each, in order
     assert len(starters) == 1
     assert any("paused" in m["content"] for m in closing)
-
-
-async def _until(predicate, limit: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
 
 
 async def test_in_a_forum_a_run_is_a_new_post(model_server, tmp_path):
@@ -309,7 +300,7 @@ async def test_resume_after_a_deleted_thread_goes_on_in_a_new_thread(model_serve
     async with discord_world(model_server, tmp_path, DISCORD_STREAMING="false") as w:
         await w.followup_text(await w.command("start", {"models": "opus gpt4o", "max_turns": 2}))
         old = await w.thread_of(1)
-        await _until(lambda: len(executes(w, old)) >= 1)
+        await until(lambda: len(executes(w, old)) >= 1)
         w.fake.delete_thread(old)
         await w.run_ended(1)
         answer = await w.followup_text(await w.command("resume", {"run": 1}))

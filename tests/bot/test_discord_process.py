@@ -5,36 +5,12 @@ on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 
 from backrooms_engine.store import SqliteStore
-from tests.bot.test_cli import backrooms
 from tests.conftest import fake_env
 from tests.fakes.discord_server import FakeDiscord
-
-
-def by_message_count(api, body):
-    return f"{body.get('model')} answers message {len(body.get('messages', []))}"
-
-
-async def _bot_process(env: dict[str, str], cwd) -> asyncio.subprocess.Process:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC", "OPENAI"))}
-    full.update(env)
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import sys; from bot.cli import main; sys.exit(main(['discord']))",
-        env=full, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-
-
-async def _until(predicate, limit: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+from tests.helpers import backrooms, by_message_count, spawn_backrooms, until
 
 
 async def test_bot_process_survives_sigkill_and_stops_on_sigterm(model_server, tmp_path):
@@ -50,17 +26,29 @@ async def test_bot_process_survives_sigkill_and_stops_on_sigterm(model_server, t
             "DISCORD_GUILD_IDS": str(guild),
             "DISCORD_STREAMING": "false",
         }
-        first = await _bot_process(env, tmp_path)
-        await _until(lambda: fake.commands(guild))
-        await fake.send_interaction(guild, channel, fake.owner_user_id, "backrooms", "start",
-                                    {"models": "opus gpt4o", "max_turns": 3})
-        await _until(lambda: len(fake.webhook_executes()) >= 2)
+        first = await spawn_backrooms("discord", env=env, cwd=tmp_path, merge_stderr=True)
+        await until(lambda: fake.commands(guild), 60)
+        await fake.send_interaction(
+            guild,
+            channel,
+            fake.owner_user_id,
+            "backrooms",
+            "start",
+            {"models": "opus gpt4o", "max_turns": 3},
+        )
+        await until(lambda: len(fake.webhook_executes()) >= 2, 60)
         first.send_signal(signal.SIGKILL)
         await asyncio.wait_for(first.wait(), 10)
 
-        second = await _bot_process(env, tmp_path)
-        await _until(lambda: any("Reached maximum number of turns (3)" in m["content"]
-                                 for t in fake.threads for m in fake.messages(t)))
+        second = await spawn_backrooms("discord", env=env, cwd=tmp_path, merge_stderr=True)
+        await until(
+            lambda: any(
+                "Reached maximum number of turns (3)" in m["content"]
+                for t in fake.threads
+                for m in fake.messages(t)
+            ),
+            60,
+        )
         posts = [c.json["content"] for c in fake.webhook_executes()]
         second.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(second.communicate(), 30)
@@ -80,8 +68,16 @@ async def test_invite_url_asks_for_exactly_the_needed_permissions(tmp_path):
     assert "client_id=1234" in out and "scope=bot+applications.commands" in out
     # View Channel, Send Messages, Send in Threads, Create Public Threads, Manage Webhooks,
     # Read Message History, Embed Links, Manage Threads
-    expected = (1 << 10) | (1 << 11) | (1 << 38) | (1 << 35) | (1 << 29) | (1 << 16) | (1 << 14) \
+    expected = (
+        (1 << 10)
+        | (1 << 11)
+        | (1 << 38)
+        | (1 << 35)
+        | (1 << 29)
+        | (1 << 16)
+        | (1 << 14)
         | (1 << 34)
+    )
     assert f"permissions={expected}" in out
 
 

@@ -4,34 +4,13 @@ of an uninterrupted run; SIGTERM pauses cleanly (exit 0, resumable)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 
 from backrooms_engine.errors import StoreError
 from backrooms_engine.store import SqliteStore
-from tests.bot.test_cli import backrooms
 from tests.conftest import fake_env
-
-
-def by_message_count(api, body):
-    return f"{body.get('model')} answers message {len(body.get('messages', []))}"
-
-
-async def _spawn(*args: str, env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC", "OPENAI"))}
-    full_env.update(env)
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        "import sys; from bot.cli import main; sys.exit(main())",
-        *args,
-        env=full_env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+from tests.helpers import backrooms, by_message_count, spawn_backrooms
 
 
 async def _replies_stored(db: Path, at_least: int, limit: float = 30.0) -> int:
@@ -74,7 +53,7 @@ async def test_sigkill_then_resume_equals_an_uninterrupted_run(model_server, tmp
     hurt = tmp_path / "hurt"
     hurt.mkdir()
     env = fake_env(model_server, hurt)
-    proc = await _spawn(*RUN, env=env, cwd=hurt)
+    proc = await spawn_backrooms(*RUN, env=env, cwd=hurt)
     run_id = await _replies_stored(hurt / "backrooms.db", 2)
     proc.send_signal(signal.SIGKILL)
     await asyncio.wait_for(proc.wait(), 10)
@@ -96,7 +75,7 @@ async def test_sigterm_pauses_the_run_and_exits_0(model_server, tmp_path):
     model_server.set_responder(by_message_count)
     model_server.chunk_delay = 0.1
     env = fake_env(model_server, tmp_path)
-    proc = await _spawn(*RUN, env=env, cwd=tmp_path)
+    proc = await spawn_backrooms(*RUN, env=env, cwd=tmp_path)
     run_id = await _replies_stored(tmp_path / "backrooms.db", 1)
     proc.send_signal(signal.SIGTERM)
     _, err = await asyncio.wait_for(proc.communicate(), 25)

@@ -14,15 +14,10 @@ from backrooms_engine.events import ReplyDelta, ReplyFinished, RunEnded, RunStar
 from backrooms_engine.manager import LimitError
 from backrooms_engine.records import ParticipantInfo, Reply, RunSpec, Usage
 from tests.conftest import fake_env
-from tests.helpers import RecordingObserver, run_to_end, runtime
+from tests.helpers import RecordingObserver, by_message_count, run_to_end, runtime, until
 
 OPUS = "claude-opus-5-5"
 GPT4O = "gpt-4o-2024-08-06"
-
-
-def by_message_count(api, body):
-    """A reply that depends only on the request, so a re-sent request gets the same answer."""
-    return f"{body.get('model', 'world')} answers message {len(body.get('messages', []))}"
 
 
 async def test_concurrent_runs_are_independent(model_server, tmp_path):
@@ -48,9 +43,9 @@ async def test_stop_mid_reply_cancels_the_request_and_keeps_no_partial_text(mode
     rec = RecordingObserver()
     async with runtime(env) as rt:
         handle = await rt.manager.start(RunSpec(models=("opus", "gpt4o"), max_turns=5), [rec])
-        await _until(lambda: len(rec.of(ReplyFinished)) == 1)
+        await until(lambda: len(rec.of(ReplyFinished)) == 1)
         model_server.chunk_delay = 0.5  # GPT4o 2's reply would take 10 s
-        await _until(lambda: any(isinstance(e, ReplyDelta) and e.position == 1 for e in rec.events))
+        await until(lambda: any(isinstance(e, ReplyDelta) and e.position == 1 for e in rec.events))
         loop = asyncio.get_running_loop()
         began = loop.time()
         result = await rt.manager.stop(handle.id, by="Ada")
@@ -309,7 +304,7 @@ async def test_shutdown_leaves_runs_resumable(model_server, tmp_path):
     rec = RecordingObserver()
     async with runtime(env) as rt:
         handle = await rt.manager.start(RunSpec(models=("opus", "gpt4o"), max_turns=3), [rec])
-        await _until(lambda: rec.of(ReplyDelta))
+        await until(lambda: rec.of(ReplyDelta))
         await rt.manager.shutdown(deadline=5)
         record = await rt.store.get_run(handle.id)
         with pytest.raises(LimitError, match="shutting down"):
@@ -317,16 +312,6 @@ async def test_shutdown_leaves_runs_resumable(model_server, tmp_path):
     assert record.status == "running"
     assert rec.of(RunEnded)[0].end.reason == "shutdown"
     assert "Conversation" not in Path(record.log_path).read_text()  # no closing line
-
-
-async def _until(predicate, limit: float = 10.0) -> None:
-    """Wait (bounded) until a condition on recorded events holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def test_a_tap_watches_every_run_launched_after_it(model_server, tmp_path):
