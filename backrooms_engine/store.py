@@ -267,6 +267,12 @@ async def _configure(db: aiosqlite.Connection, path: Path, *, upgrade: bool) -> 
                 f"{path} is not a backrooms database (not SQLite): {error}; "
                 "set BACKROOMS_DB to another file"
             ) from error
+        if (error.sqlite_errorname or "").startswith("SQLITE_READONLY"):
+            # WAL needs to write beside the file even to read it (the -wal and -shm files).
+            raise StoreError(
+                f"cannot open {path}: the file or its folder is read-only; make them writable "
+                "or set BACKROOMS_DB to a writable path"
+            ) from error
         raise StoreError(f"cannot open {path}: {error}") from error
 
 
