@@ -129,6 +129,22 @@ class RunManager:
         logfile.LogFileWriter(Path(record.log_path)).append(end.closing_line())
 
     def _apply_limits(self, spec: RunSpec) -> RunSpec:
+        self._check_caps(spec)
+        lim = self.limits
+        if spec.surface != "terminal":
+            if spec.max_turns is None:
+                spec = dataclasses.replace(spec, max_turns=lim.chat_max_turns)
+            elif spec.max_turns > lim.chat_max_turns:
+                raise LimitError(
+                    f"at most {lim.chat_max_turns} turns for a run started from chat, asked for "
+                    f"{spec.max_turns} (BACKROOMS_CHAT_MAX_TURNS={lim.chat_max_turns})"
+                )
+        if spec.token_budget is None and lim.token_budget is not None:
+            spec = dataclasses.replace(spec, token_budget=lim.token_budget)
+        return spec
+
+    def _check_caps(self, spec: RunSpec) -> None:
+        """Concurrent-run caps, for starting a run and for a user resuming or extending one."""
         if not self._accepting:
             raise LimitError("the service is shutting down; try again in a minute")
         lim = self.limits
@@ -145,17 +161,6 @@ class RunManager:
                     f"{here} runs are going here, the most per community "
                     f"(BACKROOMS_MAX_RUNS_PER_SPACE={lim.max_runs_per_space}); stop one first"
                 )
-        if spec.surface != "terminal":
-            if spec.max_turns is None:
-                spec = dataclasses.replace(spec, max_turns=lim.chat_max_turns)
-            elif spec.max_turns > lim.chat_max_turns:
-                raise LimitError(
-                    f"at most {lim.chat_max_turns} turns for a run started from chat, asked for "
-                    f"{spec.max_turns} (BACKROOMS_CHAT_MAX_TURNS={lim.chat_max_turns})"
-                )
-        if spec.token_budget is None and lim.token_budget is not None:
-            spec = dataclasses.replace(spec, token_budget=lim.token_budget)
-        return spec
 
     def add_tap(self, tap: Callable[[RunRecord], Observer | None]) -> None:
         """Give every run launched from now on (started, resumed or extended) the observer `tap`
@@ -168,6 +173,7 @@ class RunManager:
         """Continue a run left running by a crash or a shutdown, from the stored replies."""
         record = await self.store.get_run(run_id)
         self._check_not_active(run_id)
+        self._check_caps(record.spec)
         if record.status != "running":
             summary = record.end.summary if record.end else record.status
             raise ConfigError(
@@ -184,6 +190,7 @@ class RunManager:
             raise ConfigError(f"the number of extra turns must be at least 1, got {turns}")
         record = await self.store.get_run(run_id)
         self._check_not_active(run_id)
+        self._check_caps(record.spec)
         if record.status == "running":
             raise ConfigError(f"run {run_id} is still running; `backrooms resume {run_id}`")
         size = len(record.participants)

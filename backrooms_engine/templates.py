@@ -78,6 +78,18 @@ def available(dirs: Sequence[Path]) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
+def sizes(dirs: Sequence[Path]) -> dict[str, int]:
+    """Each loadable template's participant count (what start parsers need). A broken template
+    is left out here; it is reported with its file and line where it is asked for by name."""
+    found = {}
+    for name, path in available(dirs).items():
+        try:
+            found[name] = load(path).size
+        except TemplateError:
+            continue
+    return found
+
+
 def find(name: str, dirs: Sequence[Path]) -> Template:
     paths = available(dirs)
     if name not in paths:

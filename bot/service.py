@@ -29,8 +29,9 @@ class Surface(Protocol):
         """Connect and begin taking commands; return once ready (a failure raises)."""
         ...
 
-    async def observers_for(self, record: RunRecord) -> Sequence[Observer]:
-        """The observers a resumed run of this surface gets (its chat poster)."""
+    async def observers_for(self, record: RunRecord) -> Sequence[Observer] | None:
+        """The observers a resumed run of this surface gets (its chat poster), or None to leave
+        the run alone (the surface found it cannot go on and ended it)."""
         ...
 
     async def stop_accepting(self) -> None:
@@ -47,6 +48,7 @@ async def serve(settings: Settings, surfaces: Sequence[Surface]) -> int:
         loop.add_signal_handler(sig, stopping.set)
     async with open_runtime(settings) as rt:
         started: list[Surface] = []
+        await rt.providers.warm()
         try:
             for surface in surfaces:
                 await surface.start(rt)

@@ -6,6 +6,7 @@ hundreds of concurrent runs share a few connection pools.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from ..ports import Provider
@@ -44,7 +45,17 @@ class ProviderPool:
             return OfflineProvider(self._env)
         raise ValueError(f"unknown provider kind {spec.kind!r}")
 
+    async def warm(self) -> None:
+        """Import the model SDKs in a worker thread. They take seconds to import; done lazily at
+        a run's first request it would stall the event loop, and with it chat acknowledgements
+        (3 s limits on Discord and Slack) and gateway heartbeats."""
+        await asyncio.to_thread(_import_sdks)
+
     async def aclose(self) -> None:
         for provider in self._clients.values():
             await provider.aclose()
         self._clients.clear()
+
+
+def _import_sdks() -> None:
+    from . import anthropic, openai, world  # noqa: F401

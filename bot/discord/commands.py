@@ -28,13 +28,7 @@ EPHEMERAL_NO_PINGS = {"ephemeral": True, "allowed_mentions": discord.AllowedMent
 
 def template_sizes(surface: DiscordSurface) -> dict[str, int]:
     assert surface.rt is not None
-    sizes = {}
-    for name, path in templates.available(surface.rt.template_dirs).items():
-        try:
-            sizes[name] = templates.load(path).size
-        except ConfigError:
-            continue  # a broken template is reported where it is used, not in every list
-    return sizes
+    return templates.sizes(surface.rt.template_dirs)
 
 
 @app_commands.guild_only()

@@ -101,6 +101,7 @@ async def discord_world(
         settings = Settings.from_mapping(env)
         stack.enter_context(configure_discord_py(fake))
         rt = await stack.enter_async_context(open_runtime(settings))
+        await rt.providers.warm()  # as bot.service.serve does
         surface = DiscordSurface(settings)
         await surface.start(rt)
         await rt.manager.resume_all(_owned_by({surface.name: surface}))

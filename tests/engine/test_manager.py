@@ -323,3 +323,14 @@ async def test_a_tap_watches_every_run_launched_after_it(model_server, tmp_path)
         await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), template="science", max_turns=1))
     assert [e.run.spec.template for e in seen.of(RunStarted)] == ["cli"]
     assert len(seen.of(ReplyFinished)) == 2
+
+
+async def test_a_user_resuming_counts_against_the_caps(model_server, tmp_path):
+    env = fake_env(model_server, tmp_path) | {"BACKROOMS_MAX_RUNS": "1"}
+    model_server.chunk_delay = 0.2
+    async with runtime(env) as rt:
+        ended, _ = await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=1))
+        going = await rt.manager.start(RunSpec(models=("opus", "gpt4o"), max_turns=1))
+        with pytest.raises(LimitError, match="BACKROOMS_MAX_RUNS=1"):
+            await rt.manager.extend(ended, 1)
+        await rt.manager.stop(going.id, by="t")
