@@ -8,9 +8,10 @@ line (see RunEnd.closing_line) when it ends. The folder is the first participant
 
 from __future__ import annotations
 
+import glob
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -44,19 +45,32 @@ def allocate(log_dir: Path, specs: Sequence[ModelSpec], template: str, started: 
     )
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for n in range(1, 1000):
-            path = folder / (f"{stem}.txt" if n == 1 else f"{stem}_{n}.txt")
+        for path in _candidates(folder, stem):
             try:
                 path.open("x", encoding="utf-8").close()
                 return path
             except FileExistsError:
-                continue
+                continue  # another run took it between the listing and the open
     except OSError as exc:
         raise StoreError(
             f"cannot write transcripts under {log_dir}: {exc.strerror}; "
             "set BACKROOMS_LOG_DIR to a writable folder"
         ) from None
-    raise StoreError(f"too many transcripts named {stem} in {folder}")
+    raise StoreError(f"cannot find a free transcript name for {stem} in {folder}")
+
+
+def _candidates(folder: Path, stem: str) -> Iterator[Path]:
+    """Upstream's name first; when runs start in the same second, `_2`, `_3`, ... after the
+    highest suffix already there (one directory listing, not one probe per earlier run)."""
+    yield folder / f"{stem}.txt"
+    taken = [
+        int(suffix)
+        for p in folder.glob(f"{glob.escape(stem)}_*.txt")
+        if (suffix := p.stem[len(stem) + 1 :]).isdigit()
+    ]
+    start = max(taken, default=1) + 1
+    for n in range(start, start + 100):
+        yield folder / f"{stem}_{n}.txt"
 
 
 def _safe(part: str) -> str:

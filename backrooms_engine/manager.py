@@ -306,6 +306,7 @@ class RunManager:
             record.id,
             [writer, *observers, *tapped],
             store=self.store,
+            tracked=observers,
             maxsize=self._observer_queue,
         )
         for observer, events in replay:

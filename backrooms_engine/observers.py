@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Sequence
 
 from .errors import StoreError
 from .events import Event, ReplyDelta, ReplyFinished
@@ -106,10 +107,16 @@ class ObserverHub:
         observers: list[Observer],
         *,
         store: Store | None = None,
+        tracked: Sequence[Observer] = (),
         maxsize: int = DEFAULT_QUEUE_SIZE,
     ):
+        """Observers in `tracked` get a delivery cursor in `store` (one write per reply each),
+        so that what they missed can be replayed after a restart. The log file is rebuilt from
+        the store instead, and a live web feed catches up from it, so they need none."""
         self.run_id = run_id
-        self._feeds = [_Feed(run_id, o, store, maxsize) for o in observers]
+        self._feeds = [
+            _Feed(run_id, o, store if o in tracked else None, maxsize) for o in observers
+        ]
 
     def emit(self, event: Event) -> None:
         for feed in self._feeds:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import discord
@@ -78,7 +78,11 @@ class ThreadPoster:
         record_post: Callable[[int, int, str], Awaitable[None]],
         on_gone: Callable[[str], Awaitable[None]],
         on_end: Callable[[RunEnd], Awaitable[None]],
+        unclaimed: Sequence[tuple[int, str, str]] = (),
     ):
+        """`unclaimed`: (message id, username, content) of webhook messages found in the thread
+        after a restart that no stored post names. A crash between a post and its record leaves
+        such a message; the replay adopts it instead of posting the same part twice."""
         self.run_id = run_id
         self.thread = discord.Object(id=thread_id)
         self._channel_id = channel_id
@@ -92,6 +96,7 @@ class ThreadPoster:
         self._on_end = on_end
         self._current: _Posting | None = None
         self._gone = False
+        self._unclaimed = list(unclaimed)
 
     async def handle(self, event: Event) -> None:
         if self._gone and not isinstance(event, RunEnded):
@@ -165,11 +170,19 @@ class ThreadPoster:
                 allowed_mentions=NO_MENTIONS,
             )
 
-        message = await self._call(send)
-        posting.ids.append(message.id)
+        adopted = self._adopt(persona.username, part)
+        message_id = adopted if adopted is not None else (await self._call(send)).id
+        posting.ids.append(message_id)
         posting.shown.append(part)
-        self._known[(posting.seq, index)] = str(message.id)
-        await self._record_post(posting.seq, index, str(message.id))
+        self._known[(posting.seq, index)] = str(message_id)
+        await self._record_post(posting.seq, index, str(message_id))
+
+    def _adopt(self, username: str, part: str) -> int | None:
+        for i, (message_id, author, content) in enumerate(self._unclaimed):
+            if author == username and content == part:
+                del self._unclaimed[i]
+                return message_id
+        return None
 
     async def _edit(self, posting: _Posting, index: int, part: str) -> None:
         await self._call(

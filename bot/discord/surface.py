@@ -31,6 +31,8 @@ READY_TIMEOUT = 60.0
 # channel (answered with 40-45 s waits). Stay well under both; edits count as requests.
 WEBHOOK_REQUESTS = (5, 2.0)
 CHANNEL_MESSAGES = (20, 60.0)
+# After a restart, how far back the thread is read for posts whose record a crash lost.
+RECENT_HISTORY = 50
 
 
 class DiscordSurface:
@@ -107,7 +109,25 @@ class DiscordSurface:
         hook_token = await store.get_meta(record.id, "discord_webhook_token")
         if hook_id and hook_token:
             self.webhooks.adopt(int(channel), int(hook_id), hook_token)
-        return [await self.poster(record, int(thread), int(channel))]
+        unclaimed = await self._unrecorded_posts(record, int(thread))
+        return [await self.poster(record, int(thread), int(channel), unclaimed)]
+
+    async def _unrecorded_posts(
+        self, record: RunRecord, thread_id: int
+    ) -> list[tuple[int, str, str]]:
+        """Webhook messages in the thread that no stored post names (oldest first)."""
+        assert self.rt is not None
+        known = {int(v) for v in (await self.rt.store.posts(record.id, SURFACE)).values()}
+        try:
+            recent = await self.bot.http.logs_from(thread_id, RECENT_HISTORY)
+        except discord.HTTPException as exc:
+            log.info("run %s: thread history not read (%s)", record.id, exc.text)
+            return []
+        return [
+            (int(m["id"]), m["author"]["username"], m["content"])
+            for m in reversed(recent)
+            if m.get("webhook_id") and int(m["id"]) not in known
+        ]
 
     async def stop_accepting(self) -> None:
         self.accepting = False
@@ -138,7 +158,13 @@ class DiscordSurface:
                 return value == "on"
         return self.config.streaming
 
-    async def poster(self, record: RunRecord, thread_id: int, channel_id: int) -> ThreadPoster:
+    async def poster(
+        self,
+        record: RunRecord,
+        thread_id: int,
+        channel_id: int,
+        unclaimed: Sequence[tuple[int, str, str]] = (),
+    ) -> ThreadPoster:
         assert self.rt is not None
         rt = self.rt
         self.threads[thread_id] = record.id
@@ -174,6 +200,7 @@ class DiscordSurface:
             record_post=record_post,
             on_gone=on_gone,
             on_end=on_end,
+            unclaimed=unclaimed,
         )
 
     async def announce_end(self, record: RunRecord, thread_id: int, end: RunEnd) -> None:
