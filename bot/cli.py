@@ -29,6 +29,7 @@ from .settings import Settings
 from .terminal import TerminalPrinter
 
 DEMO_TURNS = 3
+DEMO_WEB_TURNS = 10
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--invite-url", action="store_true", help="print the URL that adds the bot to a server"
     )
     sub.add_parser("slack", help="run the Slack app (SLACK_BOT_TOKEN and SLACK_APP_TOKEN)")
-    sub.add_parser("serve", help="serve the web viewer on PORT (default 8000)")
+    srv = sub.add_parser("serve", help="the web viewer on PORT (default 8000): archive, live runs")
+    srv.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
+    srv.add_argument("--port", type=_positive_int, default=None, help="default: $PORT, else 8000")
+    srv.add_argument(
+        "--demo",
+        action="store_true",
+        help=f"also start an offline run of {DEMO_WEB_TURNS} turns to watch live",
+    )
     sub.add_parser("bot", help="run every surface that has credentials, and the web viewer on PORT")
 
     sub.add_parser("runs", help="list stored runs, newest first")
@@ -335,7 +343,8 @@ def cmd_slack(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from .web import WebSurface
 
-    return _serve(settings, [WebSurface(settings)])
+    demo = DEMO_WEB_TURNS if args.demo else None
+    return _serve(settings, [WebSurface(settings, host=args.host, port=args.port, demo_turns=demo)])
 
 
 def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:

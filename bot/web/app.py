@@ -1,0 +1,101 @@
+"""The Starlette application: routes, templates, static files and the security headers."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backrooms_engine.errors import UnknownRunError
+
+from ..runtime import Runtime
+from . import control, live, pages
+from .broker import LiveBroker
+from .context import WebContext
+from .queries import RunQueries
+from .render import colour_class
+
+PACKAGE = Path(str(resources.files(__package__)))
+
+# script-src 'self': the page runs only /static/run.js, never an inline script, so even a reply
+# that slipped past escaping could not execute. No inline styles either: colours come from
+# /colours.css. connect-src 'self' lets the script open its EventSource.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+def create_app(rt: Runtime, broker: LiveBroker, queries: RunQueries | None = None) -> Starlette:
+    ctx = WebContext(
+        rt=rt,
+        broker=broker,
+        queries=queries or RunQueries(rt.store.path),
+        web_token=rt.settings.web_token,
+        templates=_templates(),
+    )
+    routes = [
+        Route("/", pages.index, name="index"),
+        Route("/colours.css", pages.colours, name="colours"),
+        Route("/runs", control.start_run, methods=["POST"], name="start"),
+        Route("/runs/{run_id:int}", pages.run_page, name="run"),
+        Route("/runs/{run_id:int}.{fmt:str}", pages.download, name="download"),
+        Route("/runs/{run_id:int}/events", live.events, name="events"),
+        Route("/runs/{run_id:int}/stop", control.stop_run, methods=["POST"], name="stop"),
+        Mount("/static", app=StaticFiles(directory=PACKAGE / "static"), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={UnknownRunError: _unknown_run},
+    )
+    app.state.web = ctx
+    return app
+
+
+def _templates() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(PACKAGE / "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["colour_class"] = colour_class
+    env.filters["when"] = pages.when
+    return env
+
+
+async def _unknown_run(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(f"{exc}\n", status_code=404)
+
+
+class SecurityHeaders:
+    """Adds the CSP and friends to every response (pure ASGI, so streams are not buffered)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,149 @@
+"""Read-only pages: the run list (filters and search), a run's page, downloads, the colour sheet."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+
+from backrooms_engine import export, templates
+from backrooms_engine.errors import ConfigError
+from backrooms_engine.records import RunRecord
+from backrooms_engine.store import RUN_STATUSES
+
+from .context import WebContext, web
+from .queries import PAGE_SIZE, RunFilter
+from .render import actor_classes, colours_css, end_label, segments
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")  # what a Content-Disposition filename may hold
+MEDIA_TYPES = {
+    "txt": "text/plain; charset=utf-8",
+    "md": "text/markdown; charset=utf-8",
+    "json": "application/json",
+}
+
+
+def render(request: Request, name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
+    ctx = web(request)
+    page = ctx.templates.get_template(name).render(read_only=ctx.web_token is None, **values)
+    return HTMLResponse(page, status_code=status_code)
+
+
+# -- the list --------------------------------------------------------------------------------
+
+
+def _filter(request: Request) -> RunFilter:
+    params = request.query_params
+
+    def text(name: str) -> str | None:
+        value = params.get(name, "").strip()
+        return value or None
+
+    status = text("status")
+    before = text("before")
+    return RunFilter(
+        model=text("model"),
+        template=text("template"),
+        status=status if status in RUN_STATUSES else None,
+        q=text("q"),
+        before=int(before) if before and before.isdigit() else None,
+    )
+
+
+async def index(request: Request) -> Response:
+    ctx = web(request)
+    f = _filter(request)
+    ids = await ctx.queries.run_ids(f, limit=PAGE_SIZE)
+    runs = [await ctx.rt.store.get_run(run_id) for run_id in ids]
+    hits = await ctx.queries.hits(f.q, ids) if f.q else {}
+    models, used_templates = await ctx.queries.choices()
+    return render(
+        request,
+        "index.html",
+        runs=[_row(ctx, run) for run in runs],
+        hits=hits,
+        f=f,
+        models=models,
+        used_templates=used_templates,
+        next_before=ids[-1] if len(ids) == PAGE_SIZE else None,
+        start_models=ctx.rt.registry.aliases(),
+        start_templates=template_sizes(ctx),
+        max_turns=ctx.rt.settings.chat_max_turns,
+    )
+
+
+def _row(ctx: WebContext, run: RunRecord) -> dict[str, Any]:
+    return {
+        "run": run,
+        "state": _state(ctx, run),
+        "classes": actor_classes(run.participants),
+    }
+
+
+def _state(ctx: WebContext, run: RunRecord) -> str:
+    """A short status word: live, paused (running in the store, not in this process) or the end."""
+    if run.status == "running":
+        return "live" if ctx.broker.is_live(run.id) else "paused"
+    return end_label(run.end) if run.end else "ended"
+
+
+def template_sizes(ctx: WebContext) -> dict[str, int]:
+    sizes = {}
+    for name, path in templates.available(ctx.rt.template_dirs).items():
+        try:
+            sizes[name] = templates.load(path).size
+        except ConfigError:
+            continue  # a broken template is reported when someone tries to start it
+    return sizes
+
+
+# -- one run ---------------------------------------------------------------------------------
+
+
+async def run_page(request: Request) -> Response:
+    ctx = web(request)
+    run_id = request.path_params["run_id"]
+    run = await ctx.rt.store.get_run(run_id)  # UnknownRunError: 404 (see app.py)
+    replies = await ctx.rt.store.replies(run_id)
+    state = _state(ctx, run)
+    return render(
+        request,
+        "run.html",
+        run=run,
+        state=state,
+        live=state == "live",
+        replies=[(reply, segments(reply.text)) for reply in replies],
+        classes=actor_classes(run.participants),
+        can_stop=state == "live" and ctx.web_token is not None,
+    )
+
+
+async def download(request: Request) -> Response:
+    ctx = web(request)
+    run_id, fmt = request.path_params["run_id"], request.path_params["fmt"]
+    if fmt not in export.FORMATS:
+        return PlainTextResponse(
+            f"no such download: .{fmt}; there are {', '.join(export.FORMATS)}\n", status_code=404
+        )
+    run = await ctx.rt.store.get_run(run_id)
+    text = export.render(run, await ctx.rt.store.replies(run_id), fmt)
+    # The text download is the BackroomsLogs file, so it keeps that file's upstream-style name.
+    stem = _SAFE_NAME.sub("-", Path(run.log_path).stem) or f"backrooms-run-{run.id}"
+    return Response(
+        text.encode("utf-8"),
+        media_type=MEDIA_TYPES[fmt],
+        headers={"content-disposition": f'attachment; filename="{stem}.{fmt}"'},
+    )
+
+
+async def colours(request: Request) -> Response:
+    css = colours_css(web(request).rt.registry)
+    return Response(css, media_type="text/css", headers={"cache-control": "max-age=300"})
+
+
+def when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"

@@ -1,0 +1,136 @@
+"""The archive over HTTP: the run list with its filters and search, a run's page, the downloads."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlencode
+
+from markupsafe import escape
+
+from backrooms_engine.records import RunSpec
+from tests.web.conftest import Site
+
+SCRIPT = "<script>alert(1)</script>"
+
+
+async def page(site: Site, path: str, status: int = 200) -> str:
+    async with site.http.get(path) as response:
+        assert response.status == status, await response.text()
+        return await response.text()
+
+
+def run_links(body: str) -> list[int]:
+    return [int(n) for n in re.findall(r'<a href="/runs/(\d+)">#', body)]
+
+
+async def test_the_list_shows_runs_newest_first(site: Site) -> None:
+    first = await site.run("one", "two")
+    second = await site.run("three", "four")
+    body = await page(site, "/")
+    assert run_links(body) == [second, first]
+    assert "Claude 1" in body and "turn limit" in body
+
+
+async def test_the_list_filters_by_model_template_and_status(site: Site) -> None:
+    opus_run = await site.run("a", "b")
+    handle = await site.rt.manager.start(
+        RunSpec(models=("offline", "offline"), template="cli", max_turns=1, surface="web")
+    )
+    await site.wait(handle.id)
+    assert run_links(await page(site, "/?model=offline")) == [handle.id]
+    assert run_links(await page(site, "/?model=opus")) == [opus_run]
+    assert run_links(await page(site, "/?template=cli")) == [handle.id, opus_run]
+    assert run_links(await page(site, "/?template=gallery")) == []
+    assert run_links(await page(site, "/?status=ended")) == [handle.id, opus_run]
+    assert run_links(await page(site, "/?status=running")) == []
+
+
+async def test_search_finds_a_word_in_a_reply(site: Site) -> None:
+    await site.run("nothing to see", "still nothing")
+    wanted = await site.run("the fluorescent hum", "a xylophone in the walls")
+    body = await page(site, "/?q=xylophone")
+    assert run_links(body) == [wanted]
+    # The excerpt links to the reply and marks the word.
+    assert f'href="/runs/{wanted}#reply-1"' in body
+    assert "<mark>xylophone</mark>" in body
+    assert run_links(await page(site, "/?q=xylo*")) == [wanted]
+    # Every word must appear in one reply.
+    assert run_links(await page(site, "/?q=walls+xylophone")) == [wanted]
+    assert run_links(await page(site, "/?q=fluorescent+xylophone")) == []
+
+
+async def test_search_treats_operators_and_markup_as_text(site: Site) -> None:
+    await site.run(f"look {SCRIPT}", "fine")
+    for query in ('"unbalanced', "NOT AND OR", "col:umn", "*", "(", SCRIPT, "<b>"):
+        body = await page(site, "/?" + urlencode({"q": query}))  # no 500 from FTS5's syntax
+        assert SCRIPT not in body and "<b>" not in body
+    body = await page(site, "/?q=alert")
+    assert "&lt;script&gt;<mark>alert</mark>(1)&lt;/script&gt;" in body
+
+
+async def test_the_run_page_shows_every_reply_under_its_actor_with_markup_escaped(
+    site: Site,
+) -> None:
+    texts = [f"hello {SCRIPT}", '<img src=x onerror="alert(2)"> & friends', "third", "fourth"]
+    run_id = await site.run(*texts, turns=2)
+    body = await page(site, f"/runs/{run_id}")
+    articles = re.findall(r'<article class="reply [^"]*" id="reply-(\d+)"', body)
+    assert articles == ["0", "1", "2", "3"]
+    for actor in ("Claude 1", "Claude 2"):
+        assert f'<h2 class="actor">{actor}</h2>' in body
+    assert SCRIPT not in body and "<img" not in body
+    for text in texts:
+        assert str(escape(text)) in body
+    assert "Reached maximum number of turns (2). Conversation ended." in body
+    assert "Participants" in body and "claude-opus-5-5" in body
+
+
+async def test_the_page_carries_a_strict_content_security_policy(site: Site) -> None:
+    run_id = await site.run("a", "b")
+    async with site.http.get(f"/runs/{run_id}") as response:
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_terminal_output_is_monospace_and_prose_is_not(site: Site) -> None:
+    terminal = "simulator@backrooms:~$ ls -l\ntotal 8\ndrwxr-xr-x 2 root root 4096 hall/\n"
+    run_id = await site.run("I wonder what is here.", terminal)
+    body = await page(site, f"/runs/{run_id}")
+    assert '<div class="prose">I wonder what is here.</div>' in body
+    assert re.search(r'<pre class="mono">\nsimulator@backrooms:~\$ ls -l\ntotal 8\n', body)
+
+
+async def test_colours_come_from_the_registry_stylesheet(site: Site) -> None:
+    run_id = await site.run("a", "b")
+    body = await page(site, f"/runs/{run_id}")
+    colour_class = re.search(r'class="actor (c-[0-9a-f]+)"', body)[1]
+    css = await page(site, "/colours.css")
+    assert f".{colour_class} {{ --actor: #d97757; }}" in css  # opus's colour in models.toml
+
+
+async def test_downloads(site: Site) -> None:
+    run_id = await site.run(f"first {SCRIPT}", "second\nwith lines")
+    log_path = Path((await site.rt.store.get_run(run_id)).log_path)
+    async with site.http.get(f"/runs/{run_id}.txt") as response:
+        assert response.status == 200
+        assert response.headers["content-disposition"] == (
+            f'attachment; filename="{log_path.stem}.txt"'
+        )
+        assert await response.read() == log_path.read_bytes()
+    async with site.http.get(f"/runs/{run_id}.json") as response:
+        assert response.headers["content-type"] == "application/json"
+        data = json.loads(await response.read())
+    assert [r["text"] for r in data["replies"]] == [f"first {SCRIPT}", "second\nwith lines"]
+    assert data["end"]["reason"] == "max_turns"
+    async with site.http.get(f"/runs/{run_id}.md") as response:
+        assert response.headers["content-type"].startswith("text/markdown")
+        assert f"# Backrooms run {run_id}" in await response.text()
+    await page(site, f"/runs/{run_id}.exe", status=404)
+
+
+async def test_an_unknown_run_is_a_404(site: Site) -> None:
+    for path in ("/runs/999", "/runs/999.txt", "/runs/999/events"):
+        assert "no run with id 999" in await page(site, path, status=404)

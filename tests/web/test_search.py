@@ -1,0 +1,115 @@
+"""Migration 003_search: the FTS5 index over reply text, its backfill and triggers, and the queries
+the archive runs on its read-only connection."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from backrooms_engine import store as store_module
+from backrooms_engine.records import ParticipantInfo, Reply, RunSpec, now
+from backrooms_engine.store import SqliteStore
+from bot.web.queries import RunFilter, RunQueries, fts_query
+
+CAST = (ParticipantInfo(0, "opus", "Claude 1", "x", "anthropic"),)
+
+
+async def new_run(store: SqliteStore, template: str = "cli") -> int:
+    spec = RunSpec(models=("opus",), template=template)
+    return (await store.create_run(spec, CAST, "/dev/null", now())).id
+
+
+async def add(store: SqliteStore, run_id: int, seq: int, text: str) -> None:
+    await store.append_reply(Reply(run_id, seq, seq + 1, 0, "Claude 1", text, now(), now()))
+
+
+async def test_the_migration_backfills_replies_stored_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("001_init.sql", "002_space_settings.sql"):
+        shutil.copy(store_module.MIGRATIONS_DIR / name, old)
+    path = tmp_path / "backrooms.db"
+    monkeypatch.setattr(store_module, "MIGRATIONS_DIR", old)
+    async with await SqliteStore.open(path) as store:
+        run_id = await new_run(store)
+        await add(store, run_id, 0, "an old reply about a lighthouse")
+    monkeypatch.undo()
+    async with await SqliteStore.open(path) as store:  # the owner applies 003
+        await add(store, run_id, 1, "a new reply about a harbour")
+        queries = RunQueries(path)
+        try:
+            assert await queries.run_ids(RunFilter(q="lighthouse")) == [run_id]
+            assert await queries.run_ids(RunFilter(q="harbour")) == [run_id]
+            assert await queries.run_ids(RunFilter(q="submarine")) == []
+        finally:
+            await queries.close()
+
+
+async def test_triggers_follow_deletes_and_updates(tmp_path: Path) -> None:
+    path = tmp_path / "backrooms.db"
+    async with await SqliteStore.open(path) as store:
+        run_id = await new_run(store)
+        await add(store, run_id, 0, "alpha")
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE replies SET text = 'beta' WHERE run_id = ?", (run_id,))
+        found = db.execute("SELECT run_id, seq FROM reply_search WHERE reply_search MATCH 'beta'")
+        assert found.fetchall() == [(run_id, 0)]
+        assert db.execute("SELECT count(*) FROM reply_search WHERE text = 'alpha'").fetchone() == (
+            0,
+        )
+        db.commit()  # the pragma is a no-op inside a transaction
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        assert db.execute("SELECT count(*) FROM reply_search").fetchone() == (0,)
+
+
+async def test_filters_combine_and_page_newest_first(tmp_path: Path) -> None:
+    path = tmp_path / "backrooms.db"
+    async with await SqliteStore.open(path) as store:
+        ids = [await new_run(store, template) for template in ("cli", "gallery", "cli")]
+        for run_id in ids:
+            await add(store, run_id, 0, f"reply of run {run_id} with café")
+        queries = RunQueries(path)
+        try:
+            assert await queries.run_ids(RunFilter()) == ids[::-1]
+            assert await queries.run_ids(RunFilter(template="cli")) == [ids[2], ids[0]]
+            assert await queries.run_ids(RunFilter(model="opus", before=ids[2])) == ids[1::-1]
+            assert await queries.run_ids(RunFilter(q="cafe")) == ids[::-1]  # accents folded
+            assert await queries.run_ids(RunFilter(status="ended")) == []
+            assert await queries.run_ids(RunFilter(), limit=1) == [ids[2]]
+            hits = await queries.hits("café", ids)
+            assert hits[ids[0]].parts[-1] == ("café", True)
+            assert await queries.choices() == (["opus"], ["cli", "gallery"])
+        finally:
+            await queries.close()
+
+
+async def test_the_archive_connection_cannot_write(tmp_path: Path) -> None:
+    path = tmp_path / "backrooms.db"
+    async with await SqliteStore.open(path):
+        queries = RunQueries(path)
+        try:
+            with pytest.raises(Exception, match="readonly"):
+                await queries._fetch("DELETE FROM runs", ())
+        finally:
+            await queries.close()
+
+
+@pytest.mark.parametrize(
+    ("words", "query"),
+    [
+        ("hello world", '"hello" "world"'),
+        ('say "hi"', '"say" """hi"""'),
+        ("xylo*", '"xylo"*'),
+        ("NOT OR AND", '"NOT" "OR" "AND"'),
+        ("* ( ) :", None),
+        ("", None),
+    ],
+)
+def test_search_words_become_a_safe_fts5_query(words: str, query: str | None) -> None:
+    assert fts_query(words) == query
