@@ -311,3 +311,16 @@ async def test_resume_after_a_deleted_thread_goes_on_in_a_new_thread(model_serve
     assert new != old and answer == f"Run 1 goes on in <#{new}>."
     assert record.end.reason == "max_turns" and len(replies) == 4
     assert shown_new[-1] == replies[-1].text
+
+
+async def test_starter_and_closing_lines_link_to_the_run_page(model_server, tmp_path):
+    url = "https://relay.example.org"
+    async with discord_world(model_server, tmp_path, BACKROOMS_PUBLIC_URL=url) as w:
+        await w.followup_text(await w.command("start", {"models": "opus gpt4o", "max_turns": 1}))
+        await w.run_ended(1)
+        thread = await w.thread_of(1)
+        await until(lambda: "Transcript" in w.fake.messages(thread)[-1]["content"])
+        starter = next(m for m in w.fake.messages(w.channel) if "Backrooms run 1" in m["content"])
+        closing = w.fake.messages(thread)[-1]["content"]
+    assert f"{url}/runs/1" in starter["content"]
+    assert closing.endswith(f"Transcript: {url}/runs/1")
