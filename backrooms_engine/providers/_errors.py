@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,12 @@ from ..registry import ProviderSpec
 # Error types an API may send inside a stream that has already answered 200.
 TRANSIENT_ERROR_TYPES = frozenset(
     {"overloaded_error", "api_error", "rate_limit_error", "timeout_error", "server_error"}
+)
+
+
+# Error types that no retry will cure.
+PERMANENT_ERROR_TYPES = frozenset(
+    {"invalid_request_error", "authentication_error", "permission_error", "not_found_error"}
 )
 
 
@@ -102,3 +109,25 @@ def from_sdk(exc: Any, request: ModelRequest, provider: ProviderSpec) -> Provide
         headers=exc.response.headers,
         error_type=error_type_of(exc.body),
     )
+
+
+def in_stream(body: dict[str, Any], request: ModelRequest, provider: ProviderSpec) -> ProviderError:
+    """An error the API sent inside a stream that had already answered 200."""
+    error_type = error_type_of(body)
+    transient = error_type not in PERMANENT_ERROR_TYPES  # an unknown hiccup earns a retry
+    text = f"error in the stream ({error_type or 'unknown'}): {message_of(body, str(body)[:200])}"
+    kind = TransientProviderError if transient else PermanentProviderError
+    return kind(text, model=request.spec.alias, provider=provider.name)
+
+
+def parse_json(data: str, request: ModelRequest, provider: ProviderSpec) -> dict[str, Any]:
+    """One event's JSON; a garbled line means a broken stream, which a retry may cure."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise TransientProviderError(
+            f"unreadable event in the stream: {data[:120]!r}",
+            model=request.spec.alias,
+            provider=provider.name,
+        ) from None
+    return value if isinstance(value, dict) else {}

@@ -259,3 +259,57 @@ async def test_world_interface_key_is_sent_when_set(model_server, tmp_path):
     world = model_server.requests_for("world")
     assert world[0].headers["authorization"] == "Bearer wi-secret"
     assert world[0].path == "/world/v1/chat/completions"
+
+
+@pytest.mark.parametrize(("alias", "model"), [("opus", OPUS), ("gpt4o", GPT4O)])
+async def test_a_stream_cut_after_its_text_but_before_its_end_is_asked_again(
+    model_server, tmp_path, alias, model
+):
+    """All the text arrived but the end marker did not: the reply may be incomplete."""
+    env = fake_env(model_server, tmp_path)
+    model_server.queue_drop(model, after_chunks=model_server.chunk_count)
+    model_server.queue_reply(model, "complete")
+    rec = RecordingObserver()
+    async with runtime(env) as rt:
+        await run_to_end(rt, RunSpec(models=(alias, alias), template="science", max_turns=1), rec)
+    assert rec.texts[0] == "complete"
+    assert "connection lost" in rec.of(ReplyRetrying)[0].reason
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai"])
+async def test_a_cleanly_closed_stream_without_its_end_marker_is_transient(kind):
+    from backrooms_engine.conversation import ModelRequest
+    from backrooms_engine.errors import TransientProviderError
+    from backrooms_engine.providers import ProviderPool
+    from backrooms_engine.registry import load_registry
+
+    spec = load_registry().get("opus" if kind == "anthropic" else "gpt4o")
+    provider = ProviderPool({"ANTHROPIC_API_KEY": "k", "OPENAI_API_KEY": "k"}).for_spec(spec)
+    text = (
+        'data: {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "hi"}}'
+        if kind == "anthropic"
+        else 'data: {"choices": [{"delta": {"content": "hi"}}]}'
+    )
+
+    async def lines():
+        yield text
+        yield ""
+
+    got = []
+    with pytest.raises(TransientProviderError, match="ended before"):
+        async for item in provider._read(ModelRequest(spec, None, ()), lines()):
+            got.append(item)
+    assert got == ["hi"]
+    await provider.aclose()
+
+
+async def test_server_sent_events_are_read_as_the_format_says():
+    from backrooms_engine.providers import _sse
+
+    async def lines():
+        for line in ["event: ping", "data: {}", "", ": a comment", "data:one", "data: two", "",
+                     "event: x", "data: last"]:
+            yield line
+
+    got = [e async for e in _sse.events(lines())]
+    assert got == [("ping", "{}"), (None, "one\ntwo"), ("x", "last")]
