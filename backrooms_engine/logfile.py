@@ -91,6 +91,7 @@ class LogFileWriter:
         trace: the result is the file an uninterrupted run would have written."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(transcript_text(replies, None), encoding="utf-8", newline="")
             os.replace(tmp, self.path)
         except OSError as exc:

@@ -8,16 +8,17 @@ shared. The manager always adds the BackroomsLogs writer to a run's observers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import logfile, templates
 from .conversation import Conversation, Participant, participants_for
 from .engine import Engine, RetryPolicy, StopSignal
-from .errors import ConfigError
+from .errors import BackroomsError, ConfigError, StoreError
 from .events import ReplyDelta, ReplyFinished, ReplyStarted, RunEnded
 from .observers import DEFAULT_QUEUE_SIZE, ObserverHub
 from .ports import Observer, Provider, Store
@@ -81,6 +82,7 @@ class RunManager:
         self._engine = Engine(provider_for, store, retry=retry)
         self._runs: dict[int, RunHandle] = {}
         self._created: dict[int, RunRecord] = {}  # stored, not launched yet (counted by caps)
+        self._starting: set[int] = set()  # being resumed or extended right now
         self._taps: list[Callable[[RunRecord], Observer | None]] = []
         self._observer_grace = observer_grace
         self._observer_queue = observer_queue
@@ -171,8 +173,11 @@ class RunManager:
 
     async def resume(self, run_id: int, observers: Sequence[Observer] = ()) -> RunHandle:
         """Continue a run left running by a crash or a shutdown, from the stored replies."""
+        with self._claim(run_id):
+            return await self._resume(run_id, observers)
+
+    async def _resume(self, run_id: int, observers: Sequence[Observer]) -> RunHandle:
         record = await self.store.get_run(run_id)
-        self._check_not_active(run_id)
         self._check_caps(record.spec)
         if record.status != "running":
             summary = record.end.summary if record.end else record.status
@@ -188,11 +193,19 @@ class RunManager:
         """Give an ended run `turns` more turns (after the turn it ended in, if that was partial)."""
         if turns < 1:
             raise ConfigError(f"the number of extra turns must be at least 1, got {turns}")
+        with self._claim(run_id):
+            return await self._extend(run_id, turns, observers)
+
+    async def _extend(self, run_id: int, turns: int, observers: Sequence[Observer]) -> RunHandle:
         record = await self.store.get_run(run_id)
-        self._check_not_active(run_id)
         self._check_caps(record.spec)
         if record.status == "running":
             raise ConfigError(f"run {run_id} is still running; `backrooms resume {run_id}`")
+        if record.end is not None and record.end.reason == "budget":
+            raise ConfigError(
+                f"run {run_id} used its token budget of {record.spec.token_budget}; "
+                "start a new run to go on"
+            )
         size = len(record.participants)
         started_turns = -(-record.replies // size)  # a turn cut short by ^C^C counts as started
         await self.store.reopen_run(run_id, max_turns=started_turns + turns)
@@ -207,20 +220,28 @@ class RunManager:
         that cannot be resumed is ended with the reason instead of failing at every start."""
         handles = []
         for record in await self.store.running_runs():
-            if record.id in self._runs:
+            if record.id in self._runs or record.id in self._starting:
                 continue
-            observers = () if observers_for is None else await observers_for(record)
-            if observers is None:
-                continue
-            try:
-                handles.append(await self._relaunch(record, observers, False))
-            except ConfigError as exc:
-                log.warning("run %s: not resumed: %s", record.id, exc)
+            with self._claim(record.id):
+                observers = () if observers_for is None else await observers_for(record)
+                if observers is None:
+                    continue
+                try:
+                    handles.append(await self._relaunch(record, observers, False))
+                except BackroomsError as exc:
+                    log.warning("run %s: not resumed: %s", record.id, exc)
         return handles
 
-    def _check_not_active(self, run_id: int) -> None:
-        if run_id in self._runs:
+    @contextlib.contextmanager
+    def _claim(self, run_id: int) -> Iterator[None]:
+        """Only one resume or extend of a run at a time: claimed before the first await."""
+        if run_id in self._runs or run_id in self._starting:
             raise ConfigError(f"run {run_id} is already running in this process")
+        self._starting.add(run_id)
+        try:
+            yield
+        finally:
+            self._starting.discard(run_id)
 
     async def _relaunch(
         self, record: RunRecord, observers: Sequence[Observer], extending: bool
@@ -235,7 +256,11 @@ class RunManager:
             template, participants, [(r.position, r.text) for r in history]
         )
         writer = logfile.LogFileWriter(Path(record.log_path))
-        writer.rebuild(history)  # the file becomes exactly the stored transcript, then grows
+        try:
+            writer.rebuild(history)  # the file becomes exactly the stored transcript, then grows
+        except StoreError as exc:
+            await self._end_unresumable(record, observers, str(exc))
+            raise
         log.info("run %s: resumed after %s replies", record.id, len(history))
         return self._launch(
             record,
@@ -354,8 +379,12 @@ class RunManager:
             hub.emit(RunEnded(record.id, end))
             return end
         finally:
-            await hub.close(self._observer_grace)
-            self._runs.pop(record.id, None)
+            try:
+                await hub.close(self._observer_grace)
+            finally:  # also when a shutdown cancels this task while observers drain
+                mine = self._runs.get(record.id)
+                if mine is not None and mine.task is asyncio.current_task():
+                    del self._runs[record.id]
 
     async def _turns(self, record: RunRecord) -> int:
         return len(await self.store.replies(record.id)) // len(record.participants)

@@ -135,8 +135,12 @@ class ObserverHub:
         tasks = [feed.task for feed in self._feeds]
         if not tasks:
             return
-        _, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            log.warning("run %s: %s did not finish in time", self.run_id, task.get_name())
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        pending = set(tasks)
+        try:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                log.warning("run %s: %s did not finish in time", self.run_id, task.get_name())
+        finally:  # also when the close itself is cancelled (a shutdown past its deadline)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

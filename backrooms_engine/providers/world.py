@@ -7,6 +7,7 @@ and the reply is `choices[0].message.content`. It does not stream: the answer is
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -55,16 +56,23 @@ class WorldInterfaceProvider:
                         key_env=self._spec.key_env,
                         headers=resp.headers,
                     )
-                body = await resp.json(content_type=None)
+                text = await resp.text()
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise _errors.connection_lost(
                 f"{self._url}: {exc or type(exc).__name__}", model=alias, provider=self._spec.name
             ) from exc
-        try:
-            return str(body["choices"][0]["message"]["content"])
-        except (KeyError, IndexError, TypeError):
+        except aiohttp.ClientError as exc:  # e.g. WORLD_INTERFACE_URL without http://
             raise PermanentProviderError(
-                f"unexpected answer from {self._url}: {str(body)[:200]}",
+                f"cannot reach {self._url}: {exc}; check WORLD_INTERFACE_URL",
+                model=alias,
+                provider=self._spec.name,
+            ) from exc
+        try:
+            body = json.loads(text)
+            return str(body["choices"][0]["message"]["content"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise PermanentProviderError(
+                f"{self._url} did not answer as the world interface does: {text[:200]!r}",
                 model=alias,
                 provider=self._spec.name,
             ) from None

@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from backrooms_engine import startspec, templates
-from backrooms_engine.errors import ConfigError
+from backrooms_engine.errors import BackroomsError, ConfigError
 from backrooms_engine.records import RunRecord, RunSpec
 
 from .. import messages
@@ -112,6 +112,10 @@ class BackroomsCog(commands.GroupCog, group_name="backrooms"):
 
     @app_commands.command(name="resume", description="Continue an interrupted run")
     async def resume(self, interaction: discord.Interaction, run: int) -> None:
+        refusal = self._refusal(interaction)
+        if refusal:
+            await interaction.response.send_message(refusal, **EPHEMERAL_NO_PINGS)
+            return
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             text = await resume_run(self.surface, interaction, run)
@@ -216,10 +220,12 @@ async def open_run(
     record = await rt.manager.create(spec)
     try:
         thread = await _open_thread(surface, interaction, channel, record)
-    except ConfigError as exc:
-        await rt.manager.abandon(record, str(exc))
-        raise
-    poster = await surface.poster(record, thread.id, channel.id)
+        poster = await surface.poster(record, thread.id, channel.id)
+    except (discord.HTTPException, BackroomsError) as exc:
+        # Nothing may linger: a created run counts against the caps until it is ended.
+        why = exc.text if isinstance(exc, discord.HTTPException) else str(exc)
+        await rt.manager.abandon(record, f"could not open its thread: {why}")
+        raise ConfigError(f"could not open the run's thread: {why}") from exc
     rt.manager.launch(record, [poster])
     return f"Run {record.id} started in {thread.mention}."
 
@@ -322,6 +328,9 @@ async def resume_run(surface: DiscordSurface, interaction: discord.Interaction, 
         raise ConfigError("it is not a run of this server")
     if rt.manager.get(run_id) is not None:
         raise ConfigError("it is running already")
+    starter = await rt.store.get_meta(run_id, "discord_starter_user")
+    if starter != str(interaction.user.id) and not interaction.permissions.manage_threads:
+        raise ConfigError("only the person who started it or someone with Manage Threads can")
     thread_id = int(await rt.store.get_meta(run_id, "discord_thread") or 0)
     channel_id = int(await rt.store.get_meta(run_id, "discord_channel") or 0)
     if record.end is not None and record.end.reason == "gone":

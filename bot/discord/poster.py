@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SURFACE = "discord"
 NO_MENTIONS = discord.AllowedMentions.none()
+CUT_OFF = "*(cut off: the run ended here; this reply is not in the transcript)*"
 EDIT_INTERVAL = 1.2  # seconds between streaming edits of one message: a reply is not a ticker
 # Discord error codes (https://discord.com/developers/docs/topics/opcodes-and-status-codes)
 UNKNOWN_WEBHOOK = 10015
@@ -123,8 +124,19 @@ class ThreadPoster:
                 await self._show(posting, reply.text, final=True)
                 self._current = None
             case RunEnded(end=end):
+                if self._current is not None and self._current.ids and not self._gone:
+                    await self._mark_cut_off(self._current)
                 if not self._gone or end.reason == "gone":
                     await self._on_end(end)
+
+    async def _mark_cut_off(self, posting: _Posting) -> None:
+        """A reply the run ended in the middle of is not in the transcript: say so on it."""
+        last = len(posting.ids) - 1
+        shown = posting.shown[last] if last < len(posting.shown) else ""
+        await self._budget.request()
+        room = 2000 - len(CUT_OFF) - 1  # Discord's limit per message
+        await self._edit(posting, last, f"{shown[:room]}\n{CUT_OFF}")
+        self._current = None
 
     def _known_ids(self, seq: int) -> list[int]:
         ids = []

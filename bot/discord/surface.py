@@ -98,13 +98,15 @@ class DiscordSurface:
         else:
             await tree.sync()
 
-    async def observers_for(self, record: RunRecord) -> Sequence[Observer]:
+    async def observers_for(self, record: RunRecord) -> Sequence[Observer] | None:
         assert self.rt is not None
         store = self.rt.store
         thread = await store.get_meta(record.id, "discord_thread")
         channel = await store.get_meta(record.id, "discord_channel")
         if thread is None or channel is None:
-            return []
+            # A crash between storing the run and opening its thread: it was never shown.
+            await self.rt.manager.abandon(record, "the bot stopped before its thread was opened")
+            return None
         hook_id = await store.get_meta(record.id, "discord_webhook_id")
         hook_token = await store.get_meta(record.id, "discord_webhook_token")
         if hook_id and hook_token:

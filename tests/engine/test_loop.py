@@ -307,9 +307,44 @@ async def test_server_sent_events_are_read_as_the_format_says():
     from backrooms_engine.providers import _sse
 
     async def lines():
-        for line in ["event: ping", "data: {}", "", ": a comment", "data:one", "data: two", "",
-                     "event: x", "data: last"]:
+        for line in [
+            "event: ping",
+            "data: {}",
+            "",
+            ": a comment",
+            "data:one",
+            "data: two",
+            "",
+            "event: x",
+            "data: last",
+        ]:
             yield line
 
     got = [e async for e in _sse.events(lines())]
     assert got == [("ping", "{}"), (None, "one\ntwo"), ("x", "last")]
+
+
+async def test_a_world_interface_that_answers_html_ends_the_run_clearly(model_server, tmp_path):
+    from aiohttp import web
+
+    async def html(request):
+        return web.Response(text="<html>a login page</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", html)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    env = fake_env(model_server, tmp_path) | {"WORLD_INTERFACE_URL": f"http://127.0.0.1:{port}"}
+    try:
+        async with runtime(env) as rt:
+            _, end = await run_to_end(
+                rt,
+                RunSpec(models=("opus", "cli"), template="cli_with_world_interface", max_turns=1),
+            )
+    finally:
+        await runner.cleanup()
+    assert end.reason == "error"
+    assert "did not answer as the world interface does: '<html>a login page</html>'" in end.detail

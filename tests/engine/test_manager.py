@@ -334,3 +334,43 @@ async def test_a_user_resuming_counts_against_the_caps(model_server, tmp_path):
         with pytest.raises(LimitError, match="BACKROOMS_MAX_RUNS=1"):
             await rt.manager.extend(ended, 1)
         await rt.manager.stop(going.id, by="t")
+
+
+async def test_two_resumes_at_once_start_one_engine(model_server, tmp_path):
+    env = fake_env(model_server, tmp_path)
+    model_server.set_responder(by_message_count)
+    async with runtime(env) as rt:
+        record = await _seed_interrupted_run(rt, ["alpha"])
+        results = await asyncio.gather(
+            rt.manager.resume(record.id), rt.manager.resume(record.id), return_exceptions=True
+        )
+        handles = [r for r in results if not isinstance(r, BaseException)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        end = await rt.manager.wait(handles[0].id)
+        stored = await rt.store.replies(record.id)
+    assert len(handles) == 1 and "already running" in str(errors[0])
+    assert end.reason == "max_turns" and [r.seq for r in stored] == [0, 1, 2, 3]
+
+
+async def test_resume_recreates_a_missing_log_folder(model_server, tmp_path):
+    import shutil
+
+    env = fake_env(model_server, tmp_path)
+    async with runtime(env) as rt:
+        record = await _seed_interrupted_run(rt, ["alpha", "beta"])
+        shutil.rmtree(Path(record.log_path).parent)
+        handles = await rt.manager.resume_all()
+        end = await rt.manager.wait(handles[0].id)
+    assert end.reason == "max_turns"
+    assert Path(record.log_path).read_text().startswith("\n### Claude 1 ###\nalpha\n")
+
+
+async def test_a_budget_ended_run_is_not_extended(model_server, tmp_path):
+    env = fake_env(model_server, tmp_path)
+    async with runtime(env) as rt:
+        run_id, end = await run_to_end(
+            rt, RunSpec(models=("opus", "gpt4o"), max_turns=5, token_budget=1)
+        )
+        with pytest.raises(ConfigError, match="used its token budget of 1"):
+            await rt.manager.extend(run_id, 2)
+    assert end.reason == "budget"
