@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import anthropic
-import httpx2  # the SDK's HTTP client; a dropped stream surfaces as its TransportError
 
 from ..conversation import ModelRequest
 from ..records import Usage
@@ -37,19 +36,18 @@ class AnthropicProvider:
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Usage]:
         """The SDK builds and sends the request and raises HTTP errors; the event stream itself
         is read here, line by line: the SDK's typed events cost most of a reply's CPU (bench/)."""
-        params = self._params(request)
-        try:
-            async with self._client.messages.with_streaming_response.create(
-                **params, stream=True
-            ) as response:
-                async for item in self._read(request, response.iter_lines()):
-                    yield item
-        except anthropic.APIStatusError as exc:
-            raise _errors.from_sdk(exc, request, self._spec) from exc
-        except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
-            raise _errors.connection_lost(
-                str(exc) or type(exc).__name__, model=request.spec.alias, provider=self._spec.name
-            ) from exc
+        opening = self._client.messages.with_streaming_response.create(
+            **self._params(request), stream=True
+        )
+        async for item in _sse.through_sdk(
+            opening,
+            self._read,
+            request,
+            self._spec,
+            status_error=anthropic.APIStatusError,
+            connection_error=anthropic.APIConnectionError,
+        ):
+            yield item
 
     async def _read(
         self, request: ModelRequest, lines: AsyncIterator[str]

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx2  # the SDK's HTTP client; a dropped stream surfaces as its TransportError
 import openai
 
 from ..conversation import ModelRequest
@@ -36,18 +35,18 @@ class OpenAIProvider:
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Usage]:
         """The SDK builds and sends the request and raises HTTP errors; the chunks are read here,
         line by line: building the SDK's typed chunk objects cost most of a reply's CPU (bench/)."""
-        try:
-            async with self._client.chat.completions.with_streaming_response.create(
-                **self._params(request)
-            ) as response:
-                async for item in self._read(request, response.iter_lines()):
-                    yield item
-        except openai.APIStatusError as exc:
-            raise _errors.from_sdk(exc, request, self._spec) from exc
-        except (openai.APIConnectionError, httpx2.TransportError) as exc:
-            raise _errors.connection_lost(
-                str(exc) or type(exc).__name__, model=request.spec.alias, provider=self._spec.name
-            ) from exc
+        opening = self._client.chat.completions.with_streaming_response.create(
+            **self._params(request)
+        )
+        async for item in _sse.through_sdk(
+            opening,
+            self._read,
+            request,
+            self._spec,
+            status_error=openai.APIStatusError,
+            connection_error=openai.APIConnectionError,
+        ):
+            yield item
 
     async def _read(
         self, request: ModelRequest, lines: AsyncIterator[str]
