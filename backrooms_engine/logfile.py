@@ -81,6 +81,7 @@ class LogFileWriter:
     """Observer that appends to the run's log file as replies are committed and when it ends."""
 
     name = "logfile"
+    wants_deltas = False  # it writes whole replies
 
     def __init__(self, path: Path):
         self.path = path

@@ -35,11 +35,14 @@ class _Feed:
         self._ready = asyncio.Event()
         self._closed = False
         self.merged = 0  # deltas folded into another because the queue was full
+        self._wants_deltas = getattr(observer, "wants_deltas", True)
         self.task = asyncio.create_task(
             self._drain(), name=f"observer {observer.name} run {run_id}"
         )
 
     def put(self, event: Event) -> None:
+        if isinstance(event, ReplyDelta) and not self._wants_deltas:
+            return  # no wake-up per streamed chunk for an observer that only needs whole replies
         tail = self._items[-1] if self._items else None
         if (
             isinstance(event, ReplyDelta)

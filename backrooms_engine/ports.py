@@ -27,6 +27,7 @@ class Observer(Protocol):
     """Reacts to a run's events (prints them, writes the log file, posts to a chat thread)."""
 
     name: str  # stable across restarts: the delivery cursor is kept under this name
+    # An observer may set `wants_deltas = False` to receive no ReplyDelta (the log file writer).
 
     async def handle(self, event: Event) -> None: ...
 

@@ -91,6 +91,7 @@ class ThreadPoster:
         self._budget = budget
         self._personas = personas
         self._streaming = streaming
+        self.wants_deltas = streaming  # without streaming, no wake-up per chunk
         self._known = dict(known_posts)
         self._record_post = record_post
         self._on_gone = on_gone

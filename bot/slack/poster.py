@@ -94,6 +94,7 @@ class SlackPoster:
         self._on_gone = on_gone
         self._public_url = public_url
         self._streaming = streaming
+        self.wants_deltas = streaming  # without streaming, no wake-up per chunk
         self._edits = edits or SlidingWindow(50, 60.0)
         self._reopen_root = reopen_root
         self._current: _Streaming | None = None
