@@ -24,12 +24,12 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiosqlite
 
 from .errors import ConfigError, StoreError, UnknownRunError
+from .lifecycle import ClosesOnExit
 from .records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -411,7 +411,7 @@ def _refused(error: sqlite3.IntegrityError, run_id: int) -> StoreError | Unknown
 # --- The store ------------------------------------------------------------------------------------
 
 
-class SqliteStore:
+class SqliteStore(ClosesOnExit):
     """The Store port on one SQLite file. One connection; an asyncio lock serialises its use so one
     task's transaction never takes in another task's statements."""
 
@@ -451,17 +451,6 @@ class SqliteStore:
             finally:
                 _release_lock(self._lock_fd)
                 self._lock_fd = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- plumbing
 

@@ -96,10 +96,12 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import MappingProxyType, TracebackType
-from typing import Any, Final, Self
+from types import MappingProxyType
+from typing import Any, Final
 
 from aiohttp import BodyPartReader, WSMsgType, web
+
+from backrooms_engine.lifecycle import StartsOnEntry
 
 log = logging.getLogger(__name__)
 
@@ -452,7 +454,7 @@ class _Session:
 # --------------------------------------------------------------------------- the fake
 
 
-class FakeDiscord:
+class FakeDiscord(StartsOnEntry):
     """The emulator. Every wait it offers takes a timeout; every socket closes on :meth:`close`."""
 
     heartbeat_interval_ms: int = 41_250
@@ -504,18 +506,6 @@ class FakeDiscord:
         self._add_user(self.owner_user_id, "owner")
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         if self._runner is not None:

@@ -12,10 +12,9 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 
 from backrooms_engine.errors import StoreError
+from backrooms_engine.lifecycle import ClosesOnExit
 from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
 from backrooms_engine.store import (
     check_count,
@@ -37,7 +36,7 @@ class _Run:
     meta: dict[str, str] = field(default_factory=dict)
 
 
-class MemoryStore:
+class MemoryStore(ClosesOnExit):
     def __init__(self) -> None:
         self._runs: dict[int, _Run] = {}
         self._space_settings: dict[tuple[str, str], str] = {}
@@ -49,17 +48,6 @@ class MemoryStore:
 
     async def close(self) -> None:
         self._closed = True
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def _run(self, run_id: int) -> _Run:
         self._check_open()

@@ -51,10 +51,11 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal
 
 from aiohttp import web
+
+from backrooms_engine.lifecycle import StartsOnEntry
 
 Api = Literal["anthropic", "openai", "world"]
 Responder = Callable[[str, dict[str, Any]], str]
@@ -415,7 +416,7 @@ def world_completion(text: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the server
 
 
-class FakeModelServer:
+class FakeModelServer(StartsOnEntry):
     """Serves the Anthropic, OpenAI and world APIs on one loopback port; see the module doc."""
 
     def __init__(
@@ -466,18 +467,6 @@ class FakeModelServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ----------------------------------------------------------------- addresses
 

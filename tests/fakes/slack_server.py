@@ -91,11 +91,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal
 from urllib.parse import urlencode
 
 from aiohttp import WSCloseCode, WSMsgType, web
+
+from backrooms_engine.lifecycle import StartsOnEntry
 
 BOT_TOKEN: Final = "xoxb-test-0000000001-backrooms"
 APP_TOKEN: Final = "xapp-test-1-A0TESTAPP1-backrooms"
@@ -433,7 +434,7 @@ async def _read_params(request: web.Request) -> dict[str, Any]:
 _Handler = Callable[["FakeSlack", dict[str, Any]], dict[str, Any]]
 
 
-class FakeSlack:
+class FakeSlack(StartsOnEntry):
     """Slack's Web API, Socket Mode and response URLs on one loopback port."""
 
     bot_token: Final = BOT_TOKEN
@@ -508,18 +509,6 @@ class FakeSlack:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def base_url(self) -> str:
