@@ -99,6 +99,23 @@ def find(name: str, dirs: Sequence[Path]) -> Template:
 
 
 def load(path: Path) -> Template:
+    """Read and check a template. Parsed templates are kept while their file is unchanged: chat
+    surfaces list every template's size at each autocomplete keystroke and each start."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise TemplateError(f"cannot read template {path}: {exc.strerror}") from None
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    cached = _loaded.get(key)
+    if cached is None:
+        cached = _loaded[key] = _parse(path)
+    return cached
+
+
+_loaded: dict[tuple[str, int, int], Template] = {}
+
+
+def _parse(path: Path) -> Template:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

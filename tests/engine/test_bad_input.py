@@ -184,3 +184,11 @@ async def test_missing_key_refuses_before_anything_is_sent_or_stored(model_serve
         assert await rt.store.list_runs() == []
     assert model_server.requests == []
     assert not (tmp_path / "BackroomsLogs").exists()
+
+
+def test_an_edited_template_is_read_again(tmp_path):
+    line = {"system_prompt": "first", "context": []}
+    d = _write(tmp_path, "edit", [json.dumps(line)])
+    assert templates.find("edit", [d]).lines[0].system_prompt == "first"
+    _write(tmp_path, "edit", [json.dumps({**line, "system_prompt": "second, longer"})])
+    assert templates.find("edit", [d]).lines[0].system_prompt == "second, longer"
