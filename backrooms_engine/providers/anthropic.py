@@ -35,47 +35,19 @@ class AnthropicProvider:
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Usage]:
         """The SDK builds and sends the request and raises HTTP errors; the event stream itself
-        is read here, line by line: the SDK's typed events cost most of a reply's CPU (bench/)."""
+        is read here: the SDK's typed events cost most of a reply's CPU (bench/)."""
         opening = self._client.messages.with_streaming_response.create(
             **self._params(request), stream=True
         )
         async for item in _sse.through_sdk(
             opening,
-            self._read,
+            lambda: _Events(request, self._spec),
             request,
             self._spec,
             status_error=anthropic.APIStatusError,
             connection_error=anthropic.APIConnectionError,
         ):
             yield item
-
-    async def _read(
-        self, request: ModelRequest, lines: AsyncIterator[str]
-    ) -> AsyncIterator[str | Usage]:
-        input_tokens = output_tokens = None
-        async for _, data in _sse.events(lines):
-            event = _errors.parse_json(data, request, self._spec)
-            kind = event.get("type")
-            if kind == "content_block_delta":
-                delta = event.get("delta") or {}
-                if delta.get("type") == "text_delta" and delta.get("text"):
-                    yield delta["text"]
-            elif kind == "message_start":
-                usage = (event.get("message") or {}).get("usage") or {}
-                input_tokens = usage.get("input_tokens")
-                output_tokens = usage.get("output_tokens")
-            elif kind == "message_delta":
-                output_tokens = (event.get("usage") or {}).get("output_tokens", output_tokens)
-            elif kind == "message_stop":
-                yield Usage(input_tokens, output_tokens)
-                return
-            elif kind == "error":
-                raise _errors.in_stream(event, request, self._spec)
-        raise _errors.connection_lost(
-            "the stream ended before message_stop",
-            model=request.spec.alias,
-            provider=self._spec.name,
-        )
 
     @staticmethod
     def _params(request: ModelRequest) -> dict[str, Any]:
@@ -91,3 +63,35 @@ class AnthropicProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+class _Events:
+    """The Messages API's stream: text deltas, usage in message_start and message_delta, and
+    message_stop as the end marker."""
+
+    def __init__(self, request: ModelRequest, spec: ProviderSpec) -> None:
+        self._request, self._spec = request, spec
+        self.finished = False
+        self._input: int | None = None
+        self._output: int | None = None
+
+    def event(self, name: str | None, data: str) -> str | None:
+        event = _errors.parse_json(data, self._request, self._spec)
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return delta.get("text") or None
+        elif kind == "message_start":
+            usage = (event.get("message") or {}).get("usage") or {}
+            self._input, self._output = usage.get("input_tokens"), usage.get("output_tokens")
+        elif kind == "message_delta":
+            self._output = (event.get("usage") or {}).get("output_tokens", self._output)
+        elif kind == "message_stop":
+            self.finished = True
+        elif kind == "error":
+            raise _errors.in_stream(event, self._request, self._spec)
+        return None
+
+    def usage(self) -> Usage:
+        return Usage(self._input, self._output)

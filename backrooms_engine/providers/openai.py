@@ -33,48 +33,20 @@ class OpenAIProvider:
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Usage]:
-        """The SDK builds and sends the request and raises HTTP errors; the chunks are read here,
-        line by line: building the SDK's typed chunk objects cost most of a reply's CPU (bench/)."""
+        """The SDK builds and sends the request and raises HTTP errors; the chunks are read here:
+        building the SDK's typed chunk objects cost most of a reply's CPU (bench/)."""
         opening = self._client.chat.completions.with_streaming_response.create(
             **self._params(request)
         )
         async for item in _sse.through_sdk(
             opening,
-            self._read,
+            lambda: _Chunks(request, self._spec),
             request,
             self._spec,
             status_error=openai.APIStatusError,
             connection_error=openai.APIConnectionError,
         ):
             yield item
-
-    async def _read(
-        self, request: ModelRequest, lines: AsyncIterator[str]
-    ) -> AsyncIterator[str | Usage]:
-        usage = Usage()
-        finished = False
-        async for _, data in _sse.events(lines):
-            if data == "[DONE]":
-                finished = True
-                break
-            chunk = _errors.parse_json(data, request, self._spec)
-            if "error" in chunk:
-                raise _errors.in_stream(chunk, request, self._spec)
-            if chunk.get("usage"):
-                u = chunk["usage"]
-                usage = Usage(u.get("prompt_tokens"), u.get("completion_tokens"))
-            for choice in chunk.get("choices") or ():
-                content = (choice.get("delta") or {}).get("content")
-                if content:
-                    yield content
-                finished = finished or bool(choice.get("finish_reason"))
-        if not finished:  # some compatible servers omit [DONE], but never the finish reason
-            raise _errors.connection_lost(
-                "the stream ended before the reply did",
-                model=request.spec.alias,
-                provider=self._spec.name,
-            )
-        yield usage
 
     @staticmethod
     def _params(request: ModelRequest) -> dict[str, Any]:
@@ -101,3 +73,39 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+class _Chunks:
+    """Chat Completions chunks: content deltas, usage in the last chunk (include_usage), and
+    [DONE] or a finish reason as the end marker (some compatible servers omit [DONE])."""
+
+    def __init__(self, request: ModelRequest, spec: ProviderSpec) -> None:
+        self._request, self._spec = request, spec
+        self._usage = Usage()
+        self._done = False
+        self._ending = False  # a finish reason came; usage may still follow, then [DONE]
+
+    @property
+    def finished(self) -> bool:
+        return self._done or self._ending
+
+    def event(self, name: str | None, data: str) -> str | None:
+        if data == "[DONE]":
+            self._done = True
+            return None
+        chunk = _errors.parse_json(data, self._request, self._spec)
+        if "error" in chunk:
+            raise _errors.in_stream(chunk, self._request, self._spec)
+        if chunk.get("usage"):
+            u = chunk["usage"]
+            self._usage = Usage(u.get("prompt_tokens"), u.get("completion_tokens"))
+        pieces = []
+        for choice in chunk.get("choices") or ():
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                pieces.append(content)
+            self._ending = self._ending or bool(choice.get("finish_reason"))
+        return "".join(pieces) or None
+
+    def usage(self) -> Usage:
+        return self._usage

@@ -280,48 +280,59 @@ async def test_a_stream_cut_after_its_text_but_before_its_end_is_asked_again(
 async def test_a_cleanly_closed_stream_without_its_end_marker_is_transient(kind):
     from backrooms_engine.conversation import ModelRequest
     from backrooms_engine.errors import TransientProviderError
-    from backrooms_engine.providers import ProviderPool
+    from backrooms_engine.providers import _sse, anthropic, openai
     from backrooms_engine.registry import load_registry
 
-    spec = load_registry().get("opus" if kind == "anthropic" else "gpt4o")
-    provider = ProviderPool({"ANTHROPIC_API_KEY": "k", "OPENAI_API_KEY": "k"}).for_spec(spec)
-    text = (
-        'data: {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "hi"}}'
-        if kind == "anthropic"
-        else 'data: {"choices": [{"delta": {"content": "hi"}}]}'
-    )
+    registry = load_registry()
+    spec = registry.get("opus" if kind == "anthropic" else "gpt4o")
+    request = ModelRequest(spec, None, ())
+    provider = spec.provider
+    if kind == "anthropic":
+        reader = anthropic._Events(request, provider)
+        body = (
+            b'data: {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "hi"}}'
+        )
+    else:
+        reader = openai._Chunks(request, provider)
+        body = b'data: {"choices": [{"delta": {"content": "hi"}}]}'
 
-    async def lines():
-        yield text
-        yield ""
+    async def chunks():
+        yield body + b"\n\n"
 
     got = []
     with pytest.raises(TransientProviderError, match="ended before"):
-        async for item in provider._read(ModelRequest(spec, None, ()), lines()):
+        async for item in _sse.read_body(chunks(), reader, request, provider.name):
             got.append(item)
     assert got == ["hi"]
-    await provider.aclose()
 
 
-async def test_server_sent_events_are_read_as_the_format_says():
+def _split_everywhere(body: bytes):
+    """The body cut into two chunks at every byte, and into one-byte chunks."""
+    for cut in range(len(body) + 1):
+        yield [body[:cut], body[cut:]]
+    yield [body[i : i + 1] for i in range(len(body))]
+
+
+def test_server_sent_events_are_read_as_the_format_says():
     from backrooms_engine.providers import _sse
 
-    async def lines():
-        for line in [
-            "event: ping",
-            "data: {}",
-            "",
-            ": a comment",
-            "data:one",
-            "data: two",
-            "",
-            "event: x",
-            "data: last",
-        ]:
-            yield line
-
-    got = [e async for e in _sse.events(lines())]
-    assert got == [("ping", "{}"), (None, "one\ntwo"), ("x", "last")]
+    body = (
+        "event: ping\r\ndata: {}\r\n\r\n"
+        ": a comment\n"
+        "data:one\rdata: two\n\n"
+        "data: caf\u00e9 \u2028 stays one line\n\n"
+        "event: x\ndata: last"
+    ).encode()
+    expected = [
+        ("ping", "{}"),
+        (None, "one\ntwo"),
+        (None, "caf\u00e9 \u2028 stays one line"),
+        ("x", "last"),
+    ]
+    for chunks in _split_everywhere(body):
+        decoder = _sse.EventDecoder()
+        got = [event for chunk in chunks for event in decoder.feed(chunk)] + decoder.close()
+        assert got == expected, chunks
 
 
 async def test_a_world_interface_that_answers_html_ends_the_run_clearly(model_server, tmp_path):
