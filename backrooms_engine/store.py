@@ -28,6 +28,7 @@ from typing import Any
 
 import aiosqlite
 
+from .batching import GroupCommit
 from .errors import ConfigError, StoreError, UnknownRunError
 from .lifecycle import ClosesOnExit
 from .records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
@@ -402,6 +403,30 @@ def _reply(row: sqlite3.Row) -> Reply:
     )
 
 
+_INSERT_REPLY = f"INSERT INTO replies ({_REPLY_COLUMNS}) VALUES ({', '.join('?' * 10)})"
+
+
+def _reply_values(reply: Reply) -> tuple[Any, ...]:
+    return (
+        reply.run_id,
+        reply.seq,
+        reply.turn,
+        reply.position,
+        reply.actor,
+        reply.text,
+        _text(reply.started_at),
+        _text(reply.finished_at),
+        reply.usage.input_tokens,
+        reply.usage.output_tokens,
+    )
+
+
+def _reply_refused(error: sqlite3.IntegrityError, reply: Reply) -> StoreError | UnknownRunError:
+    if error.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
+        return duplicate_reply(reply)
+    return _refused(error, reply.run_id)
+
+
 def _refused(error: sqlite3.IntegrityError, run_id: int) -> StoreError | UnknownRunError:
     if error.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
         return unknown_run(run_id)
@@ -420,6 +445,7 @@ class SqliteStore(ClosesOnExit):
         self._db: aiosqlite.Connection | None = db
         self._lock_fd = lock_fd
         self._lock = asyncio.Lock()
+        self._replies: GroupCommit[Reply] = GroupCommit(self._insert_replies)
 
     @classmethod
     async def open(cls, path: Path, *, owner: bool = True) -> SqliteStore:
@@ -440,6 +466,7 @@ class SqliteStore(ClosesOnExit):
         return store
 
     async def close(self) -> None:
+        await self._replies.idle()  # replies already handed over are written before closing
         # Under the lock: a transaction another task has begun finishes before the connection goes.
         async with self._lock:
             db, self._db = self._db, None
@@ -559,28 +586,33 @@ class SqliteStore(ClosesOnExit):
         )
 
     async def append_reply(self, reply: Reply) -> None:
+        """Returns once the reply is committed, before any observer hears of it. Replies of many
+        runs that arrive together share one transaction (batching.py)."""
         check_reply(reply)
-        values = (
-            reply.run_id,
-            reply.seq,
-            reply.turn,
-            reply.position,
-            reply.actor,
-            reply.text,
-            _text(reply.started_at),
-            _text(reply.finished_at),
-            reply.usage.input_tokens,
-            reply.usage.output_tokens,
-        )
-        statement = f"INSERT INTO replies ({_REPLY_COLUMNS}) VALUES ({', '.join('?' * 10)})"
-        # Autocommit: the INSERT is committed when execute returns, before any observer hears of it.
+        await self._replies.submit(reply)
+
+    async def _insert_replies(self, replies: Sequence[Reply]) -> list[BaseException | None]:
+        rows = [_reply_values(reply) for reply in replies]
         async with self._using() as db:
-            try:
-                await db.execute(statement, values)
-            except sqlite3.IntegrityError as error:
-                if error.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
-                    raise duplicate_reply(reply) from error
-                raise _refused(error, reply.run_id) from error
+            if len(rows) > 1:
+                try:
+                    await db.execute("BEGIN IMMEDIATE")
+                    await db.executemany(_INSERT_REPLY, rows)
+                    await db.execute("COMMIT")
+                    return [None] * len(rows)
+                except sqlite3.IntegrityError:
+                    await _rollback(db)  # one of them is refused: each gets its own verdict below
+                except BaseException:
+                    await _rollback(db)
+                    raise
+            outcomes: list[BaseException | None] = []
+            for reply, values in zip(replies, rows, strict=True):
+                try:
+                    await db.execute(_INSERT_REPLY, values)  # autocommit: its own transaction
+                    outcomes.append(None)
+                except sqlite3.IntegrityError as error:
+                    outcomes.append(_reply_refused(error, reply))
+            return outcomes
 
     async def finish_run(self, run_id: int, end: RunEnd, ended_at: datetime) -> None:
         changed = await self._write(

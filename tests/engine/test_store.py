@@ -4,6 +4,7 @@ right: migrations, the owner lock (also across a SIGKILL), and clear errors for 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import inspect
 import os
@@ -351,6 +352,65 @@ async def test_concurrent_tasks_do_not_mix_their_transactions(tmp_path: Path) ->
         runs = await store.list_runs(limit=100)
     assert sorted(ids) == list(range(1, 21))
     assert all(r.participants == CAST and r.replies == 1 for r in runs)
+
+
+async def test_replies_arriving_together_share_their_commits(tmp_path: Path) -> None:
+    path = tmp_path / "backrooms.db"
+    async with await SqliteStore.open(path) as store:
+        ids = await asyncio.gather(*(new_run(store) for _ in range(40)))
+        start = _wal_frames(path)
+        for i in ids[:20]:  # one after the other: a commit each
+            await store.append_reply(reply(i, 0, text=f"run {i}"))
+        alone = _wal_frames(path) - start
+        await asyncio.gather(*(store.append_reply(reply(i, 0, text=f"run {i}")) for i in ids[20:]))
+        together = _wal_frames(path) - start - alone
+        with sqlite3.connect(path) as outsider:
+            stored = outsider.execute("SELECT run_id, text FROM replies ORDER BY run_id").fetchall()
+    assert stored == [(i, f"run {i}") for i in sorted(ids)]
+    assert 0 < together * 4 < alone, f"WAL frames: {together} together against {alone} one by one"
+
+
+def _wal_frames(path: Path) -> int:
+    """Pages written to the write-ahead log: every commit appends the pages it changed. The log
+    only grows here: SQLite checkpoints it at 1,000 pages, far more than these tests write."""
+    with contextlib.closing(sqlite3.connect(path)) as reader:
+        page_size = reader.execute("PRAGMA page_size").fetchone()[0]
+    wal = path.with_name(path.name + "-wal")
+    return (wal.stat().st_size - 32) // (24 + page_size)  # a 32-byte header, then the frames
+
+
+async def test_a_refused_reply_among_others_fails_alone(tmp_path: Path) -> None:
+    async with await SqliteStore.open(tmp_path / "backrooms.db") as store:
+        ids = await asyncio.gather(*(new_run(store) for _ in range(5)))
+        await store.append_reply(reply(ids[2], 0, text="already there"))
+        outcomes = await asyncio.gather(
+            *(store.append_reply(reply(i, 0, text=f"new {i}")) for i in ids),
+            store.append_reply(reply(999, 0)),
+            return_exceptions=True,
+        )
+        texts = {i: [r.text for r in await store.replies(i)] for i in ids}
+    assert [type(o).__name__ for o in outcomes] == [
+        "NoneType",
+        "NoneType",
+        "StoreError",
+        "NoneType",
+        "NoneType",
+        "UnknownRunError",
+    ]
+    assert "already has reply 0" in str(outcomes[2])
+    assert texts == {i: ["already there" if i == ids[2] else f"new {i}"] for i in ids}
+
+
+async def test_close_writes_the_replies_already_handed_over(tmp_path: Path) -> None:
+    path = tmp_path / "backrooms.db"
+    store = await SqliteStore.open(path)
+    ids = await asyncio.gather(*(new_run(store) for _ in range(10)))
+    appends = [asyncio.create_task(store.append_reply(reply(i, 0))) for i in ids]
+    await asyncio.sleep(0)  # every append has queued its reply
+    await store.close()
+    await asyncio.gather(*appends)
+    with sqlite3.connect(path) as outsider:
+        assert outsider.execute("SELECT count(*) FROM replies").fetchone() == (10,)
 
 
 def write_migrations(directory: Path, extra: str | None) -> Path:
