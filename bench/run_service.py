@@ -52,6 +52,7 @@ from backrooms_engine.manager import RunHandle  # noqa: E402
 from backrooms_engine.records import RunEnd, RunSpec  # noqa: E402
 from backrooms_engine.registry import load_registry  # noqa: E402
 from backrooms_engine.store import SqliteStore  # noqa: E402
+from bot import eventloop  # noqa: E402
 from bot.runtime import Runtime, open_runtime  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 
@@ -298,7 +299,9 @@ def measure(
     profiler: cProfile.Profile | None = None,
 ) -> Phase:
     gc.collect()  # the previous phase's garbage is not this phase's cost
-    return asyncio.run(run_phase(label, server, runs, turns, workdir, limit, profiler))
+    # The loop `backrooms` runs on (uvloop where installed, unless BACKROOMS_EVENT_LOOP says not).
+    choice = Settings.from_mapping(os.environ).event_loop
+    return eventloop.run(run_phase(label, server, runs, turns, workdir, limit, profiler), choice)
 
 
 # --- printing ------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from backrooms_engine.records import RunEnd, RunRecord, RunSpec
 from backrooms_engine.registry import Registry, load_registry
 from backrooms_engine.store import SqliteStore
 
-from . import logs
+from . import eventloop, logs
 from .runtime import Runtime, open_runtime, template_dirs
 from .settings import Settings
 from .terminal import TerminalPrinter
@@ -138,7 +138,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     async def start(rt: Runtime, printer: TerminalPrinter) -> RunHandle:
         return await rt.manager.start(spec, [printer])
 
-    return asyncio.run(_in_terminal(settings, start, spec.models, args.templates_dir))
+    return eventloop.run(
+        _in_terminal(settings, start, spec.models, args.templates_dir), settings.event_loop
+    )
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -149,21 +151,23 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     async def start(rt: Runtime, printer: TerminalPrinter) -> RunHandle:
         return await rt.manager.start(spec, [printer])
 
-    return asyncio.run(_in_terminal(settings, start, spec.models, None, demo=True))
+    return eventloop.run(
+        _in_terminal(settings, start, spec.models, None, demo=True), settings.event_loop
+    )
 
 
 def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
     async def start(rt: Runtime, printer: TerminalPrinter) -> RunHandle:
         return await rt.manager.resume(args.run_id, [printer])
 
-    return asyncio.run(_in_terminal(settings, start, None, None))
+    return eventloop.run(_in_terminal(settings, start, None, None), settings.event_loop)
 
 
 def cmd_continue(args: argparse.Namespace, settings: Settings) -> int:
     async def start(rt: Runtime, printer: TerminalPrinter) -> RunHandle:
         return await rt.manager.extend(args.run_id, args.turns, [printer])
 
-    return asyncio.run(_in_terminal(settings, start, None, None))
+    return eventloop.run(_in_terminal(settings, start, None, None), settings.event_loop)
 
 
 async def _in_terminal(
@@ -246,7 +250,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_list_runs(settings))
+    return eventloop.run(_list_runs(settings), settings.event_loop)
 
 
 async def _list_runs(settings: Settings) -> int:
@@ -274,7 +278,7 @@ async def _list_runs(settings: Settings) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_show(settings, args.run_id))
+    return eventloop.run(_show(settings, args.run_id), settings.event_loop)
 
 
 async def _show(settings: Settings, run_id: int) -> int:
@@ -302,7 +306,7 @@ def _stored_colours(registry: Registry, run: RunRecord) -> dict[str, str]:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    text = asyncio.run(_export(settings, args.run_id, args.format))
+    text = eventloop.run(_export(settings, args.run_id, args.format), settings.event_loop)
     if args.output is None:
         sys.stdout.write(text)
     else:
@@ -372,7 +376,7 @@ def _serve(settings: Settings, surfaces: list) -> int:
     from .service import serve
 
     logs.setup(logging.INFO, sys.stdout)
-    return asyncio.run(serve(settings, surfaces))
+    return eventloop.run(serve(settings, surfaces), settings.event_loop)
 
 
 def _application_id(settings: Settings) -> int:

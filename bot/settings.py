@@ -56,6 +56,7 @@ class Settings:
     public_url: str | None = None  # the web viewer's address, for links in chat
     web_token: str | None = field(default=None, repr=False)
     port: int | None = None
+    event_loop: str = "auto"  # uvloop when installed; "asyncio" opts out (bot/eventloop.py)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     slack: SlackSettings = field(default_factory=SlackSettings)
 
@@ -90,6 +91,7 @@ class Settings:
             public_url=(env.get("BACKROOMS_PUBLIC_URL") or "").rstrip("/") or None,
             web_token=env.get("BACKROOMS_WEB_TOKEN") or None,
             port=_int(env, "PORT", 0, minimum=0) or None,
+            event_loop=(env.get("BACKROOMS_EVENT_LOOP") or "auto").strip().lower(),
             discord=DiscordSettings(
                 token=env.get("DISCORD_TOKEN") or None,
                 guild_ids=_ids(env, "DISCORD_GUILD_IDS"),

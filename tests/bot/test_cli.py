@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
+import pytest
+
+from bot import eventloop
 from bot.terminal import TerminalPrinter, colour_enabled
 from tests.conftest import fake_env
 from tests.helpers import backrooms
@@ -98,3 +102,29 @@ async def test_printer_colours_headers_only_on_a_terminal():
     assert colour_enabled(io.StringIO(), {}) is False
     printer = TerminalPrinter({"Claude 1": "#d97757"}, stream=Tty(), colour=True)
     assert printer.header("Claude 1") == "\033[1;38;2;217;119;87m### Claude 1 ###\033[0m"
+
+
+def _loop_module() -> str:
+    return type(asyncio.get_running_loop()).__module__
+
+
+def test_commands_run_on_uvloop_where_it_is_installed_unless_asked_not_to():
+    pytest.importorskip("uvloop")
+    assert eventloop.run(_loop_name(), "auto").startswith("uvloop")
+    assert eventloop.run(_loop_name(), "uvloop").startswith("uvloop")
+    assert eventloop.run(_loop_name(), "asyncio").startswith("asyncio")
+
+
+async def _loop_name() -> str:
+    return _loop_module()
+
+
+async def test_an_unknown_event_loop_setting_is_refused_with_the_choices(tmp_path):
+    code, _, err = await backrooms(
+        "runs",
+        env={"BACKROOMS_EVENT_LOOP": "trio", "BACKROOMS_DB": str(tmp_path / "b.db")},
+        cwd=tmp_path,
+    )
+    assert code == 2
+    assert "BACKROOMS_EVENT_LOOP must be one of auto, uvloop, asyncio, got 'trio'" in err
+    assert not (tmp_path / "b.db").exists()
