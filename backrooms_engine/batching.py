@@ -13,26 +13,27 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
-# Writes a batch; one outcome per item, in order: None when it was written, else its own error.
-# An exception raised instead fails the whole batch.
-WriteBatch = Callable[[Sequence[T]], Awaitable[Sequence[BaseException | None]]]
+# Writes a batch; one outcome per item, in order: what the write gives back for it (such as the id
+# of a new row), or the exception that refused it alone. Raising instead fails the whole batch.
+WriteBatch = Callable[[Sequence[T]], Awaitable[Sequence[R | BaseException]]]
 
 
-class GroupCommit(Generic[T]):
-    def __init__(self, write: WriteBatch[T]) -> None:
+class GroupCommit(Generic[T, R]):
+    def __init__(self, write: WriteBatch[T, R]) -> None:
         self._write = write
-        self._queue: list[tuple[T, asyncio.Future[None]]] = []
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def submit(self, item: T) -> None:
+    async def submit(self, item: T) -> R:
         """Returns once `item` is written (committed), raises its error otherwise. A caller that
         is cancelled while waiting does not take the item back: it is written all the same."""
         done = asyncio.get_running_loop().create_future()
         self._queue.append((item, done))
         if self._writer is None:
             self._writer = asyncio.create_task(self._drain(), name="group-commit")
-        await done
+        return await done
 
     async def idle(self) -> None:
         """Wait until everything submitted so far has been written or has failed."""
@@ -43,6 +44,7 @@ class GroupCommit(Generic[T]):
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
+                outcomes: Sequence[R | BaseException]
                 try:
                     outcomes = await self._write([item for item, _ in batch])
                 except Exception as error:  # the whole batch failed: each caller hears why
@@ -50,10 +52,10 @@ class GroupCommit(Generic[T]):
                 for (_, done), outcome in zip(batch, outcomes, strict=True):
                     if done.done():  # its caller was cancelled
                         continue
-                    if outcome is None:
-                        done.set_result(None)
-                    else:
+                    if isinstance(outcome, BaseException):
                         done.set_exception(outcome)
+                    else:
+                        done.set_result(outcome)
         except asyncio.CancelledError:  # the loop is going away: nobody is left to write
             for _, done in self._queue:
                 done.cancel()

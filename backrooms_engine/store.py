@@ -406,6 +406,21 @@ def _reply(row: sqlite3.Row) -> Reply:
 _INSERT_REPLY = f"INSERT INTO replies ({_REPLY_COLUMNS}) VALUES ({', '.join('?' * 10)})"
 
 
+_ROWS_PER_INSERT = 500  # up to 11 values a row: far below SQLite's 32,766 variables a statement
+
+
+def _insert_many(statement: str, count: int) -> str:
+    """`statement`, an INSERT of one row, made to insert `count` rows."""
+    head, _, row = statement.rpartition(" VALUES ")
+    return f"{head} VALUES {', '.join([row] * count)}"
+
+
+@dataclass(frozen=True)
+class _NewRun:
+    values: tuple[Any, ...]  # for _INSERT_RUN
+    cast: tuple[ParticipantInfo, ...]
+
+
 def _reply_values(reply: Reply) -> tuple[Any, ...]:
     return (
         reply.run_id,
@@ -445,7 +460,9 @@ class SqliteStore(ClosesOnExit):
         self._db: aiosqlite.Connection | None = db
         self._lock_fd = lock_fd
         self._lock = asyncio.Lock()
-        self._replies: GroupCommit[Reply] = GroupCommit(self._insert_replies)
+        # Writes that arrive together share a transaction (batching.py).
+        self._replies: GroupCommit[Reply, None] = GroupCommit(self._insert_replies)
+        self._creations: GroupCommit[_NewRun, int] = GroupCommit(self._insert_runs)
 
     @classmethod
     async def open(cls, path: Path, *, owner: bool = True) -> SqliteStore:
@@ -466,7 +483,9 @@ class SqliteStore(ClosesOnExit):
         return store
 
     async def close(self) -> None:
-        await self._replies.idle()  # replies already handed over are written before closing
+        # What was already handed over is written before the connection closes.
+        await self._creations.idle()
+        await self._replies.idle()
         # Under the lock: a transaction another task has begun finishes before the connection goes.
         async with self._lock:
             db, self._db = self._db, None
@@ -566,16 +585,10 @@ class SqliteStore(ClosesOnExit):
         created_at: datetime,
     ) -> RunRecord:
         check_participants(participants)
-        values = _run_values(spec, log_path, created_at)
         cast = tuple(sorted(participants, key=lambda p: p.position))
-        async with self._transaction() as db:
-            cursor = await db.execute(_INSERT_RUN, values)
-            run_id = cursor.lastrowid
-            assert run_id is not None  # an INSERT into a rowid table always sets it
-            await db.executemany(
-                _INSERT_PARTICIPANT,
-                [(run_id, p.position, p.alias, p.actor, p.api_id, p.provider) for p in cast],
-            )
+        run_id = await self._creations.submit(
+            _NewRun(_run_values(spec, log_path, created_at), cast)
+        )
         return RunRecord(
             id=run_id,
             spec=spec,
@@ -585,6 +598,32 @@ class SqliteStore(ClosesOnExit):
             log_path=log_path,
         )
 
+    async def _insert_runs(self, runs: Sequence[_NewRun]) -> list[int]:
+        """The runs and their participants in one transaction, a statement per table and chunk.
+        Their ids come back in the order of the VALUES: SQLite gives each new row of a rowid
+        table one more than the largest id so far, and the lock keeps other writers out."""
+        ids: list[int] = []
+        async with self._transaction() as db:
+            for start in range(0, len(runs), _ROWS_PER_INSERT):
+                chunk = runs[start : start + _ROWS_PER_INSERT]
+                rows = await db.execute_fetchall(
+                    _insert_many(_INSERT_RUN, len(chunk)) + " RETURNING id",
+                    [value for run in chunk for value in run.values],
+                )
+                ids += sorted(row[0] for row in rows)
+            cast = [
+                (run_id, p.position, p.alias, p.actor, p.api_id, p.provider)
+                for run_id, run in zip(ids, runs, strict=True)
+                for p in run.cast
+            ]
+            for start in range(0, len(cast), _ROWS_PER_INSERT):
+                chunk_rows = cast[start : start + _ROWS_PER_INSERT]
+                await db.execute(
+                    _insert_many(_INSERT_PARTICIPANT, len(chunk_rows)),
+                    [value for row in chunk_rows for value in row],
+                )
+        return ids
+
     async def append_reply(self, reply: Reply) -> None:
         """Returns once the reply is committed, before any observer hears of it. Replies of many
         runs that arrive together share one transaction (batching.py)."""
@@ -593,20 +632,21 @@ class SqliteStore(ClosesOnExit):
 
     async def _insert_replies(self, replies: Sequence[Reply]) -> list[BaseException | None]:
         rows = [_reply_values(reply) for reply in replies]
+        stored = 0
         async with self._using() as db:
             if len(rows) > 1:
+                # One statement per chunk of the batch: one trip to the SQLite thread (each trip
+                # waits for the busy event loop) and one implicit transaction, all rows or none.
                 try:
-                    await db.execute("BEGIN IMMEDIATE")
-                    await db.executemany(_INSERT_REPLY, rows)
-                    await db.execute("COMMIT")
-                    return [None] * len(rows)
+                    while stored < len(rows):
+                        chunk = rows[stored : stored + _ROWS_PER_INSERT]
+                        values = [value for row in chunk for value in row]
+                        await db.execute(_insert_many(_INSERT_REPLY, len(chunk)), values)
+                        stored += len(chunk)
                 except sqlite3.IntegrityError:
-                    await _rollback(db)  # one of them is refused: each gets its own verdict below
-                except BaseException:
-                    await _rollback(db)
-                    raise
-            outcomes: list[BaseException | None] = []
-            for reply, values in zip(replies, rows, strict=True):
+                    pass  # a refused reply took its chunk with it: that chunk goes one by one
+            outcomes: list[BaseException | None] = [None] * stored
+            for reply, values in zip(replies[stored:], rows[stored:], strict=True):
                 try:
                     await db.execute(_INSERT_REPLY, values)  # autocommit: its own transaction
                     outcomes.append(None)

@@ -20,7 +20,7 @@ import pytest
 from backrooms_engine import store as store_module
 from backrooms_engine.errors import ConfigError, StoreError, UnknownRunError
 from backrooms_engine.ports import Store
-from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunSpec, Usage
+from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
 from backrooms_engine.store import SqliteStore, lock_path
 from tests.fakes.memory_store import MemoryStore
 
@@ -379,6 +379,26 @@ def _wal_frames(path: Path) -> int:
     return (wal.stat().st_size - 32) // (24 + page_size)  # a 32-byte header, then the frames
 
 
+async def test_runs_created_together_each_get_their_own_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "_ROWS_PER_INSERT", 3)  # several statements per batch
+    async with await SqliteStore.open(tmp_path / "backrooms.db") as store:
+
+        async def create(n: int) -> tuple[int, RunRecord]:
+            cast = (ParticipantInfo(0, f"model-{n}", f"Actor {n}", f"api-{n}", "anthropic"),)
+            record = await store.create_run(spec(max_turns=n + 1), cast, f"log-{n}.txt", T0)
+            return n, record
+
+        created = await asyncio.gather(*(create(n) for n in range(10)))
+        stored = {r.id: r for r in await store.list_runs(limit=100)}
+    assert sorted(record.id for _, record in created) == list(range(1, 11))
+    for n, record in created:
+        assert stored[record.id] == record
+        assert record.log_path == f"log-{n}.txt" and record.spec.max_turns == n + 1
+        assert [p.alias for p in record.participants] == [f"model-{n}"]
+
+
 async def test_a_refused_reply_among_others_fails_alone(tmp_path: Path) -> None:
     async with await SqliteStore.open(tmp_path / "backrooms.db") as store:
         ids = await asyncio.gather(*(new_run(store) for _ in range(5)))
@@ -399,6 +419,22 @@ async def test_a_refused_reply_among_others_fails_alone(tmp_path: Path) -> None:
     ]
     assert "already has reply 0" in str(outcomes[2])
     assert texts == {i: ["already there" if i == ids[2] else f"new {i}"] for i in ids}
+
+
+async def test_a_refusal_in_a_later_chunk_of_a_batch_keeps_the_chunks_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "_ROWS_PER_INSERT", 2)
+    async with await SqliteStore.open(tmp_path / "backrooms.db") as store:
+        ids = await asyncio.gather(*(new_run(store) for _ in range(5)))
+        await store.append_reply(reply(ids[3], 0, text="already there"))
+        outcomes = await asyncio.gather(
+            *(store.append_reply(reply(i, 0, text=f"new {i}")) for i in ids),
+            return_exceptions=True,
+        )
+        texts = [[r.text for r in await store.replies(i)] for i in ids]
+    assert [o is None for o in outcomes] == [True, True, True, False, True]
+    assert texts == [["already there"] if i == ids[3] else [f"new {i}"] for i in ids]
 
 
 async def test_close_writes_the_replies_already_handed_over(tmp_path: Path) -> None:
