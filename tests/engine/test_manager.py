@@ -39,12 +39,11 @@ async def test_concurrent_runs_are_independent(model_server, tmp_path):
 async def test_stop_mid_reply_cancels_the_request_and_keeps_no_partial_text(model_server, tmp_path):
     env = fake_env(model_server, tmp_path)
     model_server.queue_reply(OPUS, "first reply")
+    model_server.queue_reply(GPT4O, "a reply that takes 10 s", chunk_delay=0.5)
     model_server.chunk_count = 20
     rec = RecordingObserver()
     async with runtime(env) as rt:
         handle = await rt.manager.start(RunSpec(models=("opus", "gpt4o"), max_turns=5), [rec])
-        await until(lambda: len(rec.of(ReplyFinished)) == 1)
-        model_server.chunk_delay = 0.5  # GPT4o 2's reply would take 10 s
         await until(lambda: any(isinstance(e, ReplyDelta) and e.position == 1 for e in rec.events))
         loop = asyncio.get_running_loop()
         began = loop.time()

@@ -143,6 +143,7 @@ class _Reply:
     text: str
     input_tokens: int | None = None
     output_tokens: int | None = None
+    chunk_delay: float | None = None  # None: the server's
 
 
 @dataclass(frozen=True)
@@ -497,9 +498,11 @@ class FakeModelServer(StartsOnEntry):
         *,
         input_tokens: int | None = None,
         output_tokens: int | None = None,
+        chunk_delay: float | None = None,
     ) -> None:
-        """Answer the next request for ``model`` with ``text`` (usage derived unless given)."""
-        self._queue(model, _Reply(text, input_tokens, output_tokens))
+        """Answer the next request for ``model`` with ``text`` (usage derived unless given),
+        its chunks ``chunk_delay`` apart when given, else as the server's setting says."""
+        self._queue(model, _Reply(text, input_tokens, output_tokens, chunk_delay))
 
     def queue_error(
         self,
@@ -589,7 +592,8 @@ class FakeModelServer(StartsOnEntry):
         if not exchange.streaming:
             return self._json_response(exchange, self._full_body(exchange, reply.text, usage))
         interrupt = None if isinstance(action, _Reply) else action
-        return await self._stream(exchange, reply.text, usage, interrupt)
+        delay = self.chunk_delay if reply.chunk_delay is None else reply.chunk_delay
+        return await self._stream(exchange, reply.text, usage, interrupt, delay)
 
     def _full_body(self, exchange: _Exchange, text: str, usage: _Usage) -> dict[str, Any]:
         api, model, seq = exchange.record.api, exchange.record.model, exchange.seq
@@ -639,7 +643,12 @@ class FakeModelServer(StartsOnEntry):
         return _sse(event, _error_payload(exchange, error))
 
     async def _stream(
-        self, exchange: _Exchange, text: str, usage: _Usage, interrupt: _Error | _Drop | None
+        self,
+        exchange: _Exchange,
+        text: str,
+        usage: _Usage,
+        interrupt: _Error | _Drop | None,
+        delay: float,
     ) -> web.StreamResponse:
         frames = self._frames(exchange, text, usage)
         response = web.StreamResponse(headers=self._headers(exchange, SSE_CONTENT_TYPE))
@@ -648,7 +657,7 @@ class FakeModelServer(StartsOnEntry):
         try:
             await _write_all(response, frames.head)
             limit = None if interrupt is None else interrupt.after_chunks
-            await self._write_deltas(response, frames.deltas, limit)
+            await _write_deltas(response, frames.deltas, limit, delay)
             if isinstance(interrupt, _Drop):
                 _cut_connection(exchange.request)
                 return response
@@ -659,13 +668,18 @@ class FakeModelServer(StartsOnEntry):
             pass  # the client hung up first (e.g. a test stopped reading): nothing left to send
         return response
 
-    async def _write_deltas(
-        self, response: web.StreamResponse, deltas: Sequence[bytes], limit: int | None
-    ) -> None:
-        for index, frame in enumerate(deltas[:limit]):
-            if index and self.chunk_delay > 0:
-                await asyncio.sleep(self.chunk_delay)
-            await response.write(frame)
+
+async def _write_deltas(
+    response: web.StreamResponse, deltas: Sequence[bytes], limit: int | None, delay: float
+) -> None:
+    # On a fixed schedule from the first delta, as a model generates: time this server spends
+    # writing (or losing to a busy loop) does not stretch the reply.
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for index, frame in enumerate(deltas[:limit]):
+        if index and delay > 0:
+            await asyncio.sleep(max(0.0, start + index * delay - loop.time()))
+        await response.write(frame)
 
 
 async def _write_all(response: web.StreamResponse, frames: Sequence[bytes]) -> None:
@@ -756,7 +770,11 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    asyncio.run(_serve(_parse_args(argv)))
+    # As its own process (the benchmark's model API), on the fastest loop at hand, so that its
+    # own overhead stays out of the figures of the service it serves.
+    from bot import eventloop
+
+    eventloop.run(_serve(_parse_args(argv)))
     return 0
 
 
