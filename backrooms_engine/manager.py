@@ -82,6 +82,7 @@ class RunManager:
         self._engine = Engine(provider_for, store, retry=retry)
         self._runs: dict[int, RunHandle] = {}
         self._created: dict[int, RunRecord] = {}  # stored, not launched yet (counted by caps)
+        self._storing: list[RunSpec] = []  # passed the caps, being stored (counted by caps too)
         self._starting: set[int] = set()  # being resumed or extended right now
         self._taps: list[Callable[[RunRecord], Observer | None]] = []
         self._observer_grace = observer_grace
@@ -110,9 +111,15 @@ class RunManager:
         created = now()
         path = logfile.allocate(self._log_dir, specs, spec.template, created)
         participants = participants_for(specs)
-        record = await self.store.create_run(
-            spec, [_info(p) for p in participants], str(path), created
-        )
+        # Counted from the check to the record: starts that arrive together cannot all slip
+        # under a cap while the first of them is being stored.
+        self._storing.append(spec)
+        try:
+            record = await self.store.create_run(
+                spec, [_info(p) for p in participants], str(path), created
+            )
+        finally:
+            self._storing.remove(spec)
         self._created[record.id] = record
         log.info("run %s: created by %s: %s", record.id, spec.started_by, " ".join(spec.models))
         return record
@@ -150,14 +157,18 @@ class RunManager:
         if not self._accepting:
             raise LimitError("the service is shutting down; try again in a minute")
         lim = self.limits
-        going = [*(h.record for h in self._runs.values()), *self._created.values()]
+        going = [
+            *(h.record.spec for h in self._runs.values()),
+            *(r.spec for r in self._created.values()),
+            *self._storing,
+        ]
         if len(going) >= lim.max_runs:
             raise LimitError(
                 f"{len(going)} runs are going, the most this service runs at once "
                 f"(BACKROOMS_MAX_RUNS={lim.max_runs}); stop one or raise the limit"
             )
         if spec.space is not None:
-            here = sum(1 for r in going if r.spec.space == spec.space)
+            here = sum(1 for s in going if s.space == spec.space)
             if here >= lim.max_runs_per_space:
                 raise LimitError(
                     f"{here} runs are going here, the most per community "

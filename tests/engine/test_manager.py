@@ -101,6 +101,33 @@ async def test_global_cap_refuses_with_the_setting_name(model_server, tmp_path):
         assert len(await rt.store.list_runs()) == 1  # the refused run left no trace
 
 
+async def test_starts_arriving_together_cannot_slip_past_a_cap(model_server, tmp_path):
+    env = fake_env(model_server, tmp_path) | {
+        "BACKROOMS_MAX_RUNS": "5",
+        "BACKROOMS_MAX_RUNS_PER_SPACE": "2",
+    }
+    model_server.chunk_delay = 0.2
+
+    def chat(space: str) -> RunSpec:
+        return RunSpec(models=("opus", "gpt4o"), max_turns=1, surface="discord", space=space)
+
+    async with runtime(env) as rt:
+        outcomes = await asyncio.gather(
+            *(rt.manager.start(chat("guild-1")) for _ in range(4)),
+            *(rt.manager.start(chat(f"guild-{n}")) for n in range(2, 7)),
+            return_exceptions=True,
+        )
+        for handle in outcomes:
+            if not isinstance(handle, BaseException):
+                await rt.manager.stop(handle.id, by="t")
+        stored = await rt.store.list_runs()
+    refusals = [str(o) for o in outcomes if isinstance(o, LimitError)]
+    assert len(stored) == 5 and len(refusals) == 4
+    assert sum("BACKROOMS_MAX_RUNS_PER_SPACE=2" in r for r in refusals) == 2
+    assert sum("BACKROOMS_MAX_RUNS=5" in r for r in refusals) == 2
+    assert sum(r.spec.space == "guild-1" for r in stored) == 2
+
+
 async def test_per_space_cap_counts_only_that_space(model_server, tmp_path):
     env = fake_env(model_server, tmp_path) | {"BACKROOMS_MAX_RUNS_PER_SPACE": "1"}
     model_server.chunk_delay = 0.2
