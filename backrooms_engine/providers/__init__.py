@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from ..ports import Provider
 from ..registry import ModelSpec, ProviderSpec
+from ._http import ReadPacing
 
 
 class ProviderPool:
@@ -18,6 +19,7 @@ class ProviderPool:
         self._env = env
         self._timeout = timeout
         self._clients: dict[str, Provider] = {}
+        self._pacing = ReadPacing()  # one for every model connection of the process (_http.py)
 
     def for_spec(self, spec: ModelSpec) -> Provider:
         provider = self._clients.get(spec.provider.name)
@@ -30,11 +32,11 @@ class ProviderPool:
         if spec.kind == "anthropic":
             from .anthropic import AnthropicProvider
 
-            return AnthropicProvider(spec, self._env, timeout=self._timeout)
+            return AnthropicProvider(spec, self._env, timeout=self._timeout, pacing=self._pacing)
         if spec.kind == "openai":
             from .openai import OpenAIProvider
 
-            return OpenAIProvider(spec, self._env, timeout=self._timeout)
+            return OpenAIProvider(spec, self._env, timeout=self._timeout, pacing=self._pacing)
         if spec.kind == "world_interface":
             from .world import WorldInterfaceProvider
 

@@ -16,38 +16,51 @@ import anthropic
 from ..conversation import ModelRequest
 from ..records import Usage
 from ..registry import ProviderSpec
-from . import _errors, _sse
+from . import _errors, _http, _sse
 
 log = logging.getLogger(__name__)
 
 
 class AnthropicProvider:
-    def __init__(self, spec: ProviderSpec, env: Mapping[str, str], *, timeout: float):
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        env: Mapping[str, str],
+        *,
+        timeout: float,
+        pacing: _http.ReadPacing,
+    ):
         self._spec = spec
+
         # A missing key is caught before a run starts (registry.check_keys); an empty string here
         # would only fail at request time, with the API's 401.
-        self._client = anthropic.AsyncAnthropic(
-            api_key=spec.key(env) or "missing-key",
-            base_url=spec.resolve_base_url(env),
-            max_retries=0,
-            timeout=timeout,
-        )
+        def open_client() -> anthropic.AsyncAnthropic:
+            return anthropic.AsyncAnthropic(
+                api_key=spec.key(env) or "missing-key",
+                base_url=spec.resolve_base_url(env),
+                max_retries=0,
+                timeout=timeout,
+                http_client=anthropic.DefaultAsyncHttpxClient(transport=_http.transport(pacing)),
+            )
+
+        self._clients = _http.Shards(open_client, lambda client: client.close())
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Usage]:
         """The SDK builds and sends the request and raises HTTP errors; the event stream itself
         is read here: the SDK's typed events cost most of a reply's CPU (bench/)."""
-        opening = self._client.messages.with_streaming_response.create(
-            **self._params(request), stream=True
-        )
-        async for item in _sse.through_sdk(
-            opening,
-            lambda: _Events(request, self._spec),
-            request,
-            self._spec,
-            status_error=anthropic.APIStatusError,
-            connection_error=anthropic.APIConnectionError,
-        ):
-            yield item
+        with self._clients.lease() as client:
+            opening = client.messages.with_streaming_response.create(
+                **self._params(request), stream=True
+            )
+            async for item in _sse.through_sdk(
+                opening,
+                lambda: _Events(request, self._spec),
+                request,
+                self._spec,
+                status_error=anthropic.APIStatusError,
+                connection_error=anthropic.APIConnectionError,
+            ):
+                yield item
 
     @staticmethod
     def _params(request: ModelRequest) -> dict[str, Any]:
@@ -62,7 +75,7 @@ class AnthropicProvider:
         return params
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._clients.aclose()
 
 
 class _Events:

@@ -17,36 +17,49 @@ import openai
 from ..conversation import ModelRequest
 from ..records import Usage
 from ..registry import ProviderSpec
-from . import _errors, _sse
+from . import _errors, _http, _sse
 
 
 class OpenAIProvider:
-    def __init__(self, spec: ProviderSpec, env: Mapping[str, str], *, timeout: float):
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        env: Mapping[str, str],
+        *,
+        timeout: float,
+        pacing: _http.ReadPacing,
+    ):
         self._spec = spec
+
         # The SDK refuses to start without a key; local servers (Ollama, vLLM) need none, so a
         # placeholder is sent to them.
-        self._client = openai.AsyncOpenAI(
-            api_key=spec.key(env) or "not-needed",
-            base_url=spec.resolve_base_url(env),
-            max_retries=0,
-            timeout=timeout,
-        )
+        def open_client() -> openai.AsyncOpenAI:
+            return openai.AsyncOpenAI(
+                api_key=spec.key(env) or "not-needed",
+                base_url=spec.resolve_base_url(env),
+                max_retries=0,
+                timeout=timeout,
+                http_client=openai.DefaultAsyncHttpxClient(transport=_http.transport(pacing)),
+            )
+
+        self._clients = _http.Shards(open_client, lambda client: client.close())
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Usage]:
         """The SDK builds and sends the request and raises HTTP errors; the chunks are read here:
         building the SDK's typed chunk objects cost most of a reply's CPU (bench/)."""
-        opening = self._client.chat.completions.with_streaming_response.create(
-            **self._params(request)
-        )
-        async for item in _sse.through_sdk(
-            opening,
-            lambda: _Chunks(request, self._spec),
-            request,
-            self._spec,
-            status_error=openai.APIStatusError,
-            connection_error=openai.APIConnectionError,
-        ):
-            yield item
+        with self._clients.lease() as client:
+            opening = client.chat.completions.with_streaming_response.create(
+                **self._params(request)
+            )
+            async for item in _sse.through_sdk(
+                opening,
+                lambda: _Chunks(request, self._spec),
+                request,
+                self._spec,
+                status_error=openai.APIStatusError,
+                connection_error=openai.APIConnectionError,
+            ):
+                yield item
 
     @staticmethod
     def _params(request: ModelRequest) -> dict[str, Any]:
@@ -72,7 +85,7 @@ class OpenAIProvider:
         return params
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._clients.aclose()
 
 
 class _Chunks:

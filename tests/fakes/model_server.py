@@ -46,6 +46,7 @@ import asyncio
 import itertools
 import json
 import signal
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
@@ -430,6 +431,7 @@ class FakeModelServer(StartsOnEntry):
         first_byte_delay: float = 0.0,
         record_requests: bool = True,
         shutdown_timeout: float = 1.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -446,6 +448,7 @@ class FakeModelServer(StartsOnEntry):
         self._seq = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+        self._tls = tls  # HTTPS with this server-side context
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -459,10 +462,10 @@ class FakeModelServer(StartsOnEntry):
             app, access_log=None, handle_signals=False, shutdown_timeout=self._shutdown_timeout
         )
         await runner.setup()
-        await web.TCPSite(runner, self.host, self.port).start()
+        await web.TCPSite(runner, self.host, self.port, ssl_context=self._tls).start()
         self._runner = runner
         self.port = runner.addresses[0][1]  # the real port when 0 asked for an ephemeral one
-        self._base_url = f"http://{self.host}:{self.port}"
+        self._base_url = f"{'https' if self._tls else 'http'}://{self.host}:{self.port}"
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None

@@ -1,0 +1,195 @@
+"""The HTTP client under the model SDKs: connections kept alive for every concurrent stream, and
+each stream's socket read at most every so often.
+
+Why pace reads: a model API sends a reply as dozens to hundreds of small events, and every one
+that arrives alone costs a wake-up of the event loop and a trip through the HTTP stack. Under load
+that per-read cost was the largest part of a reply's CPU (bench/). Waiting a little before the
+next read lets the events that arrived meanwhile come in one read. The wait grows with the number
+of open connections (one millisecond each, at most 0.2 s): a run in a terminal reads as fast as
+before, two hundred concurrent streams are read about five times a second each. Nobody watching
+can tell: chat surfaces edit at most once a second, and the web page paints what it has.
+
+Why several clients per API (`Shards`): httpcore's pool checks every connection it holds, probing
+each idle socket with a system call, whenever a request starts and whenever a response ends. One
+pool holding the connections of hundreds of concurrent streams paid that scan, hundreds of probes
+long, twice per reply. Each shard is a client with its own pool; a stream leases the least busy
+one, and a new shard is opened only when all of them carry `PER_SHARD` streams.
+
+How: the SDKs accept an httpx client with a transport of our choice: httpx's own, with the pool
+built by us over a network backend that wraps httpcore's (`_PacedBackend`). Proxies set in the
+environment keep working: httpx routes proxied URLs through transports of its own.
+"""
+
+# ruff: noqa: ASYNC109 - the `timeout` parameters are httpcore's network-backend interface
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar
+
+import httpcore2
+import httpx2
+
+CEILING = 0.2  # seconds: the longest wait before reading a stream again
+PER_CONNECTION = 0.001  # seconds added to that wait by every open connection
+# Keep-alive for as many connections as may be open: the SDKs' default keeps 100 per client, so
+# past 100 concurrent streams to one API every reply opened (and for HTTPS, negotiated) a new one.
+LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=1000, keepalive_expiry=30)
+
+
+PER_SHARD = 16  # concurrent streams a client carries before another one is opened
+MOST_SHARDS = 64
+
+C = TypeVar("C")
+
+
+class Shards(Generic[C]):
+    """SDK clients of one API, opened as concurrency needs them and shared by all its runs."""
+
+    def __init__(
+        self,
+        open_client: Callable[[], C],
+        close_client: Callable[[C], Awaitable[None]],
+        *,
+        per_shard: int = PER_SHARD,
+        most: int = MOST_SHARDS,
+    ) -> None:
+        self._open, self._close = open_client, close_client
+        self._per_shard, self._most = per_shard, most
+        self._clients: list[C] = []
+        self._load: list[int] = []  # streams in flight, per client
+
+    @contextmanager
+    def lease(self) -> Iterator[C]:
+        """The least busy client, for the length of one request and its streamed answer."""
+        index = min(range(len(self._load)), key=self._load.__getitem__, default=None)
+        if index is None or (
+            self._load[index] >= self._per_shard and len(self._clients) < self._most
+        ):
+            self._clients.append(self._open())
+            self._load.append(0)
+            index = len(self._clients) - 1
+        self._load[index] += 1
+        try:
+            yield self._clients[index]
+        finally:
+            self._load[index] -= 1
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    async def aclose(self) -> None:
+        clients, self._clients, self._load = self._clients, [], []
+        for client in clients:
+            await self._close(client)
+
+
+class ReadPacing:
+    """Shared by all of a process's model connections."""
+
+    def __init__(self, *, per_connection: float = PER_CONNECTION, ceiling: float = CEILING):
+        self.per_connection = per_connection
+        self.ceiling = ceiling
+        self.open = 0  # connections
+        self.reads = 0  # socket reads so far, for the benchmark's figures
+
+    def interval(self) -> float:
+        return min(self.ceiling, self.open * self.per_connection)
+
+
+def transport(pacing: ReadPacing) -> httpx2.AsyncBaseTransport:
+    """For an SDK's own client class: `DefaultAsyncHttpxClient(transport=transport(pacing))`."""
+    return _PacedTransport(pacing)
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every client: building one reads the CA bundle, tens of ms."""
+    return httpx2.create_ssl_context(trust_env=True)
+
+
+class _PacedTransport(httpx2.AsyncHTTPTransport):
+    def __init__(self, pacing: ReadPacing) -> None:
+        super().__init__(verify=_tls(), limits=LIMITS)
+        if not isinstance(getattr(self, "_pool", None), httpcore2.AsyncConnectionPool):
+            # httpx keeps its pool in `_pool`; if a release moves it, fail here, loudly, rather
+            # than stream unpaced. tests/engine/test_http.py would catch it first.
+            raise RuntimeError("httpx2.AsyncHTTPTransport no longer keeps its pool in `_pool`")
+        self._pool = httpcore2.AsyncConnectionPool(
+            ssl_context=_tls(),
+            max_connections=LIMITS.max_connections,
+            max_keepalive_connections=LIMITS.max_keepalive_connections,
+            keepalive_expiry=LIMITS.keepalive_expiry,
+            network_backend=_PacedBackend(pacing),
+        )
+
+
+class _PacedBackend(httpcore2.AsyncNetworkBackend):
+    def __init__(self, pacing: ReadPacing) -> None:
+        self._pacing = pacing
+        self._inner = httpcore2.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _PacedStream(stream, self._pacing)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore2.AsyncNetworkStream:
+        stream = await self._inner.connect_unix_socket(path, timeout, socket_options)
+        return _PacedStream(stream, self._pacing)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _PacedStream(httpcore2.AsyncNetworkStream):
+    def __init__(self, inner: httpcore2.AsyncNetworkStream, pacing: ReadPacing) -> None:
+        self._inner = inner
+        self._pacing = pacing
+        self._next_read = 0.0  # loop time before which the socket is not read again
+        self._open = True
+        pacing.open += 1
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        loop = asyncio.get_running_loop()
+        wait = self._next_read - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        data = await self._inner.read(max_bytes, timeout)
+        self._pacing.reads += 1
+        self._next_read = loop.time() + self._pacing.interval()
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._next_read = 0.0  # a new request: its answer is read as soon as it comes
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        if self._open:
+            self._open = False
+            self._pacing.open -= 1
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
+        self._inner = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)

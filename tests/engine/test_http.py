@@ -1,0 +1,182 @@
+"""The HTTP layer under the SDKs (providers/_http.py): reads paced under load, connections spread
+over several clients, HTTPS verified. Real SDKs against the fake model server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from backrooms_engine.conversation import ModelRequest
+from backrooms_engine.errors import TransientProviderError
+from backrooms_engine.providers import _http
+from backrooms_engine.providers.anthropic import AnthropicProvider
+from backrooms_engine.providers.openai import OpenAIProvider
+from backrooms_engine.records import Usage
+from backrooms_engine.registry import load_registry
+from backrooms_engine.templates import Message
+from tests.fakes.model_server import FakeModelServer
+
+REQUEST = (Message("user", "hello"),)
+
+
+def provider_for(alias: str, server: FakeModelServer, pacing: _http.ReadPacing):
+    spec = load_registry().get(alias)
+    env = {spec.provider.key_env: "test-key"}
+    if spec.provider.kind == "anthropic":
+        env[spec.provider.base_url_env] = server.anthropic_base_url
+        return spec, AnthropicProvider(spec.provider, env, timeout=30, pacing=pacing)
+    env[spec.provider.base_url_env] = server.openai_base_url
+    return spec, OpenAIProvider(spec.provider, env, timeout=30, pacing=pacing)
+
+
+async def pieces(provider, spec) -> tuple[list[str], Usage | None]:
+    got: list[str] = []
+    usage = None
+    async for item in provider.stream(ModelRequest(spec, None, REQUEST)):
+        if isinstance(item, Usage):
+            usage = item
+        else:
+            got.append(item)
+    return got, usage
+
+
+@pytest.fixture
+async def slow_server() -> AsyncIterator[FakeModelServer]:
+    """20 chunks 25 ms apart: half a second per reply."""
+    async with FakeModelServer(chunk_count=20, chunk_delay=0.025) as server:
+        yield server
+
+
+@pytest.mark.parametrize("alias", ["opus", "gpt4o"])
+async def test_a_lone_stream_is_read_chunk_by_chunk(slow_server, alias):
+    pacing = _http.ReadPacing()
+    spec, provider = provider_for(alias, slow_server, pacing)
+    slow_server.queue_reply(spec.api_id, " ".join(f"w{i}" for i in range(40)))
+    try:
+        got, usage = await pieces(provider, spec)
+    finally:
+        await provider.aclose()
+    assert "".join(got) == " ".join(f"w{i}" for i in range(40))
+    assert len(got) == 20  # each chunk goes up as it came
+    assert pacing.reads >= 15  # 20 chunks 25 ms apart; the odd two may share a read
+    assert usage is not None and usage.output_tokens
+
+
+@pytest.mark.parametrize("alias", ["opus", "gpt4o"])
+async def test_under_load_a_stream_is_read_a_few_times_a_second_and_loses_nothing(
+    slow_server, alias
+):
+    # As if hundreds of connections were open: the wait before each read is at its ceiling.
+    pacing = _http.ReadPacing(per_connection=1.0, ceiling=0.2)
+    spec, provider = provider_for(alias, slow_server, pacing)
+    slow_server.queue_reply(spec.api_id, " ".join(f"w{i}" for i in range(40)))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        got, usage = await pieces(provider, spec)
+    finally:
+        await provider.aclose()
+    took = loop.time() - began
+    assert "".join(got) == " ".join(f"w{i}" for i in range(40))
+    assert pacing.reads <= 6  # 0.5 s of chunks, read every 0.2 s (plus the headers), not 20 times
+    assert usage is not None and usage.output_tokens
+    assert took < 0.5 + 0.2 + 0.3  # at most one wait longer than the reply itself, plus slack
+    assert pacing.open == 0  # closing the provider closed its connections
+
+
+async def test_concurrent_streams_spread_over_a_few_clients_that_are_kept():
+    async with FakeModelServer(chunk_count=5, chunk_delay=0.02) as server:
+        spec, provider = provider_for("opus", server, _http.ReadPacing())
+        try:
+            first = await asyncio.gather(*(pieces(provider, spec) for _ in range(40)))
+            clients = len(provider._clients)
+            second = await asyncio.gather(*(pieces(provider, spec) for _ in range(40)))
+            kept = len(provider._clients)
+        finally:
+            await provider.aclose()
+    texts = ["".join(got) for got, _ in first + second]
+    assert all(text and usage for text, (_, usage) in zip(texts, first + second, strict=True))
+    assert clients == 3  # 40 streams, 16 per client
+    assert kept == 3  # the second wave reused them
+    assert len(server.requests) == 80
+
+
+def test_a_new_client_opens_only_when_every_open_one_is_full():
+    opened: list[object] = []
+
+    def open_client() -> object:
+        opened.append(object())
+        return opened[-1]
+
+    async def close_client(client: object) -> None:
+        opened.remove(client)
+
+    shards = _http.Shards(open_client, close_client, per_shard=2, most=3)
+    with shards.lease() as a, shards.lease() as b:
+        assert a is b and len(shards) == 1
+        with shards.lease() as c:
+            assert c is not a and len(shards) == 2
+    with shards.lease() as d:  # everything released: the first, least busy, is chosen
+        assert d is a
+    leases = [shards.lease() for _ in range(8)]
+    held = [lease.__enter__() for lease in leases]
+    assert len(shards) == 3  # the most allowed; past it, the least busy carries more
+    assert sorted(held.count(client) for client in set(held)) == [2, 3, 3]
+    for lease in leases:
+        lease.__exit__(None, None, None)
+    asyncio.run(shards.aclose())
+    assert opened == []
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made by the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted", "unknown_certificate"])
+async def test_https_works_and_an_unknown_certificate_is_refused(certificate, monkeypatch, trusted):
+    cert, key = certificate
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    else:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    _http._tls.cache_clear()  # the context is built once per process; build it for this test
+    try:
+        async with FakeModelServer(chunk_count=5, tls=tls) as server:
+            assert server.anthropic_base_url.startswith("https://")
+            spec, provider = provider_for("opus", server, _http.ReadPacing())
+            server.queue_reply(spec.api_id, "over TLS")
+            try:
+                if trusted:
+                    got, _ = await pieces(provider, spec)
+                    assert "".join(got) == "over TLS"
+                else:
+                    with pytest.raises(TransientProviderError, match="connection lost"):
+                        await pieces(provider, spec)
+            finally:
+                await provider.aclose()
+    finally:
+        _http._tls.cache_clear()
