@@ -55,6 +55,7 @@ class StopSignal:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._watchers: list[Callable[[], None]] = []
         self.by: str | None = None
         self.reason: str = "stopped"
         self.detail: str | None = None
@@ -65,6 +66,13 @@ class StopSignal:
         if not self._event.is_set():
             self.by, self.reason, self.detail = by, reason, detail
             self._event.set()
+            for watcher in list(self._watchers):
+                watcher()
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` when the signal is set; returns what stops watching."""
+        self._watchers.append(callback)
+        return lambda: self._watchers.remove(callback)
 
     def is_set(self) -> bool:
         return self._event.is_set()
@@ -142,28 +150,49 @@ class Engine:
         seq: int,
         tokens_used: int,
     ) -> RunEnd:
+        """While reply N is being committed, reply N+1 is already asked for: a model's answer
+        takes seconds, a commit under load tens of milliseconds, and the next speaker need not
+        wait for it. What observers hear keeps its order: reply N+1's events are held back until
+        reply N is committed and its ReplyFinished has gone out."""
         size = len(conversation.participants)
         spec = record.spec
-        while spec.max_turns is None or seq < spec.max_turns * size:
-            if stop.is_set():
-                return self._stopped(stop, seq, size)
-            try:
-                reply = await self._reply(record.id, conversation, seq, emit, stop)
-            except _Stopped:
-                return self._stopped(stop, seq, size)
-            except PermanentProviderError as exc:
-                log.warning("run %s: %s", record.id, exc.reason)
-                return RunEnd("error", detail=exc.reason, turns=seq // size)
-            await self._store.append_reply(reply)
-            emit(ReplyFinished(reply))
-            if STOP_SEQUENCE in reply.text:
-                return RunEnd("ctrl_c", actor=reply.actor, turns=(seq + 1) // size)
-            conversation.append(reply.position, reply.text)
-            seq += 1
-            tokens_used += reply.usage.total
-            if spec.token_budget is not None and tokens_used >= spec.token_budget:
-                return RunEnd("budget", detail=str(spec.token_budget), turns=seq // size)
-        return RunEnd("max_turns", turns=seq // size, max_turns=spec.max_turns)
+        committing: asyncio.Task[None] | None = None
+        try:
+            while spec.max_turns is None or seq < spec.max_turns * size:
+                if stop.is_set():
+                    await _settled(committing)
+                    return self._stopped(stop, seq, size)
+                held = _Held(emit, after=committing)
+                try:
+                    reply = await self._reply(record.id, conversation, seq, held, stop)
+                except _Stopped:
+                    await _settled(committing)
+                    return self._stopped(stop, seq, size)
+                except PermanentProviderError as exc:
+                    await _settled(committing)
+                    log.warning("run %s: %s", record.id, exc.reason)
+                    return RunEnd("error", detail=exc.reason, turns=seq // size)
+                await _settled(committing)  # a failed commit ends the run before this reply
+                held.release()
+                committing = asyncio.ensure_future(self._commit(reply, emit))
+                if STOP_SEQUENCE in reply.text:
+                    await _settled(committing)
+                    return RunEnd("ctrl_c", actor=reply.actor, turns=(seq + 1) // size)
+                conversation.append(reply.position, reply.text)
+                seq += 1
+                tokens_used += reply.usage.total
+                if spec.token_budget is not None and tokens_used >= spec.token_budget:
+                    await _settled(committing)
+                    return RunEnd("budget", detail=str(spec.token_budget), turns=seq // size)
+            await _settled(committing)
+            return RunEnd("max_turns", turns=seq // size, max_turns=spec.max_turns)
+        finally:
+            if committing is not None and not committing.done():
+                committing.cancel()  # the run itself was cancelled; the store keeps the reply
+
+    async def _commit(self, reply: Reply, emit: Emit) -> None:
+        await self._store.append_reply(reply)
+        emit(ReplyFinished(reply))
 
     @staticmethod
     def _stopped(stop: StopSignal, seq: int, size: int) -> RunEnd:
@@ -174,19 +203,27 @@ class Engine:
     async def _reply(
         self, run_id: int, conversation: Conversation, seq: int, emit: Emit, stop: StopSignal
     ) -> Reply:
-        """One reply with retries, abandoned as soon as the stop signal fires."""
-        work = asyncio.ensure_future(self._attempts(run_id, conversation, seq, emit))
-        stopper = asyncio.ensure_future(stop.wait())
+        """One reply with retries, abandoned as soon as the stop signal fires: the stop cancels
+        this very task, so the reply needs no task of its own (each task hand-off costs a turn
+        of the event loop, tens of milliseconds under load)."""
+        task = asyncio.current_task()
+        assert task is not None
+        interrupted = False
+
+        def interrupt() -> None:
+            nonlocal interrupted
+            interrupted = True
+            task.cancel()
+
+        unwatch = stop.watch(interrupt)
         try:
-            await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            return await self._attempts(run_id, conversation, seq, emit)
+        except asyncio.CancelledError:
+            if interrupted and task.uncancel() == 0:
+                raise _Stopped from None
+            raise  # the run itself is being cancelled
         finally:
-            stopper.cancel()
-            if not work.done():
-                work.cancel()
-        if work.done() and not work.cancelled():
-            return work.result()  # a reply that beat the stop is kept; the stop wins next
-        await asyncio.gather(work, return_exceptions=True)
-        raise _Stopped
+            unwatch()
 
     async def _attempts(
         self, run_id: int, conversation: Conversation, seq: int, emit: Emit
@@ -252,3 +289,36 @@ class Engine:
                 text += item
                 emit(ReplyDelta(run_id, seq, position, actor, item, text))
         return text, usage
+
+
+async def _settled(committing: asyncio.Task[None] | None) -> None:
+    """Wait for the previous reply's commit; its failure is the run's failure."""
+    if committing is not None:
+        await asyncio.shield(committing)
+
+
+class _Held:
+    """An emit that holds events back until `after` (the previous reply's commit) is done and
+    `release` is called; a reply streamed meanwhile is heard all at once, in order, after the
+    previous one's ReplyFinished."""
+
+    def __init__(self, emit: Emit, *, after: asyncio.Task[None] | None) -> None:
+        self._emit = emit
+        self._held: list[Event] | None = [] if after is not None and not after.done() else None
+        if after is not None and self._held is not None:
+            after.add_done_callback(self._on_commit)
+
+    def __call__(self, event: Event) -> None:
+        if self._held is None:
+            self._emit(event)
+        else:
+            self._held.append(event)
+
+    def _on_commit(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.release()
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        for event in held or ():
+            self._emit(event)

@@ -3,6 +3,7 @@ errors, every provider kind of the default registry."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,38 @@ async def test_events_arrive_in_order_and_finished_after_commit(model_server, tm
     assert all(seen_committed) and len(seen_committed) == 2
     finished = rec.of(ReplyFinished)
     assert [f.reply.usage.output_tokens for f in finished] == [3, 3]  # "<model> reply 1"
+
+
+async def test_the_next_speaker_is_asked_while_the_last_reply_is_committed(model_server, tmp_path):
+    """A slow store delays nobody's turn, and observers still hear every reply end before the
+    next one starts."""
+    env = fake_env(model_server, tmp_path)
+    asked_during_commit = []
+
+    async with runtime(env) as rt:
+        append = rt.store.append_reply
+
+        async def slow_append(reply):
+            before = len(model_server.requests)
+            await asyncio.sleep(0.3)
+            asked_during_commit.append(len(model_server.requests) > before)
+            await append(reply)
+
+        rt.store.append_reply = slow_append
+        rec = RecordingObserver()
+        # One API for both, so no reply waits for an SDK client to be built.
+        _, end = await run_to_end(rt, RunSpec(models=("opus", "sonnet"), max_turns=2), rec)
+        stored = [r.seq for r in await rt.store.replies(1)]
+    assert end.reason == "max_turns" and stored == [0, 1, 2, 3]
+    assert asked_during_commit == [True, True, True, False]  # the last has no next speaker
+    order = [
+        (type(e).__name__, e.reply.seq if isinstance(e, ReplyFinished) else e.seq)
+        for e in rec.events
+        if isinstance(e, ReplyStarted | ReplyFinished)
+    ]
+    assert order == [(kind, seq) for seq in range(4) for kind in ("ReplyStarted", "ReplyFinished")]
+    deltas = [e.seq for e in rec.of(ReplyDelta)]
+    assert deltas == sorted(deltas)
 
 
 @pytest.mark.parametrize("status", [429, 529, 500, 503, 408, 409])
