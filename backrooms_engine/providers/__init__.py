@@ -47,6 +47,11 @@ class ProviderPool:
             return OfflineProvider(self._env)
         raise ValueError(f"unknown provider kind {spec.kind!r}")
 
+    @property
+    def socket_reads(self) -> int:
+        """Reads of model connections so far (paced under load: _http.py), for the benchmark."""
+        return self._pacing.reads
+
     async def warm(self) -> None:
         """Import the model SDKs in a worker thread. They take seconds to import; done lazily at
         a run's first request it would stall the event loop, and with it chat acknowledgements

@@ -4,10 +4,12 @@ each stream's socket read at most every so often.
 Why pace reads: a model API sends a reply as dozens to hundreds of small events, and every one
 that arrives alone costs a wake-up of the event loop and a trip through the HTTP stack. Under load
 that per-read cost was the largest part of a reply's CPU (bench/). Waiting a little before the
-next read lets the events that arrived meanwhile come in one read. The wait grows with the number
-of open connections (one millisecond each, at most 0.2 s): a run in a terminal reads as fast as
-before, two hundred concurrent streams are read about five times a second each. Nobody watching
-can tell: chat surfaces edit at most once a second, and the web page paints what it has.
+next read lets the events that arrived meanwhile come in one read. The wait follows how busy the
+process is (`ReadPacing`): none while it uses under half a core, growing to 0.2 s as it nears a
+full one. A run in a terminal, or a few dozen in a service, read every event as it comes; at 200
+concurrent streams each is read a handful of times a second. Nobody watching can tell: chat
+surfaces edit at most once a second, and the web page paints what it has. The cost is latency:
+a reply's last event may wait up to one interval, which is why an idle process does not pace.
 
 Why several clients per API (`Shards`): httpcore's pool checks every connection it holds, probing
 each idle socket with a system call, whenever a request starts and whenever a response ends. One
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
@@ -35,7 +38,8 @@ import httpcore2
 import httpx2
 
 CEILING = 0.2  # seconds: the longest wait before reading a stream again
-PER_CONNECTION = 0.001  # seconds added to that wait by every open connection
+CALM, BUSY = 0.5, 0.9  # share of one core: no pacing below CALM, the full CEILING from BUSY
+SAMPLE = 0.5  # seconds between two readings of the process's CPU time
 # Keep-alive for as many connections as may be open: the SDKs' default keeps 100 per client, so
 # past 100 concurrent streams to one API every reply opened (and for HTTPS, negotiated) a new one.
 LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=1000, keepalive_expiry=30)
@@ -89,16 +93,36 @@ class Shards(Generic[C]):
 
 
 class ReadPacing:
-    """Shared by all of a process's model connections."""
+    """How long a connection waits before its next read; shared by all of a process's model
+    connections. `load` gives the process's recent CPU use as a share of one core (the event
+    loop is one thread, so 1.0 is saturation); tests pass their own."""
 
-    def __init__(self, *, per_connection: float = PER_CONNECTION, ceiling: float = CEILING):
-        self.per_connection = per_connection
+    def __init__(self, *, ceiling: float = CEILING, load: Callable[[], float] | None = None):
         self.ceiling = ceiling
+        self._load = load or _CpuLoad()
         self.open = 0  # connections
         self.reads = 0  # socket reads so far, for the benchmark's figures
 
     def interval(self) -> float:
-        return min(self.ceiling, self.open * self.per_connection)
+        busy = (self._load() - CALM) / (BUSY - CALM)
+        return self.ceiling * min(1.0, max(0.0, busy))
+
+
+class _CpuLoad:
+    """This process's CPU time over wall time, measured over the last SAMPLE seconds or so."""
+
+    def __init__(self) -> None:
+        self._wall = time.monotonic()
+        self._cpu = time.process_time()
+        self._load = 0.0
+
+    def __call__(self) -> float:
+        wall = time.monotonic()
+        if wall - self._wall >= SAMPLE:
+            cpu = time.process_time()
+            self._load = (cpu - self._cpu) / (wall - self._wall)
+            self._wall, self._cpu = wall, cpu
+        return self._load
 
 
 def transport(pacing: ReadPacing) -> httpx2.AsyncBaseTransport:

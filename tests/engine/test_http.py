@@ -54,8 +54,8 @@ async def slow_server() -> AsyncIterator[FakeModelServer]:
 
 
 @pytest.mark.parametrize("alias", ["opus", "gpt4o"])
-async def test_a_lone_stream_is_read_chunk_by_chunk(slow_server, alias):
-    pacing = _http.ReadPacing()
+async def test_a_stream_in_a_calm_process_is_read_chunk_by_chunk(slow_server, alias):
+    pacing = _http.ReadPacing()  # this test process is far from busy
     spec, provider = provider_for(alias, slow_server, pacing)
     slow_server.queue_reply(spec.api_id, " ".join(f"w{i}" for i in range(40)))
     try:
@@ -72,8 +72,8 @@ async def test_a_lone_stream_is_read_chunk_by_chunk(slow_server, alias):
 async def test_under_load_a_stream_is_read_a_few_times_a_second_and_loses_nothing(
     slow_server, alias
 ):
-    # As if hundreds of connections were open: the wait before each read is at its ceiling.
-    pacing = _http.ReadPacing(per_connection=1.0, ceiling=0.2)
+    # As if the process were using a whole core: the wait before each read is at its ceiling.
+    pacing = _http.ReadPacing(ceiling=0.2, load=lambda: 1.0)
     spec, provider = provider_for(alias, slow_server, pacing)
     slow_server.queue_reply(spec.api_id, " ".join(f"w{i}" for i in range(40)))
     loop = asyncio.get_running_loop()
@@ -105,6 +105,17 @@ async def test_concurrent_streams_spread_over_a_few_clients_that_are_kept():
     assert clients == 3  # 40 streams, 16 per client
     assert kept == 3  # the second wave reused them
     assert len(server.requests) == 80
+
+
+def test_reads_are_paced_only_once_the_process_is_busy():
+    load = 0.0
+    pacing = _http.ReadPacing(ceiling=0.2, load=lambda: load)
+    waits = {}
+    for load in (0.0, 0.4, 0.5, 0.7, 0.9, 1.5):
+        waits[load] = pacing.interval()
+    assert waits[0.0] == waits[0.4] == waits[0.5] == 0.0
+    assert 0.09 < waits[0.7] < 0.11
+    assert waits[0.9] == waits[1.5] == 0.2
 
 
 def test_a_new_client_opens_only_when_every_open_one_is_full():
