@@ -92,6 +92,24 @@ class Shards(Generic[C]):
             await self._close(client)
 
 
+def sdk_clients(
+    client_class: Callable[..., C],
+    http_client_class: Callable[..., httpx2.AsyncClient],
+    *,
+    pacing: ReadPacing,
+    **options: Any,
+) -> Shards[C]:
+    """Shards of one SDK's async client (`client_class`, e.g. anthropic.AsyncAnthropic), each
+    on its own paced connection pool; `options` go to every client (key, base URL, timeout...).
+    The SDK's own retries are off: the engine is the one retry layer."""
+
+    def open_client() -> C:
+        http_client = http_client_class(transport=_PacedTransport(pacing))
+        return client_class(max_retries=0, http_client=http_client, **options)
+
+    return Shards(open_client, lambda client: client.close())  # type: ignore[attr-defined]
+
+
 class ReadPacing:
     """How long a connection waits before its next read; shared by all of a process's model
     connections. `load` gives the process's recent CPU use as a share of one core (the event
@@ -123,11 +141,6 @@ class _CpuLoad:
             self._load = (cpu - self._cpu) / (wall - self._wall)
             self._wall, self._cpu = wall, cpu
         return self._load
-
-
-def transport(pacing: ReadPacing) -> httpx2.AsyncBaseTransport:
-    """For an SDK's own client class: `DefaultAsyncHttpxClient(transport=transport(pacing))`."""
-    return _PacedTransport(pacing)
 
 
 @functools.cache

@@ -31,19 +31,16 @@ class AnthropicProvider:
         pacing: _http.ReadPacing,
     ):
         self._spec = spec
-
         # A missing key is caught before a run starts (registry.check_keys); an empty string here
         # would only fail at request time, with the API's 401.
-        def open_client() -> anthropic.AsyncAnthropic:
-            return anthropic.AsyncAnthropic(
-                api_key=spec.key(env) or "missing-key",
-                base_url=spec.resolve_base_url(env),
-                max_retries=0,
-                timeout=timeout,
-                http_client=anthropic.DefaultAsyncHttpxClient(transport=_http.transport(pacing)),
-            )
-
-        self._clients = _http.Shards(open_client, lambda client: client.close())
+        self._clients = _http.sdk_clients(
+            anthropic.AsyncAnthropic,
+            anthropic.DefaultAsyncHttpxClient,
+            pacing=pacing,
+            api_key=spec.key(env) or "missing-key",
+            base_url=spec.resolve_base_url(env),
+            timeout=timeout,
+        )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Usage]:
         """The SDK builds and sends the request and raises HTTP errors; the event stream itself

@@ -30,19 +30,16 @@ class OpenAIProvider:
         pacing: _http.ReadPacing,
     ):
         self._spec = spec
-
         # The SDK refuses to start without a key; local servers (Ollama, vLLM) need none, so a
         # placeholder is sent to them.
-        def open_client() -> openai.AsyncOpenAI:
-            return openai.AsyncOpenAI(
-                api_key=spec.key(env) or "not-needed",
-                base_url=spec.resolve_base_url(env),
-                max_retries=0,
-                timeout=timeout,
-                http_client=openai.DefaultAsyncHttpxClient(transport=_http.transport(pacing)),
-            )
-
-        self._clients = _http.Shards(open_client, lambda client: client.close())
+        self._clients = _http.sdk_clients(
+            openai.AsyncOpenAI,
+            openai.DefaultAsyncHttpxClient,
+            pacing=pacing,
+            api_key=spec.key(env) or "not-needed",
+            base_url=spec.resolve_base_url(env),
+            timeout=timeout,
+        )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Usage]:
         """The SDK builds and sends the request and raises HTTP errors; the chunks are read here:
