@@ -82,7 +82,7 @@ class RunManager:
         self._engine = Engine(provider_for, store, retry=retry)
         self._runs: dict[int, RunHandle] = {}
         self._created: dict[int, RunRecord] = {}  # stored, not launched yet (counted by caps)
-        self._storing: list[RunSpec] = []  # passed the caps, being stored (counted by caps too)
+        self._starting_specs: list[RunSpec] = []  # past the caps, not yet going (counted too)
         self._starting: set[int] = set()  # being resumed or extended right now
         self._taps: list[Callable[[RunRecord], Observer | None]] = []
         self._observer_grace = observer_grace
@@ -111,15 +111,10 @@ class RunManager:
         created = now()
         path = logfile.allocate(self._log_dir, specs, spec.template, created)
         participants = participants_for(specs)
-        # Counted from the check to the record: starts that arrive together cannot all slip
-        # under a cap while the first of them is being stored.
-        self._storing.append(spec)
-        try:
+        with self._counted(spec):
             record = await self.store.create_run(
                 spec, [_info(p) for p in participants], str(path), created
             )
-        finally:
-            self._storing.remove(spec)
         self._created[record.id] = record
         log.info("run %s: created by %s: %s", record.id, spec.started_by, " ".join(spec.models))
         return record
@@ -160,7 +155,7 @@ class RunManager:
         going = [
             *(h.record.spec for h in self._runs.values()),
             *(r.spec for r in self._created.values()),
-            *self._storing,
+            *self._starting_specs,
         ]
         if len(going) >= lim.max_runs:
             raise LimitError(
@@ -196,7 +191,8 @@ class RunManager:
                 f"run {run_id} has ended ({summary}); "
                 f"`backrooms continue {run_id} --turns N` extends it"
             )
-        return await self._relaunch(record, observers, extending=False)
+        with self._counted(record.spec):
+            return await self._relaunch(record, observers, extending=False)
 
     async def extend(
         self, run_id: int, turns: int, observers: Sequence[Observer] = ()
@@ -219,8 +215,9 @@ class RunManager:
             )
         size = len(record.participants)
         started_turns = -(-record.replies // size)  # a turn cut short by ^C^C counts as started
-        await self.store.reopen_run(run_id, max_turns=started_turns + turns)
-        return await self._relaunch(await self.store.get_run(run_id), observers, extending=True)
+        with self._counted(record.spec):
+            await self.store.reopen_run(run_id, max_turns=started_turns + turns)
+            return await self._relaunch(await self.store.get_run(run_id), observers, extending=True)
 
     async def resume_all(
         self,
@@ -242,6 +239,16 @@ class RunManager:
                 except BackroomsError as exc:
                     log.warning("run %s: not resumed: %s", record.id, exc)
         return handles
+
+    @contextlib.contextmanager
+    def _counted(self, spec: RunSpec) -> Iterator[None]:
+        """Count a run that passed the caps until it is stored or going: starts, resumes and
+        extensions that arrive together cannot all slip under a cap while the first awaits."""
+        self._starting_specs.append(spec)
+        try:
+            yield
+        finally:
+            self._starting_specs.remove(spec)
 
     @contextlib.contextmanager
     def _claim(self, run_id: int) -> Iterator[None]:

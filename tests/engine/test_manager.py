@@ -128,6 +128,24 @@ async def test_starts_arriving_together_cannot_slip_past_a_cap(model_server, tmp
     assert sum(r.spec.space == "guild-1" for r in stored) == 2
 
 
+async def test_extensions_arriving_together_cannot_slip_past_a_cap(model_server, tmp_path):
+    env = fake_env(model_server, tmp_path) | {"BACKROOMS_MAX_RUNS": "2"}
+    async with runtime(env) as rt:
+        ids = [
+            (await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=1)))[0]
+            for _ in range(3)
+        ]
+        model_server.chunk_delay = 0.2  # the extended runs are still going while others ask
+        outcomes = await asyncio.gather(
+            *(rt.manager.extend(run_id, 1) for run_id in ids), return_exceptions=True
+        )
+        for handle in outcomes:
+            if not isinstance(handle, BaseException):
+                await rt.manager.stop(handle.id, by="t")
+    refusals = [str(o) for o in outcomes if isinstance(o, BaseException)]
+    assert len(refusals) == 1 and "BACKROOMS_MAX_RUNS=2" in refusals[0]
+
+
 async def test_per_space_cap_counts_only_that_space(model_server, tmp_path):
     env = fake_env(model_server, tmp_path) | {"BACKROOMS_MAX_RUNS_PER_SPACE": "1"}
     model_server.chunk_delay = 0.2
