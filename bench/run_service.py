@@ -443,7 +443,7 @@ def classify(func: tuple[str, int, str]) -> str | None:
     if "/site-packages/" in path:
         package = path.split("/site-packages/", 1)[1].split("/", 1)[0]
         return "sdk" if package in _SDK_PACKAGES else "store" if package == "aiosqlite" else "other"
-    if path.endswith("backrooms_engine/store.py"):
+    if "/backrooms_engine/store/" in path or path.endswith("backrooms_engine/batching.py"):
         return "store"
     if path.endswith("backrooms_engine/logfile.py"):
         return "log"

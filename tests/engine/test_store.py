@@ -22,6 +22,8 @@ from backrooms_engine.errors import ConfigError, StoreError, UnknownRunError
 from backrooms_engine.ports import Store
 from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
 from backrooms_engine.store import SqliteStore, lock_path
+from backrooms_engine.store import opening as store_opening
+from backrooms_engine.store import rows as store_rows
 from tests.fakes.memory_store import MemoryStore
 
 AnyStore = SqliteStore | MemoryStore
@@ -382,7 +384,7 @@ def _wal_frames(path: Path) -> int:
 async def test_runs_created_together_each_get_their_own_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "_ROWS_PER_INSERT", 3)  # several statements per batch
+    monkeypatch.setattr(store_rows, "ROWS_PER_INSERT", 3)  # several statements per batch
     async with await SqliteStore.open(tmp_path / "backrooms.db") as store:
 
         async def create(n: int) -> tuple[int, RunRecord]:
@@ -424,7 +426,7 @@ async def test_a_refused_reply_among_others_fails_alone(tmp_path: Path) -> None:
 async def test_a_refusal_in_a_later_chunk_of_a_batch_keeps_the_chunks_before_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "_ROWS_PER_INSERT", 2)
+    monkeypatch.setattr(store_rows, "ROWS_PER_INSERT", 2)
     async with await SqliteStore.open(tmp_path / "backrooms.db") as store:
         ids = await asyncio.gather(*(new_run(store) for _ in range(5)))
         await store.append_reply(reply(ids[3], 0, text="already there"))
@@ -459,7 +461,7 @@ def write_migrations(directory: Path, extra: str | None) -> Path:
 
 
 async def at_version_1(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "MIGRATIONS_DIR", write_migrations(tmp_path / "v1", None))
+    monkeypatch.setattr(store_opening, "MIGRATIONS_DIR", write_migrations(tmp_path / "v1", None))
     await (await SqliteStore.open(path)).close()
 
 
@@ -469,7 +471,7 @@ async def test_an_owner_applies_a_new_migration_and_a_viewer_waits_for_it(
     path = tmp_path / "backrooms.db"
     await at_version_1(path, tmp_path, monkeypatch)
     newer = write_migrations(tmp_path / "migrations", "CREATE TABLE extra (id INTEGER);\n")
-    monkeypatch.setattr(store_module, "MIGRATIONS_DIR", newer)
+    monkeypatch.setattr(store_opening, "MIGRATIONS_DIR", newer)
     with pytest.raises(StoreError, match="schema version 1 and this backrooms needs 2"):
         await SqliteStore.open(path, owner=False)
     await (await SqliteStore.open(path)).close()
@@ -483,7 +485,7 @@ async def test_a_failing_migration_is_rolled_back_whole(
     path = tmp_path / "backrooms.db"
     await at_version_1(path, tmp_path, monkeypatch)
     broken = "CREATE TABLE extra (id INTEGER);\nINSERT INTO nowhere VALUES (1);\n"
-    monkeypatch.setattr(store_module, "MIGRATIONS_DIR", write_migrations(tmp_path / "m", broken))
+    monkeypatch.setattr(store_opening, "MIGRATIONS_DIR", write_migrations(tmp_path / "m", broken))
     with pytest.raises(StoreError, match="migration 002_more failed: no such table: nowhere"):
         await SqliteStore.open(path)
     assert "extra" not in tables(path)

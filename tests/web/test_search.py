@@ -3,6 +3,7 @@ the archive runs on its read-only connection."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from backrooms_engine import store as store_module
 from backrooms_engine.records import ParticipantInfo, Reply, RunSpec, now
 from backrooms_engine.store import SqliteStore
+from backrooms_engine.store import opening as store_opening
 from bot.web.queries import RunFilter, RunQueries, fts_query
 
 CAST = (ParticipantInfo(0, "opus", "Claude 1", "x", "anthropic"),)
@@ -34,10 +36,12 @@ async def test_the_migration_backfills_replies_stored_before_it(
     for name in ("001_init.sql", "002_space_settings.sql"):
         shutil.copy(store_module.MIGRATIONS_DIR / name, old)
     path = tmp_path / "backrooms.db"
-    monkeypatch.setattr(store_module, "MIGRATIONS_DIR", old)
+    monkeypatch.setattr(store_opening, "MIGRATIONS_DIR", old)
     async with await SqliteStore.open(path) as store:
         run_id = await new_run(store)
         await add(store, run_id, 0, "an old reply about a lighthouse")
+    with contextlib.closing(sqlite3.connect(path)) as before:  # really the older schema
+        assert before.execute("SELECT max(version) FROM schema_migrations").fetchone() == (2,)
     monkeypatch.undo()
     async with await SqliteStore.open(path) as store:  # the owner applies 003
         await add(store, run_id, 1, "a new reply about a harbour")

@@ -1,0 +1,218 @@
+"""Opening a store file: path checks, the owner lock, the connection and its migrations."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+
+from ..errors import StoreError
+from .rows import _text
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+BUSY_TIMEOUT_MS = 5000  # a viewer's read or a second connection's write waits this long, then fails
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _cannot_create(path: Path, error: OSError) -> StoreError:
+    if isinstance(error, PermissionError):
+        reason = "permission denied"
+    elif isinstance(error, NotADirectoryError | FileExistsError):
+        reason = "a parent of it is a file, not a directory"
+    else:
+        reason = (error.strerror or str(error)).lower()
+    return StoreError(f"cannot create {path}: {reason}; set BACKROOMS_DB to a writable path")
+
+
+def _prepare_directory(path: Path) -> None:
+    try:
+        if path.is_dir():
+            raise StoreError(
+                f"cannot use {path}: it is a directory; set BACKROOMS_DB to a file path"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # sqlite3 would only say "unable to open database file"; say why while we still know.
+        if not path.exists() and not os.access(path.parent, os.W_OK):
+            raise PermissionError(path)
+    except OSError as error:
+        raise _cannot_create(path, error) from error
+
+
+def _owned_elsewhere(path: Path, lock: Path, holder: str) -> StoreError:
+    if holder == str(os.getpid()):
+        return StoreError(f"this process already has {path} open as its owner (lock {lock})")
+    pid = f" (pid {holder})" if holder.isdigit() else ""
+    return StoreError(
+        f"another backrooms process{pid} owns {path}: it holds the lock on {lock}; "
+        "stop it first, or set BACKROOMS_DB to another file"
+    )
+
+
+def _take_owner_lock(path: Path) -> int:
+    lock = lock_path(path)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
+    except OSError as error:
+        raise _cannot_create(lock, error) from error
+    try:
+        _claim(fd, path, lock)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _claim(fd: int, path: Path, lock: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        raise _owned_elsewhere(path, lock, holder) from None
+    try:
+        # The pid only feeds the message above: the flock, not the file's content, is the lock.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as error:
+        raise StoreError(f"cannot write {lock}: {error.strerror}") from error
+
+
+def _release_lock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the only descriptor releases the flock
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+_MIGRATION_FILE = re.compile(r"(\d{3})_[a-z0-9_]+\.sql")
+
+
+def load_migrations(directory: Path) -> list[Migration]:
+    found = []
+    for file in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_FILE.fullmatch(file.name)
+        if match is None:
+            raise StoreError(f"{file}: migration files are named like 001_init.sql")
+        found.append(Migration(int(match[1]), file.stem, file.read_text(encoding="utf-8")))
+    if [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise StoreError(f"{directory}: migrations must be numbered 001, 002, ... without gaps")
+    return found
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration into statements; sqlite3 knows where one ends (even a CREATE TRIGGER)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending.strip()
+            pending = ""
+    if any(ln.strip() and not ln.strip().startswith("--") for ln in pending.splitlines()):
+        yield pending  # unterminated: let SQLite report it
+
+
+async def _schema_version(db: aiosqlite.Connection, path: Path) -> int:
+    rows = await db.execute_fetchall(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    )
+    tables = sorted(row[0] for row in rows)
+    if "schema_migrations" in tables:
+        rows = await db.execute_fetchall("SELECT MAX(version) FROM schema_migrations")
+        return int(next(iter(rows))[0] or 0)
+    if tables:
+        raise StoreError(
+            f"{path} is a SQLite database but not a backrooms one (tables: {', '.join(tables)}); "
+            "set BACKROOMS_DB to another file"
+        )
+    return 0
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    if db.in_transaction:
+        await db.execute("ROLLBACK")
+
+
+async def _apply(db: aiosqlite.Connection, path: Path, migration: Migration) -> None:
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have applied it while we waited for the write lock.
+        if await _schema_version(db, path) < migration.version:
+            for statement in _statements(migration.sql):
+                await db.execute(statement)
+            await db.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, _text(datetime.now(UTC))),
+            )
+        await db.execute("COMMIT")
+    except sqlite3.Error as error:
+        await _rollback(db)
+        raise StoreError(f"{path}: migration {migration.name} failed: {error}") from error
+    except BaseException:
+        await _rollback(db)
+        raise
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path, *, upgrade: bool) -> None:
+    migrations = load_migrations(MIGRATIONS_DIR)
+    current, latest = await _schema_version(db, path), len(migrations)
+    if current > latest:
+        raise StoreError(
+            f"{path} was written by a newer backrooms (schema version {current}; this one knows "
+            f"up to {latest}); upgrade backrooms, or set BACKROOMS_DB to another file"
+        )
+    if 0 < current < latest and not upgrade:
+        raise StoreError(
+            f"{path} has schema version {current} and this backrooms needs {latest}; the owning "
+            "process upgrades it when it starts (`backrooms bot` or `backrooms run`)"
+        )
+    for migration in migrations[current:]:
+        await _apply(db, path, migration)
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    try:
+        # Autocommit: every statement outside an explicit BEGIN is its own committed transaction.
+        db = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open {path}: {error}") from error
+    db.row_factory = aiosqlite.Row
+    return db
+
+
+async def _configure(db: aiosqlite.Connection, path: Path, *, upgrade: bool) -> None:
+    try:
+        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # first: WAL switch waits too
+        await db.execute("PRAGMA journal_mode = WAL")  # viewers read while the owner writes
+        # NORMAL in WAL mode: a committed reply survives the process being killed (the benchmark
+        # showed FULL's fsync per commit queueing hundreds of runs behind the store); only a power
+        # cut may lose the last commits, which the model would then be asked for again.
+        await db.execute("PRAGMA synchronous = NORMAL")
+        await db.execute("PRAGMA foreign_keys = ON")
+        await _migrate(db, path, upgrade=upgrade)
+    except sqlite3.DatabaseError as error:
+        if error.sqlite_errorname == "SQLITE_NOTADB":
+            raise StoreError(
+                f"{path} is not a backrooms database (not SQLite): {error}; "
+                "set BACKROOMS_DB to another file"
+            ) from error
+        if (error.sqlite_errorname or "").startswith("SQLITE_READONLY"):
+            # WAL needs to write beside the file even to read it (the -wal and -shm files).
+            raise StoreError(
+                f"cannot open {path}: the file or its folder is read-only; make them writable "
+                "or set BACKROOMS_DB to a writable path"
+            ) from error
+        raise StoreError(f"cannot open {path}: {error}") from error

@@ -1,0 +1,179 @@
+"""Rows <-> records: the statements and the mapping between SQLite rows and the engine's records."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..errors import StoreError, UnknownRunError
+from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
+from .rules import duplicate_reply, unknown_run, utc
+
+
+def _text(moment: datetime) -> str:
+    # Fixed precision, so the text sorts like the time it names.
+    return utc(moment).isoformat(timespec="microseconds")
+
+
+def _time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+_RUN_COLUMNS = (
+    "id, models, template, max_turns, token_budget, started_by, surface, space, place, status, "
+    "end_reason, end_actor, end_by, end_detail, end_turns, end_max_turns, created_at, ended_at, "
+    "log_path"
+)
+_INSERT_RUN = (
+    "INSERT INTO runs (models, template, max_turns, token_budget, started_by, surface, space, "
+    "place, status, created_at, log_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)"
+)
+_INSERT_PARTICIPANT = (
+    "INSERT INTO participants (run_id, position, alias, actor, api_id, provider) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_REPLY_COLUMNS = (
+    "run_id, seq, turn, position, actor, text, started_at, finished_at, input_tokens, output_tokens"
+)
+# One page of runs with their reply count and token sums: aggregates only over the page's runs.
+_RUNS_PAGE = """
+WITH page AS (SELECT {columns} FROM runs WHERE {where} ORDER BY id {order} {limit}),
+totals AS (
+    SELECT run_id, COUNT(*) AS replies,
+           SUM(COALESCE(input_tokens, 0)) AS input_tokens,
+           SUM(COALESCE(output_tokens, 0)) AS output_tokens
+    FROM replies WHERE run_id IN (SELECT id FROM page) GROUP BY run_id
+)
+SELECT page.*, COALESCE(totals.replies, 0) AS replies,
+       COALESCE(totals.input_tokens, 0) AS input_tokens,
+       COALESCE(totals.output_tokens, 0) AS output_tokens
+FROM page LEFT JOIN totals ON totals.run_id = page.id
+ORDER BY page.id {order}
+"""
+_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
+
+
+def _run_values(spec: RunSpec, log_path: str, created_at: datetime) -> tuple[Any, ...]:
+    return (
+        json.dumps(list(spec.models)),
+        spec.template,
+        spec.max_turns,
+        spec.token_budget,
+        spec.started_by,
+        spec.surface,
+        spec.space,
+        spec.place,
+        _text(created_at),
+        log_path,
+    )
+
+
+def _end(row: sqlite3.Row) -> RunEnd | None:
+    if row["status"] != "ended" or row["end_reason"] is None:
+        return None
+    return RunEnd(
+        reason=row["end_reason"],
+        actor=row["end_actor"],
+        by=row["end_by"],
+        detail=row["end_detail"],
+        turns=row["end_turns"] or 0,
+        max_turns=row["end_max_turns"],
+    )
+
+
+def _record(row: sqlite3.Row, participants: tuple[ParticipantInfo, ...]) -> RunRecord:
+    spec = RunSpec(
+        models=tuple(json.loads(row["models"])),
+        template=row["template"],
+        max_turns=row["max_turns"],
+        started_by=row["started_by"],
+        surface=row["surface"],
+        space=row["space"],
+        place=row["place"],
+        token_budget=row["token_budget"],
+    )
+    return RunRecord(
+        id=row["id"],
+        spec=spec,
+        participants=participants,
+        status=row["status"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        log_path=row["log_path"],
+        end=_end(row),
+        ended_at=_time(row["ended_at"]),
+        replies=row["replies"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+    )
+
+
+def _participant(row: sqlite3.Row) -> ParticipantInfo:
+    return ParticipantInfo(
+        position=row["position"],
+        alias=row["alias"],
+        actor=row["actor"],
+        api_id=row["api_id"],
+        provider=row["provider"],
+    )
+
+
+def _reply(row: sqlite3.Row) -> Reply:
+    return Reply(
+        run_id=row["run_id"],
+        seq=row["seq"],
+        turn=row["turn"],
+        position=row["position"],
+        actor=row["actor"],
+        text=row["text"],
+        started_at=datetime.fromisoformat(row["started_at"]),
+        finished_at=datetime.fromisoformat(row["finished_at"]),
+        usage=Usage(row["input_tokens"], row["output_tokens"]),
+    )
+
+
+_INSERT_REPLY = f"INSERT INTO replies ({_REPLY_COLUMNS}) VALUES ({', '.join('?' * 10)})"
+
+
+ROWS_PER_INSERT = 500  # up to 11 values a row: far below SQLite's 32,766 variables a statement
+
+
+def _insert_many(statement: str, count: int) -> str:
+    """`statement`, an INSERT of one row, made to insert `count` rows."""
+    head, _, row = statement.rpartition(" VALUES ")
+    return f"{head} VALUES {', '.join([row] * count)}"
+
+
+@dataclass(frozen=True)
+class _NewRun:
+    values: tuple[Any, ...]  # for _INSERT_RUN
+    cast: tuple[ParticipantInfo, ...]
+
+
+def _reply_values(reply: Reply) -> tuple[Any, ...]:
+    return (
+        reply.run_id,
+        reply.seq,
+        reply.turn,
+        reply.position,
+        reply.actor,
+        reply.text,
+        _text(reply.started_at),
+        _text(reply.finished_at),
+        reply.usage.input_tokens,
+        reply.usage.output_tokens,
+    )
+
+
+def _reply_refused(error: sqlite3.IntegrityError, reply: Reply) -> StoreError | UnknownRunError:
+    if error.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
+        return duplicate_reply(reply)
+    return _refused(error, reply.run_id)
+
+
+def _refused(error: sqlite3.IntegrityError, run_id: int) -> StoreError | UnknownRunError:
+    if error.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
+        return unknown_run(run_id)
+    return StoreError(f"run {run_id}: refused by the store: {error}")
