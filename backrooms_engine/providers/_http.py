@@ -18,8 +18,9 @@ long, twice per reply. Each shard is a client with its own pool; a stream leases
 one, and a new shard is opened only when all of them carry `PER_SHARD` streams.
 
 How: the SDKs accept an httpx client with a transport of our choice: httpx's own, with the pool
-built by us over a network backend that wraps httpcore's (`_PacedBackend`). Proxies set in the
-environment keep working: httpx routes proxied URLs through transports of its own.
+built by us over a network backend that wraps httpcore's (`_PacedBackend`). httpx ignores the
+proxy variables (HTTPS_PROXY, ALL_PROXY, ...) for a client given its own transport, so when one
+is set the clients keep the SDK's default transport: the proxy is used, reads are not paced.
 """
 
 # ruff: noqa: ASYNC109 - the `timeout` parameters are httpcore's network-backend interface
@@ -30,6 +31,7 @@ import asyncio
 import functools
 import ssl
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
@@ -104,7 +106,10 @@ def sdk_clients(
     The SDK's own retries are off: the engine is the one retry layer."""
 
     def open_client() -> C:
-        http_client = http_client_class(transport=_PacedTransport(pacing))
+        if urllib.request.getproxies():  # a proxy from the environment: httpx's own transport
+            http_client = http_client_class()
+        else:
+            http_client = http_client_class(transport=_PacedTransport(pacing))
         return client_class(max_retries=0, http_client=http_client, **options)
 
     return Shards(open_client, lambda client: client.close())  # type: ignore[attr-defined]

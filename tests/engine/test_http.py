@@ -145,6 +145,27 @@ def test_a_new_client_opens_only_when_every_open_one_is_full():
     assert opened == []
 
 
+async def test_a_proxy_set_in_the_environment_is_used(monkeypatch):
+    # The API's address answers nothing (127.0.0.2, port 9); only the proxy can deliver.
+    async with FakeModelServer(chunk_count=3) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.base_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        spec = load_registry().get("opus")
+        env = {
+            spec.provider.key_env: "k",
+            spec.provider.base_url_env: "http://127.0.0.2:9/anthropic",
+        }
+        provider = AnthropicProvider(spec.provider, env, timeout=30, pacing=_http.ReadPacing())
+        proxy.queue_reply(spec.api_id, "through the proxy")
+        try:
+            got, _ = await pieces(provider, spec)
+        finally:
+            await provider.aclose()
+    assert "".join(got) == "through the proxy"
+    assert proxy.requests[0].path == "/anthropic/v1/messages"
+
+
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1, made by the openssl command."""
