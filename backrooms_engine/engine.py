@@ -54,7 +54,7 @@ class StopSignal:
     """Set from outside (a /stop, a shutdown) to end a run, even mid-reply."""
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._set = False
         self._watchers: list[Callable[[], None]] = []
         self.by: str | None = None
         self.reason: str = "stopped"
@@ -63,9 +63,9 @@ class StopSignal:
     def set(self, by: str, reason: str = "stopped", detail: str | None = None) -> None:
         """reason: "stopped" (someone asked), "shutdown" (pause, resumable) or "gone" (the place
         the run was shown in disappeared; `detail` says how)."""
-        if not self._event.is_set():
+        if not self._set:
             self.by, self.reason, self.detail = by, reason, detail
-            self._event.set()
+            self._set = True
             for watcher in list(self._watchers):
                 watcher()
 
@@ -75,10 +75,7 @@ class StopSignal:
         return lambda: self._watchers.remove(callback)
 
     def is_set(self) -> bool:
-        return self._event.is_set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
+        return self._set
 
 
 class _Stopped(Exception):
@@ -154,41 +151,50 @@ class Engine:
         takes seconds, a commit under load tens of milliseconds, and the next speaker need not
         wait for it. What observers hear keeps its order: reply N+1's events are held back until
         reply N is committed and its ReplyFinished has gone out."""
+        committing: list[asyncio.Task[None]] = []  # the previous reply's commit, while it runs
+        try:
+            end = await self._turns(record, conversation, emit, stop, seq, tokens_used, committing)
+            await _settled(committing)  # whatever ended the run, the last reply is stored first
+            return end
+        finally:
+            for task in committing:
+                if not task.done():
+                    task.cancel()  # the run itself was cancelled; the store keeps the reply
+
+    async def _turns(
+        self,
+        record: RunRecord,
+        conversation: Conversation,
+        emit: Emit,
+        stop: StopSignal,
+        seq: int,
+        tokens_used: int,
+        committing: list[asyncio.Task[None]],
+    ) -> RunEnd:
         size = len(conversation.participants)
         spec = record.spec
-        committing: asyncio.Task[None] | None = None
-        try:
-            while spec.max_turns is None or seq < spec.max_turns * size:
-                if stop.is_set():
-                    await _settled(committing)
-                    return self._stopped(stop, seq, size)
-                held = _Held(emit, after=committing)
-                try:
-                    reply = await self._reply(record.id, conversation, seq, held, stop)
-                except _Stopped:
-                    await _settled(committing)
-                    return self._stopped(stop, seq, size)
-                except PermanentProviderError as exc:
-                    await _settled(committing)
-                    log.warning("run %s: %s", record.id, exc.reason)
-                    return RunEnd("error", detail=exc.reason, turns=seq // size)
-                await _settled(committing)  # a failed commit ends the run before this reply
-                held.release()
-                committing = asyncio.ensure_future(self._commit(reply, emit))
-                if STOP_SEQUENCE in reply.text:
-                    await _settled(committing)
-                    return RunEnd("ctrl_c", actor=reply.actor, turns=(seq + 1) // size)
-                conversation.append(reply.position, reply.text)
-                seq += 1
-                tokens_used += reply.usage.total
-                if spec.token_budget is not None and tokens_used >= spec.token_budget:
-                    await _settled(committing)
-                    return RunEnd("budget", detail=str(spec.token_budget), turns=seq // size)
-            await _settled(committing)
-            return RunEnd("max_turns", turns=seq // size, max_turns=spec.max_turns)
-        finally:
-            if committing is not None and not committing.done():
-                committing.cancel()  # the run itself was cancelled; the store keeps the reply
+        while spec.max_turns is None or seq < spec.max_turns * size:
+            if stop.is_set():
+                return self._stopped(stop, seq, size)
+            held = _Held(emit, after=committing[0] if committing else None)
+            try:
+                reply = await self._reply(record.id, conversation, seq, held, stop)
+            except _Stopped:
+                return self._stopped(stop, seq, size)
+            except PermanentProviderError as exc:
+                log.warning("run %s: %s", record.id, exc.reason)
+                return RunEnd("error", detail=exc.reason, turns=seq // size)
+            await _settled(committing)  # a failed commit ends the run before this reply
+            held.release()
+            committing[:] = [asyncio.ensure_future(self._commit(reply, emit))]
+            if STOP_SEQUENCE in reply.text:
+                return RunEnd("ctrl_c", actor=reply.actor, turns=(seq + 1) // size)
+            conversation.append(reply.position, reply.text)
+            seq += 1
+            tokens_used += reply.usage.total
+            if spec.token_budget is not None and tokens_used >= spec.token_budget:
+                return RunEnd("budget", detail=str(spec.token_budget), turns=seq // size)
+        return RunEnd("max_turns", turns=seq // size, max_turns=spec.max_turns)
 
     async def _commit(self, reply: Reply, emit: Emit) -> None:
         await self._store.append_reply(reply)
@@ -291,10 +297,10 @@ class Engine:
         return text, usage
 
 
-async def _settled(committing: asyncio.Task[None] | None) -> None:
+async def _settled(committing: list[asyncio.Task[None]]) -> None:
     """Wait for the previous reply's commit; its failure is the run's failure."""
-    if committing is not None:
-        await asyncio.shield(committing)
+    for task in committing:
+        await asyncio.shield(task)
 
 
 class _Held:
