@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -140,10 +141,14 @@ _INSERT_REPLY = f"INSERT INTO replies ({_REPLY_COLUMNS}) VALUES ({', '.join('?' 
 ROWS_PER_INSERT = 500  # up to 11 values a row: far below SQLite's 32,766 variables a statement
 
 
-def _insert_many(statement: str, count: int) -> str:
-    """`statement`, an INSERT of one row, made to insert `count` rows."""
+def inserts(statement: str, rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[Any], int]]:
+    """`statement`, an INSERT of one row, made into statements of up to ROWS_PER_INSERT rows
+    each: (the statement, its values in one flat list, how many rows it inserts)."""
     head, _, row = statement.rpartition(" VALUES ")
-    return f"{head} VALUES {', '.join([row] * count)}"
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start : start + ROWS_PER_INSERT]
+        sql = f"{head} VALUES {', '.join([row] * len(chunk))}"
+        yield sql, [value for values in chunk for value in values], len(chunk)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ from .rows import (
     _REPLY_COLUMNS,
     _RUN_COLUMNS,
     _RUNS_PAGE,
-    _insert_many,
     _NewRun,
     _participant,
     _record,
@@ -201,24 +200,16 @@ class SqliteStore(ClosesOnExit):
         table one more than the largest id so far, and the lock keeps other writers out."""
         ids: list[int] = []
         async with self._transaction() as db:
-            for start in range(0, len(runs), _rows.ROWS_PER_INSERT):
-                chunk = runs[start : start + _rows.ROWS_PER_INSERT]
-                rows = await db.execute_fetchall(
-                    _insert_many(_INSERT_RUN, len(chunk)) + " RETURNING id",
-                    [value for run in chunk for value in run.values],
-                )
+            for sql, values, _ in _rows.inserts(_INSERT_RUN, [run.values for run in runs]):
+                rows = await db.execute_fetchall(sql + " RETURNING id", values)
                 ids += sorted(row[0] for row in rows)
             cast = [
                 (run_id, p.position, p.alias, p.actor, p.api_id, p.provider)
                 for run_id, run in zip(ids, runs, strict=True)
                 for p in run.cast
             ]
-            for start in range(0, len(cast), _rows.ROWS_PER_INSERT):
-                chunk_rows = cast[start : start + _rows.ROWS_PER_INSERT]
-                await db.execute(
-                    _insert_many(_INSERT_PARTICIPANT, len(chunk_rows)),
-                    [value for row in chunk_rows for value in row],
-                )
+            for sql, values, _ in _rows.inserts(_INSERT_PARTICIPANT, cast):
+                await db.execute(sql, values)
         return ids
 
     async def append_reply(self, reply: Reply) -> None:
@@ -235,11 +226,9 @@ class SqliteStore(ClosesOnExit):
                 # One statement per chunk of the batch: one trip to the SQLite thread (each trip
                 # waits for the busy event loop) and one implicit transaction, all rows or none.
                 try:
-                    while stored < len(rows):
-                        chunk = rows[stored : stored + _rows.ROWS_PER_INSERT]
-                        values = [value for row in chunk for value in row]
-                        await db.execute(_insert_many(_INSERT_REPLY, len(chunk)), values)
-                        stored += len(chunk)
+                    for sql, values, count in _rows.inserts(_INSERT_REPLY, rows):
+                        await db.execute(sql, values)
+                        stored += count
                 except sqlite3.IntegrityError:
                     pass  # a refused reply took its chunk with it: that chunk goes one by one
             outcomes: list[BaseException | None] = [None] * stored
