@@ -123,7 +123,7 @@ class ReadPacing:
     def __init__(self, *, ceiling: float = CEILING, load: Callable[[], float] | None = None):
         self.ceiling = ceiling
         self._load = load or _CpuLoad()
-        self.open = 0  # connections
+        self.open = 0  # connections open now: a leak shows (tests/engine/test_http.py)
         self.reads = 0  # socket reads so far, for the benchmark's figures
 
     def interval(self) -> float:
