@@ -18,26 +18,25 @@ long, twice per reply. Each shard is a client with its own pool; a stream leases
 one, and a new shard is opened only when all of them carry `PER_SHARD` streams.
 
 How: the SDKs accept an httpx client with a transport of our choice: httpx's own, with the pool
-built by us over a network backend that wraps httpcore's (`_PacedBackend`). httpx ignores the
+built by us over our own network backend (`_net.AsyncioBackend`, which also says why). httpx ignores the
 proxy variables (HTTPS_PROXY, ALL_PROXY, ...) for a client given its own transport, so when one
 is set the clients keep the SDK's default transport: the proxy is used, reads are not paced.
 """
 
-# ruff: noqa: ASYNC109 - the `timeout` parameters are httpcore's network-backend interface
-
 from __future__ import annotations
 
-import asyncio
 import functools
 import ssl
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 import httpcore2
 import httpx2
+
+from ._net import AsyncioBackend
 
 CEILING = 0.2  # seconds: the longest wait before reading a stream again
 CALM, BUSY = 0.5, 0.9  # share of one core: no pacing below CALM, the full CEILING from BUSY
@@ -166,72 +165,5 @@ class _PacedTransport(httpx2.AsyncHTTPTransport):
             max_connections=LIMITS.max_connections,
             max_keepalive_connections=LIMITS.max_keepalive_connections,
             keepalive_expiry=LIMITS.keepalive_expiry,
-            network_backend=_PacedBackend(pacing),
+            network_backend=AsyncioBackend(pacing),
         )
-
-
-class _PacedBackend(httpcore2.AsyncNetworkBackend):
-    def __init__(self, pacing: ReadPacing) -> None:
-        self._pacing = pacing
-        self._inner = httpcore2.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore2.AsyncNetworkStream:
-        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _PacedStream(stream, self._pacing)
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore2.AsyncNetworkStream:
-        stream = await self._inner.connect_unix_socket(path, timeout, socket_options)
-        return _PacedStream(stream, self._pacing)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class _PacedStream(httpcore2.AsyncNetworkStream):
-    def __init__(self, inner: httpcore2.AsyncNetworkStream, pacing: ReadPacing) -> None:
-        self._inner = inner
-        self._pacing = pacing
-        self._next_read = 0.0  # loop time before which the socket is not read again
-        self._open = True
-        pacing.open += 1
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        loop = asyncio.get_running_loop()
-        wait = self._next_read - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        data = await self._inner.read(max_bytes, timeout)
-        self._pacing.reads += 1
-        self._next_read = loop.time() + self._pacing.interval()
-        return data
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._next_read = 0.0  # a new request: its answer is read as soon as it comes
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        if self._open:
-            self._open = False
-            self._pacing.open -= 1
-        await self._inner.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore2.AsyncNetworkStream:
-        self._inner = await self._inner.start_tls(ssl_context, server_hostname, timeout)
-        return self
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)

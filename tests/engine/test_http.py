@@ -4,7 +4,9 @@ over several clients, HTTPS verified. Real SDKs against the fake model server on
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -212,3 +214,108 @@ async def test_https_works_and_an_unknown_certificate_is_refused(certificate, mo
                 await provider.aclose()
     finally:
         _http._tls.cache_clear()
+
+
+class RawServer:
+    """A bare HTTP/1.1 server on 127.0.0.1 for what the fake model server does not do: it answers
+    every request with a Chat Completions stream of `words`, then, per `after`, closes the
+    connection ("close") or stops sending in the middle of the body ("stall")."""
+
+    def __init__(self, words: list[str], after: str) -> None:
+        self.words, self.after = words, after
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"transfer-encoding: chunked\r\n\r\n"
+                )
+                for word in self.words:
+                    writer.write(_chunk({"choices": [{"index": 0, "delta": {"content": word}}]}))
+                if self.after == "stall":
+                    await writer.drain()
+                    await asyncio.sleep(30)  # the client's read timeout comes first
+                    return
+                writer.write(
+                    _chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                )
+                writer.write(_chunk("[DONE]") + b"0\r\n\r\n")
+                await writer.drain()
+                if self.after == "close":  # silently, as an idle timeout on a server would
+                    await asyncio.sleep(0.05)
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+def _chunk(payload: object) -> bytes:
+    data = b"data: " + (payload if isinstance(payload, str) else json.dumps(payload)).encode()
+    event = data + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(event), event)
+
+
+def openai_provider(base_url: str, timeout: float) -> tuple[object, OpenAIProvider]:
+    spec = load_registry().get("gpt4o")
+    env = {spec.provider.key_env: "k", spec.provider.base_url_env: base_url}
+    return spec, OpenAIProvider(spec.provider, env, timeout=timeout, pacing=_http.ReadPacing())
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_reused():
+    server = RawServer(["one ", "two"], after="close")
+    async with server as base_url:
+        spec, provider = openai_provider(base_url, timeout=10)
+        try:
+            first, _ = await pieces(provider, spec)
+            await asyncio.sleep(0.3)  # the server has closed the kept-alive connection meanwhile
+            second, _ = await pieces(provider, spec)
+        finally:
+            await provider.aclose()
+    assert "".join(first) == "".join(second) == "one two"
+    assert server.connections == 2  # the closed one was dropped, not written to
+
+
+async def test_a_stream_that_stops_sending_times_out_as_a_lost_connection():
+    async with RawServer(["half ", "a "], after="stall") as base_url:
+        spec, provider = openai_provider(base_url, timeout=0.5)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            with pytest.raises(TransientProviderError, match="timed out"):
+                await pieces(provider, spec)
+        finally:
+            await provider.aclose()
+    assert loop.time() - began < 5  # the 0.5 s read timeout, not the server's 30 s stall
+
+
+async def test_nothing_listening_is_a_lost_connection_with_the_reason():
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec, provider = openai_provider(f"http://127.0.0.1:{port}/v1", timeout=5)
+    try:
+        with pytest.raises(TransientProviderError, match="connection lost"):
+            await pieces(provider, spec)
+    finally:
+        await provider.aclose()
