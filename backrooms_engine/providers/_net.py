@@ -82,6 +82,8 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
         self._ended = False  # EOF or connection lost: nothing more will be received
         self._error: Exception | None = None
         self._reader: asyncio.Future[None] | None = None  # a read waiting for bytes
+        self._resting: asyncio.Future[None] | None = None  # a read held back by the pacing
+        self._tail = b""  # the last bytes received, to see a body's end in them
         self._drained: asyncio.Future[None] | None = None  # a write waiting for room
         self._writable = True
         self._next_read = 0.0  # loop time before which the stream is not read again
@@ -96,11 +98,15 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
 
     def data_received(self, data: bytes) -> None:
         self._received.append(data)
+        self._tail = (self._tail + data[-len(_LAST_CHUNK) :])[-len(_LAST_CHUNK) :]
         _wake(self._reader)
+        if self._tail == _LAST_CHUNK:  # the body's end may come in a segment of its own
+            _wake(self._resting)
 
     def eof_received(self) -> bool:
         self._ended = True
         _wake(self._reader)
+        _wake(self._resting)
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -108,6 +114,7 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
         self._error = exc
         self._uncount()
         _wake(self._reader)
+        _wake(self._resting)
         self._writable = True
         _wake(self._drained)
 
@@ -123,8 +130,12 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         loop = asyncio.get_running_loop()
         wait = self._next_read - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        if wait > 0 and not self._ended and not self._body_complete():
+            self._resting = loop.create_future()
+            try:
+                await _within(self._resting, wait, None)
+            finally:
+                self._resting = None
         if not self._received and not self._ended:
             self._reader = loop.create_future()
             try:
@@ -138,6 +149,9 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
         if self._error is not None:
             raise httpcore2.ReadError(str(self._error) or type(self._error).__name__)
         return b""
+
+    def _body_complete(self) -> bool:
+        return bool(self._received) and self._tail == _LAST_CHUNK
 
     def _take(self, max_bytes: int) -> bytes:
         data = self._received[0] if len(self._received) == 1 else b"".join(self._received)
@@ -214,13 +228,22 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
                 sock.setsockopt(*option)
 
 
+# How a chunked HTTP/1.1 body ends (RFC 9112 7.1): the end of the last chunk, then a chunk of size
+# zero. A body's end is never held back by the pacing: when these bytes come in, a paced read
+# goes ahead at once, so the reply's last event is not late. (Bytes inside a chunk that happen to
+# look like this only make one read early.)
+_LAST_CHUNK = b"\r\n0\r\n\r\n"
+
+
 def _wake(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
 
 
-async def _within(waiter: asyncio.Future[None], timeout: float | None, late: Exception) -> None:
-    """Wait for `waiter`; after `timeout` seconds raise `late` instead."""
+async def _within(
+    waiter: asyncio.Future[None], timeout: float | None, late: Exception | None
+) -> None:
+    """Wait for `waiter`; after `timeout` seconds raise `late` instead (or just go on)."""
     if timeout is None:
         await waiter
         return
@@ -231,6 +254,10 @@ async def _within(waiter: asyncio.Future[None], timeout: float | None, late: Exc
         timer.cancel()
 
 
-def _expire(waiter: asyncio.Future[None], late: Exception) -> None:
-    if not waiter.done():
+def _expire(waiter: asyncio.Future[None], late: Exception | None) -> None:
+    if waiter.done():
+        return
+    if late is None:
+        waiter.set_result(None)
+    else:
         waiter.set_exception(late)

@@ -92,6 +92,26 @@ async def test_under_load_a_stream_is_read_a_few_times_a_second_and_loses_nothin
     assert pacing.open == 0  # closing the provider closed its connections
 
 
+@pytest.mark.parametrize("alias", ["opus", "gpt4o"])
+async def test_the_end_of_a_reply_is_not_held_back_by_the_pacing(slow_server, alias):
+    # Reads 0.4 s apart: at about 0 s (the headers) and 0.4 s; the reply ends at 0.5 s. Held to
+    # the pacing, the last events would wait for a read at 0.8 s; they are read as they come.
+    pacing = _http.ReadPacing(ceiling=0.4, load=lambda: 1.0)
+    spec, provider = provider_for(alias, slow_server, pacing)
+    slow_server.queue_reply(spec.api_id, " ".join(f"w{i}" for i in range(40)))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    try:
+        got, usage = await pieces(provider, spec)
+    finally:
+        await provider.aclose()
+    took = loop.time() - began
+    assert "".join(got) == " ".join(f"w{i}" for i in range(40))
+    assert usage is not None and usage.output_tokens
+    assert pacing.reads <= 5  # still paced: not once per chunk
+    assert took < 0.7, took  # 0.5 s of reply; 0.8 s or more if the end waited for its read
+
+
 async def test_concurrent_streams_spread_over_a_few_clients_that_are_kept():
     async with FakeModelServer(chunk_count=5, chunk_delay=0.02) as server:
         spec, provider = provider_for("opus", server, _http.ReadPacing())
