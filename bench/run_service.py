@@ -210,6 +210,7 @@ async def run_phase(
     _reset_peak_rss()
     try:
         async with open_runtime(Settings.from_mapping(service_env(server, db_dir))) as rt:
+            await rt.providers.warm()  # as bot.service.serve does before it takes commands
             await _measure(phase, rt, server, limit, profiler)
     finally:
         engine_log.removeHandler(counter)

@@ -9,6 +9,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -339,3 +340,23 @@ async def test_nothing_listening_is_a_lost_connection_with_the_reason():
             await pieces(provider, spec)
     finally:
         await provider.aclose()
+
+
+def test_after_warming_the_collector_no_longer_walks_the_sdks():
+    # In a fresh process: warm() imports both SDKs (some 200,000 objects that live as long as the
+    # process), then takes what is alive out of the collector's sight, so that a full collection,
+    # which stops every run while it lasts, walks only what the runs themselves create.
+    script = (
+        "import asyncio, gc\n"
+        "from backrooms_engine.providers import ProviderPool\n"
+        "before = len(gc.get_objects())\n"
+        "asyncio.run(ProviderPool({}).warm())\n"
+        "import anthropic, openai\n"
+        "print(before, len(gc.get_objects()), gc.get_freeze_count())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    before, after, frozen = map(int, done.stdout.split())
+    assert frozen > 100_000  # the SDKs' objects, and everything else alive at that point
+    assert after < before  # walked by a full collection: fewer than before the SDKs came in
