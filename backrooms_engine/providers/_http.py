@@ -8,17 +8,19 @@ next read lets the events that arrived meanwhile come in one read. The wait foll
 process is (`ReadPacing`): none while it uses under half a core, growing to 0.2 s as it nears a
 full one. A run in a terminal, or a few dozen in a service, read every event as it comes; at 200
 concurrent streams each is read a handful of times a second. Nobody watching can tell: chat
-surfaces edit at most once a second, and the web page paints what it has. The cost is latency:
-a reply's last event may wait up to one interval, which is why an idle process does not pace.
+surfaces edit at most once a second, and the web page paints what it has. A read held by the pacing
+goes ahead as soon as a chunked body's last bytes are in (the APIs stream that way; `_net`), so a
+reply's end is not late; what waits is the middle of a reply, by at most one interval.
 
-Why several clients per API (`Shards`): httpcore's pool checks every connection it holds, probing
-each idle socket with a system call, whenever a request starts and whenever a response ends. One
-pool holding the connections of hundreds of concurrent streams paid that scan, hundreds of probes
-long, twice per reply. Each shard is a client with its own pool; a stream leases the least busy
-one, and a new shard is opened only when all of them carry `PER_SHARD` streams.
+Why several clients per API (`Shards`): httpcore's pool walks every connection it holds whenever
+a request starts and whenever a response ends, asking each idle one whether the server closed it.
+One pool holding the connections of hundreds of concurrent streams paid that walk, hundreds of
+connections long, twice per reply (with httpcore's own network backend, each question was also a
+system call). Each shard is a client with its own pool; a stream leases the least busy one, and a
+new shard is opened only when all of them carry `PER_SHARD` streams.
 
 How: the SDKs accept an httpx client with a transport of our choice: httpx's own, with the pool
-built by us over our own network backend (`_net.AsyncioBackend`, which also says why). httpx ignores the
+built by us over our own network backend (`_net.AsyncioBackend`, which says why). httpx ignores the
 proxy variables (HTTPS_PROXY, ALL_PROXY, ...) for a client given its own transport, so when one
 is set the clients keep the SDK's default transport: the proxy is used, reads are not paced.
 """
