@@ -3,8 +3,10 @@ key or reaches the network."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,24 @@ from tests.fakes.model_server import FakeModelServer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 UPSTREAM_TEMPLATES = SHARED / "upstream-templates"
+
+# Modules whose async tests run on uvloop as well as on asyncio's loop: the network backend under
+# the SDKs is written on the loop's protocols, and the service runs on uvloop where it is installed.
+_ON_BOTH_LOOPS = {"test_http.py"}
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    if item.path.name in _ON_BOTH_LOOPS and importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
 
 _SCRUB_PREFIXES = (
     "ANTHROPIC_",

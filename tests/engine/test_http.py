@@ -1,5 +1,6 @@
-"""The HTTP layer under the SDKs (providers/_http.py): reads paced under load, connections spread
-over several clients, HTTPS verified. Real SDKs against the fake model server on 127.0.0.1."""
+"""The HTTP layer under the SDKs (providers/_http.py, _net.py): reads paced under load, connections
+spread over several clients, HTTPS verified. Real SDKs against the fake model server on 127.0.0.1.
+Every test here runs on asyncio's loop and on uvloop (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpcore2
 import pytest
 
 from backrooms_engine.conversation import ModelRequest
 from backrooms_engine.errors import TransientProviderError
-from backrooms_engine.providers import _http
+from backrooms_engine.providers import _http, _net
 from backrooms_engine.providers.anthropic import AnthropicProvider
 from backrooms_engine.providers.openai import OpenAIProvider
 from backrooms_engine.records import Usage
@@ -360,3 +362,40 @@ def test_after_warming_the_collector_no_longer_walks_the_sdks():
     before, after, frozen = map(int, done.stdout.split())
     assert frozen > 100_000  # the SDKs' objects, and everything else alive at that point
     assert after < before  # walked by a full collection: fewer than before the SDKs came in
+
+
+async def test_a_long_request_waits_for_a_slow_reader_and_a_stalled_one_times_out():
+    # Far more than the socket buffers hold: the write must wait for the server to read.
+    payload = bytes(range(256)) * (32 * 4096)  # 32 MiB
+    received: list[bytearray] = []  # per connection, in the order they came
+    reading = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        mine = bytearray()
+        received.append(mine)
+        await reading.wait()
+        while len(mine) < len(payload) and (data := await reader.read(1 << 20)):
+            mine.extend(data)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = _net.AsyncioBackend(_http.ReadPacing())
+    try:
+        stalled = await backend.connect_tcp("127.0.0.1", port, timeout=5)
+        with pytest.raises(httpcore2.WriteTimeout):  # nobody reads yet: no endless wait
+            await stalled.write(payload, timeout=0.3)
+        await stalled.aclose()
+
+        stream = await backend.connect_tcp("127.0.0.1", port, timeout=5)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, reading.set)
+        await stream.write(payload, timeout=10)
+        for _ in range(100):  # what the kernel still held reaches the server
+            if len(received) == 2 and len(received[1]) >= len(payload):
+                break
+            await asyncio.sleep(0.05)
+        await stream.aclose()
+    finally:
+        server.close()
+    assert received[1] == payload  # sent whole, in order
