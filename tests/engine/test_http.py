@@ -58,16 +58,30 @@ async def slow_server() -> AsyncIterator[FakeModelServer]:
         yield server
 
 
-@pytest.mark.parametrize("alias", ["opus", "gpt4o"])
-async def test_a_stream_in_a_calm_process_is_read_chunk_by_chunk(slow_server, alias):
-    pacing = _http.ReadPacing()  # this test process is far from busy
-    spec, provider = provider_for(alias, slow_server, pacing)
-    slow_server.queue_reply(spec.api_id, " ".join(f"w{i}" for i in range(40)))
+FORTY_WORDS = " ".join(f"w{i}" for i in range(40))
+
+
+async def forty_words(
+    server: FakeModelServer, alias: str, pacing: _http.ReadPacing
+) -> tuple[list[str], Usage | None, float]:
+    """Forty words from `alias` through a provider of its own: the pieces, the usage, and how
+    long it took, from the request to the provider closed."""
+    spec, provider = provider_for(alias, server, pacing)
+    server.queue_reply(spec.api_id, FORTY_WORDS)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
     try:
         got, usage = await pieces(provider, spec)
     finally:
         await provider.aclose()
-    assert "".join(got) == " ".join(f"w{i}" for i in range(40))
+    return got, usage, loop.time() - began
+
+
+@pytest.mark.parametrize("alias", ["opus", "gpt4o"])
+async def test_a_stream_in_a_calm_process_is_read_chunk_by_chunk(slow_server, alias):
+    pacing = _http.ReadPacing()  # this test process is far from busy
+    got, usage, _ = await forty_words(slow_server, alias, pacing)
+    assert "".join(got) == FORTY_WORDS
     assert len(got) == 20  # each chunk goes up as it came
     assert pacing.reads >= 15  # 20 chunks 25 ms apart; the odd two may share a read
     assert usage is not None and usage.output_tokens
@@ -79,16 +93,8 @@ async def test_under_load_a_stream_is_read_a_few_times_a_second_and_loses_nothin
 ):
     # As if the process were using a whole core: the wait before each read is at its ceiling.
     pacing = _http.ReadPacing(ceiling=0.2, load=lambda: 1.0)
-    spec, provider = provider_for(alias, slow_server, pacing)
-    slow_server.queue_reply(spec.api_id, " ".join(f"w{i}" for i in range(40)))
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    try:
-        got, usage = await pieces(provider, spec)
-    finally:
-        await provider.aclose()
-    took = loop.time() - began
-    assert "".join(got) == " ".join(f"w{i}" for i in range(40))
+    got, usage, took = await forty_words(slow_server, alias, pacing)
+    assert "".join(got) == FORTY_WORDS
     assert pacing.reads <= 6  # 0.5 s of chunks, read every 0.2 s (plus the headers), not 20 times
     assert usage is not None and usage.output_tokens
     assert took < 0.5 + 0.2 + 0.3  # at most one wait longer than the reply itself, plus slack
@@ -100,16 +106,8 @@ async def test_the_end_of_a_reply_is_not_held_back_by_the_pacing(slow_server, al
     # Reads 0.4 s apart: at about 0 s (the headers) and 0.4 s; the reply ends at 0.5 s. Held to
     # the pacing, the last events would wait for a read at 0.8 s; they are read as they come.
     pacing = _http.ReadPacing(ceiling=0.4, load=lambda: 1.0)
-    spec, provider = provider_for(alias, slow_server, pacing)
-    slow_server.queue_reply(spec.api_id, " ".join(f"w{i}" for i in range(40)))
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    try:
-        got, usage = await pieces(provider, spec)
-    finally:
-        await provider.aclose()
-    took = loop.time() - began
-    assert "".join(got) == " ".join(f"w{i}" for i in range(40))
+    got, usage, took = await forty_words(slow_server, alias, pacing)
+    assert "".join(got) == FORTY_WORDS
     assert usage is not None and usage.output_tokens
     assert pacing.reads <= 5  # still paced: not once per chunk
     assert took < 0.7, took  # 0.5 s of reply; 0.8 s or more if the end waited for its read
