@@ -15,7 +15,8 @@ What it measures (bench/README.md explains how to read every figure):
    profiler, then with cProfile (thread CPU time) split into SDK, store, log and engine/other.
 
 Everything talks to 127.0.0.1 only. The service is built exactly as `backrooms` builds it:
-`open_runtime(Settings.from_mapping(env))`, runs started through `rt.manager.start(RunSpec(...))`.
+`open_runtime(Settings.from_mapping(env))`, warmed as the chat service warms it
+(`rt.providers.warm()`), runs started through `rt.manager.start(RunSpec(...))`.
 """
 
 from __future__ import annotations
