@@ -7,7 +7,12 @@ connection in the pool, whenever a request starts or a response ends. Under hund
 concurrent streams that bookkeeping was the largest part of a reply's CPU time (bench/). Here a
 socket's bytes arrive through the event loop into the stream's buffer; a read takes what is there
 and waits (with a timer) only when nothing is; a closed connection is known from the EOF the loop
-delivered, without asking the kernel.
+delivered, and the kernel is asked only about a connection left unused for a while (`QUIET`),
+which is when servers close kept-alive connections.
+
+Flow control is by looking at what is still queued (`_drain`), the same over TLS and on every loop.
+A connection closed with a request still queued is aborted, so that a request reported failed is
+not delivered afterwards.
 """
 
 # ruff: noqa: ASYNC109 - the `timeout` parameters are httpcore's network-backend interface
@@ -15,8 +20,10 @@ delivered, without asking the kernel.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -84,15 +91,15 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
         self._reader: asyncio.Future[None] | None = None  # a read waiting for bytes
         self._resting: asyncio.Future[None] | None = None  # a read held back by the pacing
         self._tail = b""  # the last bytes received, to see a body's end in them
-        self._drained: asyncio.Future[None] | None = None  # a write waiting for room
-        self._writable = True
+        self._raw: asyncio.Transport | None = None  # the TCP transport, under TLS if any
         self._next_read = 0.0  # loop time before which the stream is not read again
+        self._used = time.monotonic()  # when httpcore last read or wrote
         self._counted = False
 
     # The event loop's side.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = self._raw = transport  # type: ignore[assignment]
         self._counted = True
         self._pacing.open += 1
 
@@ -115,20 +122,12 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
         self._uncount()
         _wake(self._reader)
         _wake(self._resting)
-        self._writable = True
-        _wake(self._drained)
-
-    def pause_writing(self) -> None:
-        self._writable = False
-
-    def resume_writing(self) -> None:
-        self._writable = True
-        _wake(self._drained)
 
     # httpcore's side.
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         loop = asyncio.get_running_loop()
+        self._used = time.monotonic()
         wait = self._next_read - loop.time()
         if wait > 0 and not self._ended and not self._body_complete():
             self._resting = loop.create_future()
@@ -143,9 +142,11 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
             finally:
                 self._reader = None
         self._pacing.reads += 1
-        self._next_read = loop.time() + self._pacing.interval()
         if self._received:
-            return self._take(max_bytes)
+            data = self._take(max_bytes)
+            # More than one read's worth already here: the next read need not wait for more.
+            self._next_read = 0.0 if self._received else loop.time() + self._pacing.interval()
+            return data
         if self._error is not None:
             raise httpcore2.ReadError(str(self._error) or type(self._error).__name__)
         return b""
@@ -163,24 +164,44 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._next_read = 0.0  # a new request: its answer is read as soon as it comes
+        self._used = time.monotonic()
         if not buffer:
             return
         if self._ended or self._transport is None or self._transport.is_closing():
             raise httpcore2.WriteError("the connection is closed")
         self._transport.write(buffer)
-        if not self._writable:
-            self._drained = asyncio.get_running_loop().create_future()
-            try:
-                await _within(self._drained, timeout, httpcore2.WriteTimeout("timed out writing"))
-            finally:
-                self._drained = None
+        if self._backlog() > BACKLOG:
+            await self._drain(timeout)
+
+    def _backlog(self) -> int:
+        """Bytes written but not yet taken by the kernel. Under TLS they sit in the TCP
+        transport: the TLS layer hands a write down whole and tells of no backlog itself."""
+        return sum(t.get_write_buffer_size() for t in {self._transport, self._raw} if t)
+
+    async def _drain(self, timeout: float | None) -> None:
+        """Wait until the kernel has taken all but BACKLOG bytes. Polled: this runs only for a
+        request larger than the socket buffers going to a server that reads slowly, and a
+        poll works the same over TLS and on every loop, where flow-control callbacks do not."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._backlog() > BACKLOG:  # ends when the kernel catches up, or raises below
             if self._ended:
                 raise httpcore2.WriteError("the connection closed while writing")
+            if deadline is not None and loop.time() >= deadline:
+                raise httpcore2.WriteTimeout("timed out writing")
+            await asyncio.sleep(DRAIN_POLL)
 
     async def aclose(self) -> None:
         self._uncount()
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._backlog():
+            # A request given up on (timed out, cancelled): drop what is still queued rather
+            # than deliver it later, when its sender has reported it failed and may retry it.
+            transport.abort()
+        else:
+            transport.close()
 
     def _uncount(self) -> None:
         if self._counted:
@@ -194,26 +215,44 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
         timeout: float | None = None,
     ) -> httpcore2.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        assert self._transport is not None
+        raw = self._transport
+        assert raw is not None
+        if self._ended or raw.is_closing():  # the loop would wait on a dead transport
+            self._give_up(raw)
+            raise httpcore2.ConnectError("the server closed the connection before TLS began")
+        # httpcore does not close a stream whose TLS failed: every way out below does.
         try:
             async with asyncio.timeout(timeout):
                 transport = await loop.start_tls(
-                    self._transport, self, ssl_context, server_hostname=server_hostname
+                    raw, self, ssl_context, server_hostname=server_hostname
                 )
         except TimeoutError as exc:
-            self._transport.close()
+            self._give_up(raw)
             raise httpcore2.ConnectTimeout("timed out negotiating TLS") from exc
         except (OSError, ssl.SSLError, ConnectionError) as exc:
-            self._transport.close()
+            self._give_up(raw)
             raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
+        except BaseException:
+            self._give_up(raw)
+            raise
         if transport is None:  # the peer closed during the handshake
+            self._give_up(raw)
             raise httpcore2.ConnectError("the connection closed during the TLS handshake")
         self._transport = transport  # type: ignore[assignment]
         return self
 
+    def _give_up(self, transport: asyncio.Transport) -> None:
+        self._uncount()
+        transport.abort()
+
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":  # asked of idle connections: has the server closed it?
-            return self._ended or bool(self._received)
+            if self._ended or self._received:
+                return True
+            # What the loop has not delivered yet, the kernel knows: asked only of connections
+            # idle for a while, as a server's keep-alive timeout closes (a syscall each).
+            quiet = time.monotonic() - self._used >= QUIET
+            return quiet and _readable(self.get_extra_info("socket"))
         names = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername"}
         if self._transport is None:
             return None
@@ -233,6 +272,21 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
 # goes ahead at once, so the reply's last event is not late. (Bytes inside a chunk that happen to
 # look like this only make one read early.)
 _LAST_CHUNK = b"\r\n0\r\n\r\n"
+
+
+QUIET = 1.0  # seconds unused after which the kernel is asked whether the server closed
+BACKLOG = 64 * 1024  # bytes a write may leave queued before it waits for the kernel
+DRAIN_POLL = 0.005  # seconds between two looks at a backlog
+
+
+def _readable(sock: Any) -> bool:
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)  # select: Windows has no poll
+    except (OSError, ValueError):  # closed meanwhile
+        return True
+    return bool(readable)
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:

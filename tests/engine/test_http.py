@@ -5,12 +5,15 @@ Every test here runs on asyncio's loop and on uvloop (tests/conftest.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -362,7 +365,7 @@ def test_after_warming_the_collector_no_longer_walks_the_sdks():
     assert after < before  # walked by a full collection: fewer than before the SDKs came in
 
 
-async def test_a_long_request_waits_for_a_slow_reader_and_a_stalled_one_times_out():
+async def test_a_long_request_waits_for_a_slow_reader_and_a_stalled_one_times_out_and_is_dropped():
     # Far more than the socket buffers hold: the write must wait for the server to read.
     payload = bytes(range(256)) * (32 * 4096)  # 32 MiB
     received: list[bytearray] = []  # per connection, in the order they came
@@ -372,8 +375,9 @@ async def test_a_long_request_waits_for_a_slow_reader_and_a_stalled_one_times_ou
         mine = bytearray()
         received.append(mine)
         await reading.wait()
-        while len(mine) < len(payload) and (data := await reader.read(1 << 20)):
-            mine.extend(data)
+        with contextlib.suppress(ConnectionError):  # the given-up connection is reset
+            while len(mine) < len(payload) and (data := await reader.read(1 << 20)):
+                mine.extend(data)
         writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
@@ -397,3 +401,114 @@ async def test_a_long_request_waits_for_a_slow_reader_and_a_stalled_one_times_ou
     finally:
         server.close()
     assert received[1] == payload  # sent whole, in order
+    # The request given up on was dropped, not delivered once the server read again (its
+    # sender reported it failed, and the engine may send it again).
+    assert len(received[0]) < len(payload)
+
+
+async def test_tls_on_a_connection_the_server_already_closed_fails_at_once():
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pacing = _http.ReadPacing()
+    loop = asyncio.get_running_loop()
+    try:
+        stream = await _net.AsyncioBackend(pacing).connect_tcp("127.0.0.1", port, timeout=5)
+        await asyncio.sleep(0.2)  # the server's close has come in
+        began = loop.time()
+        with pytest.raises(httpcore2.ConnectError):
+            await stream.start_tls(ssl.create_default_context(), "127.0.0.1", timeout=5)
+    finally:
+        server.close()
+    assert loop.time() - began < 1  # not the 5 s connect timeout
+    assert pacing.open == 0  # httpcore does not close a stream whose TLS failed: it closed itself
+
+
+async def test_data_already_in_is_handed_over_without_pacing_waits():
+    # 1 MiB arrives at once; httpcore reads 64 KiB at a time. Under load, each of those reads
+    # must not wait for the pacing: the bytes are already here.
+    body = b"x" * (1 << 20)
+
+    async def send_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(body)
+        await writer.drain()
+        await asyncio.sleep(5)  # keeps the connection open: no EOF to hurry the reads
+        writer.close()
+
+    server = await asyncio.start_server(send_all, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pacing = _http.ReadPacing(ceiling=0.2, load=lambda: 1.0)
+    loop = asyncio.get_running_loop()
+    try:
+        stream = await _net.AsyncioBackend(pacing).connect_tcp("127.0.0.1", port, timeout=5)
+        await asyncio.sleep(0.3)  # all of it is in
+        began = loop.time()
+        got = b""
+        for _ in range(64):  # 16 reads of 64 KiB are enough
+            got += await stream.read(64 * 1024, timeout=5)
+            if len(got) >= len(body):
+                break
+        took = loop.time() - began
+        await stream.aclose()
+    finally:
+        server.close()
+    assert got == body
+    assert took < 0.5, took  # about 3 s if every 64 KiB waited 0.2 s
+
+
+def test_an_idle_connection_the_server_closed_while_the_loop_was_busy_is_not_reused():
+    # The server (a thread of its own) answers, then closes the kept-alive connection after 1.2 s
+    # of quiet, as a server's keep-alive timeout does; the client's loop is busy at that moment,
+    # so the loop has not delivered the close when the next request picks a connection.
+    connections: list[int] = []
+
+    def serve(listener: socket.socket) -> None:
+        listener.settimeout(10)
+        for n in range(2):
+            conn, _ = listener.accept()
+            connections.append(n)
+            with conn:
+                conn.settimeout(10)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                )
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                reply = _chunk({"choices": [{"index": 0, "delta": {"content": "hi"}}]})
+                reply += _chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"transfer-encoding: chunked\r\n\r\n" + reply + _chunk("[DONE]") + b"0\r\n\r\n"
+                )
+                time.sleep(1.2)  # then closes, silently
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        server = threading.Thread(target=serve, args=(listener,), daemon=True)
+        server.start()
+        base_url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+
+        async def two_requests() -> list[str]:
+            spec, provider = openai_provider(base_url, timeout=10)
+            try:
+                first, _ = await pieces(provider, spec)
+                await asyncio.sleep(1.0)
+                time.sleep(0.5)  # the loop is busy while the server closes
+                second, _ = await pieces(provider, spec)
+            finally:
+                await provider.aclose()
+            return ["".join(first), "".join(second)]
+
+        texts = asyncio.run(two_requests())
+        server.join(timeout=10)
+    assert texts == ["hi", "hi"]
+    assert connections == [0, 1]  # the closed connection was not written to
