@@ -61,16 +61,26 @@ def allocate(log_dir: Path, specs: Sequence[ModelSpec], template: str, started: 
 
 def _candidates(folder: Path, stem: str) -> Iterator[Path]:
     """Upstream's name first; when runs start in the same second, `_2`, `_3`, ... after the
-    highest suffix already there (one directory listing, not one probe per earlier run)."""
+    highest suffix already there. The folder is listed once per name and second, not once per
+    run: a burst of runs started together (a benchmark, a busy server) would list it as often
+    as runs start, each listing as long as the folder. Whatever the guess, `allocate` only ever
+    takes a file it created itself."""
     yield folder / f"{stem}.txt"
-    taken = [
-        int(suffix)
-        for p in folder.glob(f"{glob.escape(stem)}_*.txt")
-        if (suffix := p.stem[len(stem) + 1 :]).isdigit()
-    ]
-    start = max(taken, default=1) + 1
+    last_stem, start = _last_suffix.get(folder, ("", 0))
+    if last_stem != stem:
+        taken = [
+            int(suffix)
+            for p in folder.glob(f"{glob.escape(stem)}_*.txt")
+            if (suffix := p.stem[len(stem) + 1 :]).isdigit()
+        ]
+        start = max(taken, default=1) + 1
     for n in range(start, start + 100):
+        _last_suffix[folder] = (stem, n + 1)
         yield folder / f"{stem}_{n}.txt"
+
+
+# Per folder: the name (stem) that last needed a suffix, and the next suffix to try for it.
+_last_suffix: dict[Path, tuple[str, int]] = {}
 
 
 def _safe(part: str) -> str:

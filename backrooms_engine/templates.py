@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import string
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +73,31 @@ def available(dirs: Sequence[Path]) -> dict[str, Path]:
     """Template name -> file; an earlier directory's template hides a later one of the same name."""
     found: dict[str, Path] = {}
     for directory in dirs:
-        if directory.is_dir():
-            for path in sorted(directory.glob(f"*{SUFFIX}")):
-                found.setdefault(path.name[: -len(SUFFIX)], path)
+        for path in _listing(directory):
+            found.setdefault(path.name[: -len(SUFFIX)], path)
     return dict(sorted(found.items()))
+
+
+def _listing(directory: Path) -> list[Path]:
+    """The directory's template files, listed again only when the directory changed (a file
+    added, removed or renamed changes its mtime): every run start asks, and a burst of them
+    listed the same directory hundreds of times. A file's content is read anew each time."""
+    try:
+        mtime = directory.stat().st_mtime_ns
+    except OSError:  # missing, or not a directory we can read
+        return []
+    cached = _listings.get(directory)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    paths = sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []
+    # A directory changed within the last second is listed again next time: its mtime has
+    # coarse steps, so a second change just after this listing could leave it the same.
+    if time.time_ns() - mtime > 1_000_000_000:
+        _listings[directory] = (mtime, paths)
+    return paths
+
+
+_listings: dict[Path, tuple[int, list[Path]]] = {}
 
 
 def sizes(dirs: Sequence[Path]) -> dict[str, int]:
