@@ -111,15 +111,17 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
             _wake(self._resting)
 
     def eof_received(self) -> bool:
-        self._ended = True
-        _wake(self._reader)
-        _wake(self._resting)
+        self._end()
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._ended = True
         self._error = exc
         self._uncount()
+        self._end()
+
+    def _end(self) -> None:
+        """Nothing more will be received: whoever waits for bytes goes on."""
+        self._ended = True
         _wake(self._reader)
         _wake(self._resting)
 
@@ -217,33 +219,27 @@ class _Stream(asyncio.Protocol, httpcore2.AsyncNetworkStream):
         loop = asyncio.get_running_loop()
         raw = self._transport
         assert raw is not None
-        if self._ended or raw.is_closing():  # the loop would wait on a dead transport
-            self._give_up(raw)
-            raise httpcore2.ConnectError("the server closed the connection before TLS began")
-        # httpcore does not close a stream whose TLS failed: every way out below does.
+        # httpcore does not close a stream whose TLS failed: every way out of here does.
         try:
-            async with asyncio.timeout(timeout):
-                transport = await loop.start_tls(
-                    raw, self, ssl_context, server_hostname=server_hostname
-                )
-        except TimeoutError as exc:
-            self._give_up(raw)
-            raise httpcore2.ConnectTimeout("timed out negotiating TLS") from exc
-        except (OSError, ssl.SSLError, ConnectionError) as exc:
-            self._give_up(raw)
-            raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
+            if self._ended or raw.is_closing():  # the loop would wait on a dead transport
+                raise httpcore2.ConnectError("the server closed the connection before TLS began")
+            try:
+                async with asyncio.timeout(timeout):
+                    transport = await loop.start_tls(
+                        raw, self, ssl_context, server_hostname=server_hostname
+                    )
+            except TimeoutError as exc:
+                raise httpcore2.ConnectTimeout("timed out negotiating TLS") from exc
+            except (OSError, ssl.SSLError, ConnectionError) as exc:
+                raise httpcore2.ConnectError(str(exc) or type(exc).__name__) from exc
+            if transport is None:  # the peer closed during the handshake
+                raise httpcore2.ConnectError("the connection closed during the TLS handshake")
         except BaseException:
-            self._give_up(raw)
+            self._uncount()
+            raw.abort()
             raise
-        if transport is None:  # the peer closed during the handshake
-            self._give_up(raw)
-            raise httpcore2.ConnectError("the connection closed during the TLS handshake")
         self._transport = transport  # type: ignore[assignment]
         return self
-
-    def _give_up(self, transport: asyncio.Transport) -> None:
-        self._uncount()
-        transport.abort()
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":  # asked of idle connections: has the server closed it?
