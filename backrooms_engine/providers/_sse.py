@@ -127,6 +127,8 @@ async def through_sdk(
     except status_error as exc:
         raise _errors.from_sdk(exc, request, provider) from exc
     except (connection_error, httpx2.TransportError) as exc:
+        # The SDKs say only "Connection error."; the HTTP error under it says what happened.
+        cause = exc.__cause__ if isinstance(exc.__cause__, httpx2.TransportError) else exc
         raise _errors.connection_lost(
-            str(exc) or type(exc).__name__, model=request.spec.alias, provider=provider.name
+            str(cause) or type(cause).__name__, model=request.spec.alias, provider=provider.name
         ) from exc
