@@ -184,7 +184,6 @@ class RunManager:
 
     async def _resume(self, run_id: int, observers: Sequence[Observer]) -> RunHandle:
         record = await self.store.get_run(run_id)
-        self._check_caps(record.spec)
         if record.status != "running":
             summary = record.end.summary if record.end else record.status
             raise ConfigError(
@@ -205,7 +204,6 @@ class RunManager:
 
     async def _extend(self, run_id: int, turns: int, observers: Sequence[Observer]) -> RunHandle:
         record = await self.store.get_run(run_id)
-        self._check_caps(record.spec)
         if record.status == "running":
             raise ConfigError(f"run {run_id} is still running; `backrooms resume {run_id}`")
         if record.end is not None and record.end.reason == "budget":
@@ -242,8 +240,10 @@ class RunManager:
 
     @contextlib.contextmanager
     def _counted(self, spec: RunSpec) -> Iterator[None]:
-        """Count a run that passed the caps until it is stored or going: starts, resumes and
-        extensions that arrive together cannot all slip under a cap while the first awaits."""
+        """Check the caps and count the run until it is stored or going, with no await between
+        the two: starts, resumes and extensions that arrive together cannot all slip under a cap
+        while the first awaits."""
+        self._check_caps(spec)
         self._starting_specs.append(spec)
         try:
             yield
