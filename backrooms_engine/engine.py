@@ -298,9 +298,10 @@ class Engine:
 
 
 async def _settled(committing: list[asyncio.Task[None]]) -> None:
-    """Wait for the previous reply's commit; its failure is the run's failure."""
+    """Wait for the previous reply's commit; its failure is the run's failure. (If the run is
+    cancelled meanwhile, `_loop` cancels the commit: the store still keeps the reply.)"""
     for task in committing:
-        await asyncio.shield(task)
+        await task
 
 
 class _Held:
