@@ -41,6 +41,7 @@ class GroupCommit(Generic[T, R]):
             await asyncio.wait({self._writer})
 
     async def _drain(self) -> None:
+        batch: list[tuple[T, asyncio.Future[R]]] = []
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
@@ -57,7 +58,7 @@ class GroupCommit(Generic[T, R]):
                     else:
                         done.set_result(outcome)
         except asyncio.CancelledError:  # the loop is going away: nobody is left to write
-            for _, done in self._queue:
+            for _, done in [*batch, *self._queue]:  # the batch being written too: no caller hangs
                 done.cancel()
             self._queue = []
             raise
