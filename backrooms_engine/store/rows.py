@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import StoreError, UnknownRunError
 from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
@@ -141,12 +141,20 @@ _INSERT_REPLY = f"INSERT INTO replies ({_REPLY_COLUMNS}) VALUES ({', '.join('?' 
 ROWS_PER_INSERT = 500  # up to 11 values a row: far below SQLite's 32,766 variables a statement
 
 
+S = TypeVar("S")
+
+
+def chunks(items: Sequence[S], size: int) -> Iterator[Sequence[S]]:
+    """`items` in consecutive slices of at most `size`."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def inserts(statement: str, rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[Any], int]]:
     """`statement`, an INSERT of one row, made into statements of up to ROWS_PER_INSERT rows
     each: (the statement, its values in one flat list, how many rows it inserts)."""
     head, _, row = statement.rpartition(" VALUES ")
-    for start in range(0, len(rows), ROWS_PER_INSERT):
-        chunk = rows[start : start + ROWS_PER_INSERT]
+    for chunk in chunks(rows, ROWS_PER_INSERT):
         sql = f"{head} VALUES {', '.join([row] * len(chunk))}"
         yield sql, [value for values in chunk for value in values], len(chunk)
 

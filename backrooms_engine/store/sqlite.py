@@ -43,6 +43,7 @@ from .rows import (
     _reply_values,
     _run_values,
     _text,
+    chunks,
 )
 from .rules import check_count, check_list_args, check_participants, check_reply, unknown_run, utc
 
@@ -160,8 +161,7 @@ class SqliteStore(ClosesOnExit):
         self, db: aiosqlite.Connection, run_ids: list[int]
     ) -> dict[int, tuple[ParticipantInfo, ...]]:
         found: dict[int, list[ParticipantInfo]] = {}
-        for start in range(0, len(run_ids), _CHUNK):
-            chunk = run_ids[start : start + _CHUNK]
+        for chunk in chunks(run_ids, _CHUNK):
             rows = await db.execute_fetchall(
                 "SELECT run_id, position, alias, actor, api_id, provider FROM participants "
                 f"WHERE run_id IN ({', '.join('?' * len(chunk))}) ORDER BY run_id, position",
