@@ -9,6 +9,7 @@ Placeholders {lmN_actor} and {lmN_company} (N from 1) are filled with str.format
 from __future__ import annotations
 
 import json
+import stat
 import string
 import time
 from collections.abc import Iterable, Sequence
@@ -83,13 +84,14 @@ def _listing(directory: Path) -> list[Path]:
     added, removed or renamed changes its mtime): every run start asks, and a burst of them
     listed the same directory hundreds of times. A file's content is read anew each time."""
     try:
-        mtime = directory.stat().st_mtime_ns
+        info = directory.stat()
     except OSError:  # missing, or not a directory we can read
         return []
+    mtime = info.st_mtime_ns
     cached = _listings.get(directory)
     if cached is not None and cached[0] == mtime:
         return cached[1]
-    paths = sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []
+    paths = sorted(directory.glob(f"*{SUFFIX}")) if stat.S_ISDIR(info.st_mode) else []
     # A directory changed within the last second is listed again next time: its mtime has
     # coarse steps, so a second change just after this listing could leave it the same.
     if time.time_ns() - mtime > 1_000_000_000:
