@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
+import pydantic
 import pytest
 import pytest_asyncio
 from hypothesis import given, settings
@@ -14,7 +17,6 @@ from hypothesis import strategies as st
 
 from .anthropic_cache import AnthropicCache, default_min_tokens
 from .model_server import FakeModelServer, estimate_input_tokens
-
 
 CLAUDE = "claude-fake-1"  # minimum prefix 1,024 tokens
 CLAUDE_55 = "claude-opus-5-5"  # minimum prefix 512 tokens
@@ -386,3 +388,36 @@ def test_the_three_counts_always_add_up_to_the_input(
             again.cache_read_input_tokens
             == got.cache_read_input_tokens + got.cache_creation_input_tokens
         )
+
+
+# --------------------------------------------------------------------------- against the SDK's types
+
+
+async def test_every_streamed_event_validates_as_the_sdks_own_types(
+    server: FakeModelServer,
+) -> None:
+    """Validated by pydantic against the SDK's models (the SDK itself builds them without
+    validating): every frame is a RawMessageStreamEvent, thinking and signature deltas too."""
+    server.queue_reply(CLAUDE_55, "visible", thinking="hidden thought", stop_reason="max_tokens")
+    body = {"model": CLAUDE_55, "max_tokens": 8, "stream": True, "system": marked(words(600))}
+    body["messages"] = HELLO
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{server.anthropic_base_url}/v1/messages", json=body) as response:
+            raw = (await response.read()).decode()
+    frames = [f for f in raw.split("\n\n") if f.strip()]
+    adapter = pydantic.TypeAdapter(anthropic.types.RawMessageStreamEvent)
+    events = []
+    for frame in frames:
+        data = next(line[6:] for line in frame.splitlines() if line.startswith("data: "))
+        if json.loads(data)["type"] != "ping":
+            events.append(adapter.validate_python(json.loads(data)))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    deltas = [type(e.delta).__name__ for e in events if e.type == "content_block_delta"]
+    assert deltas[0] == "ThinkingDelta" and "SignatureDelta" in deltas and deltas[-1] == "TextDelta"
+    start = events[0]
+    assert isinstance(start, anthropic.types.RawMessageStartEvent)
+    assert start.message.usage.cache_creation_input_tokens == 600
+    end = next(e for e in events if isinstance(e, anthropic.types.RawMessageDeltaEvent))
+    assert end.delta.stop_reason == "max_tokens"
+    assert end.usage.cache_creation_input_tokens == 600
