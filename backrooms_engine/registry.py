@@ -153,7 +153,8 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message already ends with "(at line N, column M)".
         raise RegistryError(f"{path}: malformed TOML: {exc}") from None
-    _reject_unknown(data, {"providers", "models"}, path, "top-level table")
+    # [prices.ALIAS] tables are read by pricing.py, field by field.
+    _reject_unknown(data, {"providers", "models", "prices"}, path, "top-level table")
     return dict(data.get("providers", {})), dict(data.get("models", {}))
 
 

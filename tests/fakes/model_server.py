@@ -27,7 +27,13 @@ Usage numbers, unless queued explicitly:
 
 * input tokens  = (characters of the text of every message, plus the Anthropic ``system``
   field) // 4 + 1;
-* output tokens = number of whitespace-separated words of the reply.
+* output tokens = number of whitespace-separated words of the reply (and of its thinking);
+* Anthropic's prompt cache splits the input into read, written and uncached tokens by the rules
+  in :mod:`tests.fakes.anthropic_cache` (a clock can be injected through ``anthropic_cache``);
+* OpenAI's ``prompt_tokens_details.cached_tokens`` only when queued (``cached_tokens=``).
+
+An Anthropic reply can carry thinking (streamed as a thinking block before the text) and end
+with another ``stop_reason`` (``"max_tokens"`` for a reply cut short).
 
 Streamed replies are split by characters into ``chunk_count`` text deltas (fewer when the text
 is shorter than that; none for an empty reply) whose concatenation is exactly the reply.
@@ -57,6 +63,8 @@ from typing import Any, Final, Literal
 from aiohttp import web
 
 from backrooms_engine.lifecycle import StartsOnEntry
+
+from .anthropic_cache import AnthropicCache, CacheRequestError
 
 Api = Literal["anthropic", "openai", "world"]
 Responder = Callable[[str, dict[str, Any]], str]
@@ -145,6 +153,11 @@ class _Reply:
     input_tokens: int | None = None
     output_tokens: int | None = None
     chunk_delay: float | None = None  # None: the server's
+    thinking: str | None = None  # Anthropic: a thinking block before the text
+    stop_reason: str = "end_turn"
+    cache_read_tokens: int | None = None  # with input_tokens: Anthropic's counts as queued
+    cache_write_tokens: int | None = None
+    cached_tokens: int | None = None  # OpenAI's prompt_tokens_details.cached_tokens
 
 
 @dataclass(frozen=True)
@@ -165,8 +178,14 @@ _Action = _Reply | _Error | _Drop
 
 @dataclass(frozen=True)
 class _Usage:
-    input_tokens: int
+    input_tokens: int  # Anthropic: the uncached remainder; OpenAI: every prompt token
     output_tokens: int
+    cache_read: int = 0
+    cache_write: int = 0
+    cache_write_1h: int = 0  # the part of cache_write with the one-hour lifetime
+    openai_cached: int | None = None
+    thinking: str | None = None
+    stop_reason: str = "end_turn"
 
 
 @dataclass(frozen=True)
@@ -291,17 +310,59 @@ def _sse(event: str | None, data: Mapping[str, Any] | str) -> bytes:
 # --------------------------------------------------------------------------- Anthropic shapes
 
 
+def _anthropic_usage(usage: _Usage, output_tokens: int) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "cache_creation_input_tokens": usage.cache_write,
+        "cache_read_input_tokens": usage.cache_read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": usage.cache_write - usage.cache_write_1h,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h,
+        },
+        "output_tokens": output_tokens,
+    }
+
+
+def _signature(msg_id: str) -> str:
+    return f"sig_fake_{msg_id}"
+
+
 def anthropic_message(msg_id: str, model: str, text: str, usage: _Usage) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    if usage.thinking is not None:
+        thought = {"type": "thinking", "thinking": usage.thinking, "signature": _signature(msg_id)}
+        content.insert(0, thought)
     return {
         "id": msg_id,
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "end_turn",
+        "content": content,
+        "stop_reason": usage.stop_reason,
         "stop_sequence": None,
-        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+        "usage": _anthropic_usage(usage, usage.output_tokens),
     }
+
+
+def _block_frames(
+    index: int, block: dict[str, Any], deltas: Sequence[dict[str, Any]]
+) -> list[bytes]:
+    start = {"type": "content_block_start", "index": index, "content_block": block}
+    frames = [_sse("content_block_start", start)]
+    for delta in deltas:
+        event = {"type": "content_block_delta", "index": index, "delta": delta}
+        frames.append(_sse("content_block_delta", event))
+    frames.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+    return frames
+
+
+def _thinking_frames(msg_id: str, thinking: str) -> list[bytes]:
+    """A thinking block as the API streams it: thinking deltas, then its signature."""
+    deltas: list[dict[str, Any]] = [
+        {"type": "thinking_delta", "thinking": piece} for piece in split_chunks(thinking, 3)
+    ]
+    deltas.append({"type": "signature_delta", "signature": _signature(msg_id)})
+    return _block_frames(0, {"type": "thinking", "thinking": "", "signature": ""}, deltas)
 
 
 def anthropic_frames(msg_id: str, model: str, pieces: Sequence[str], usage: _Usage) -> _Frames:
@@ -311,16 +372,19 @@ def anthropic_frames(msg_id: str, model: str, pieces: Sequence[str], usage: _Usa
         "content": [],
         "stop_reason": None,
         # The real API reports input tokens up front and a provisional output count of 1;
-        # message_delta then carries the cumulative output total.
-        "usage": {"input_tokens": usage.input_tokens, "output_tokens": 1},
+        # message_delta then carries the cumulative totals.
+        "usage": _anthropic_usage(usage, 1),
     }
+    thinking = [] if usage.thinking is None else _thinking_frames(msg_id, usage.thinking)
+    text_index = 1 if thinking else 0
     head = [
         _sse("message_start", {"type": "message_start", "message": start}),
+        *thinking,
         _sse(
             "content_block_start",
             {
                 "type": "content_block_start",
-                "index": 0,
+                "index": text_index,
                 "content_block": {"type": "text", "text": ""},
             },
         ),
@@ -329,18 +393,24 @@ def anthropic_frames(msg_id: str, model: str, pieces: Sequence[str], usage: _Usa
     deltas = [
         _sse(
             "content_block_delta",
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}},
+            {
+                "type": "content_block_delta",
+                "index": text_index,
+                "delta": {"type": "text_delta", "text": p},
+            },
         )
         for p in pieces
     ]
+    final_usage = _anthropic_usage(usage, usage.output_tokens)
+    del final_usage["cache_creation"]  # message_delta's usage has no breakdown
     tail = [
-        _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        _sse("content_block_stop", {"type": "content_block_stop", "index": text_index}),
         _sse(
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": usage.output_tokens},
+                "delta": {"stop_reason": usage.stop_reason, "stop_sequence": None},
+                "usage": final_usage,
             },
         ),
         _sse("message_stop", {"type": "message_stop"}),
@@ -351,12 +421,19 @@ def anthropic_frames(msg_id: str, model: str, pieces: Sequence[str], usage: _Usa
 # --------------------------------------------------------------------------- OpenAI shapes
 
 
-def _openai_usage(usage: _Usage) -> dict[str, int]:
-    return {
+def _openai_usage(usage: _Usage) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
     }
+    if usage.openai_cached is not None:  # a part of prompt_tokens, not beside it
+        body["prompt_tokens_details"] = {"cached_tokens": usage.openai_cached, "audio_tokens": 0}
+    return body
+
+
+def _finish_reason(usage: _Usage) -> str:
+    return "length" if usage.stop_reason == "max_tokens" else "stop"
 
 
 def openai_completion(cmpl_id: str, model: str, text: str, usage: _Usage) -> dict[str, Any]:
@@ -369,7 +446,7 @@ def openai_completion(cmpl_id: str, model: str, text: str, usage: _Usage) -> dic
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": text, "refusal": None},
-                "finish_reason": "stop",
+                "finish_reason": _finish_reason(usage),
                 "logprobs": None,
             }
         ],
@@ -400,7 +477,7 @@ def openai_frames(
 
     head = [chunk(choice({"role": "assistant", "content": ""}))]
     deltas = [chunk(choice({"content": p})) for p in pieces]
-    tail = [chunk(choice({}, "stop"))]
+    tail = [chunk(choice({}, _finish_reason(usage)))]
     if include_usage:
         tail.append(chunk([], usage=_openai_usage(usage)))
     tail.append(_sse(None, "[DONE]"))
@@ -432,7 +509,9 @@ class FakeModelServer(StartsOnEntry):
         record_requests: bool = True,
         shutdown_timeout: float = 1.0,
         tls: ssl.SSLContext | None = None,
+        anthropic_cache: AnthropicCache | None = None,
     ) -> None:
+        self.anthropic_cache = anthropic_cache or AnthropicCache()
         self.host = host
         self.port = port
         self.chunk_count = chunk_count
@@ -502,10 +581,23 @@ class FakeModelServer(StartsOnEntry):
         input_tokens: int | None = None,
         output_tokens: int | None = None,
         chunk_delay: float | None = None,
+        thinking: str | None = None,
+        stop_reason: str = "end_turn",
+        cache_read_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        cached_tokens: int | None = None,
     ) -> None:
         """Answer the next request for ``model`` with ``text`` (usage derived unless given),
-        its chunks ``chunk_delay`` apart when given, else as the server's setting says."""
-        self._queue(model, _Reply(text, input_tokens, output_tokens, chunk_delay))
+        its chunks ``chunk_delay`` apart when given, else as the server's setting says.
+
+        Anthropic: ``thinking`` comes first as a thinking block; ``stop_reason`` ends the reply;
+        with ``input_tokens`` given, the cache counts are as given (0 unless given) instead of
+        the cache's. OpenAI: ``cached_tokens`` is reported as ``prompt_tokens_details``."""
+        reply = _Reply(
+            text, input_tokens, output_tokens, chunk_delay, thinking, stop_reason,
+            cache_read_tokens, cache_write_tokens, cached_tokens,
+        )  # fmt: skip
+        self._queue(model, reply)
 
     def queue_error(
         self,
@@ -569,6 +661,11 @@ class FakeModelServer(StartsOnEntry):
             await asyncio.sleep(self.first_byte_delay)
         if body is None:
             return self._error_response(exchange, _Error(400, "request body must be a JSON object"))
+        if api == "anthropic":
+            try:
+                self.anthropic_cache.check(body)
+            except CacheRequestError as exc:
+                return self._error_response(exchange, _Error(400, str(exc)))
         return await self._respond(exchange, self._next_action(exchange.record))
 
     def _record(self, request: web.Request, api: Api, body: dict[str, Any]) -> RecordedRequest:
@@ -591,7 +688,7 @@ class FakeModelServer(StartsOnEntry):
             reply = action
         else:
             reply = _Reply(self._unscripted_text(exchange.record))
-        usage = _usage_for(exchange.record, reply)
+        usage = _usage_for(exchange.record, reply, self.anthropic_cache)
         if not exchange.streaming:
             return self._json_response(exchange, self._full_body(exchange, reply.text, usage))
         interrupt = None if isinstance(action, _Reply) else action
@@ -698,14 +795,28 @@ async def _read_json_object(request: web.Request) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _usage_for(record: RecordedRequest, reply: _Reply) -> _Usage:
-    input_tokens = reply.input_tokens
-    if input_tokens is None:
-        input_tokens = estimate_input_tokens(record.body)
+def _usage_for(record: RecordedRequest, reply: _Reply, cache: AnthropicCache) -> _Usage:
     output_tokens = reply.output_tokens
     if output_tokens is None:
-        output_tokens = count_output_tokens(reply.text)
-    return _Usage(input_tokens, output_tokens)
+        output_tokens = count_output_tokens(f"{reply.text} {reply.thinking or ''}")
+    shape = {"thinking": reply.thinking, "stop_reason": reply.stop_reason}
+    if reply.input_tokens is not None:
+        read, write = reply.cache_read_tokens or 0, reply.cache_write_tokens or 0
+        return _Usage(
+            reply.input_tokens, output_tokens, read, write, 0, reply.cached_tokens, **shape
+        )
+    total = estimate_input_tokens(record.body)
+    if record.api != "anthropic":
+        return _Usage(total, output_tokens, openai_cached=reply.cached_tokens, **shape)
+    split = cache.account(record.body, total)
+    return _Usage(
+        split.input_tokens,
+        output_tokens,
+        split.cache_read_input_tokens,
+        split.cache_creation_input_tokens,
+        split.ephemeral_1h_input_tokens,
+        **shape,
+    )
 
 
 def _cut_connection(request: web.Request) -> None:
