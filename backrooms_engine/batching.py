@@ -29,7 +29,7 @@ class GroupCommit(Generic[T, R]):
     async def submit(self, item: T) -> R:
         """Returns once `item` is written (committed), raises its error otherwise. A caller that
         is cancelled while waiting does not take the item back: it is written all the same."""
-        done = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, done))
         if self._writer is None:
             self._writer = asyncio.create_task(self._drain(), name="group-commit")
