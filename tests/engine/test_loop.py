@@ -300,7 +300,7 @@ async def test_a_world_interface_that_answers_html_ends_the_run_clearly(model_se
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     env = fake_env(model_server, tmp_path) | {"WORLD_INTERFACE_URL": f"http://127.0.0.1:{port}"}
     try:
         async with runtime(env) as rt:
