@@ -9,18 +9,22 @@ import os
 import sys
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from backrooms_engine import templates
 from backrooms_engine.engine import RetryPolicy
 from backrooms_engine.events import Event, ReplyFinished
 from backrooms_engine.manager import Limits, RunManager
 from backrooms_engine.observers import DEFAULT_QUEUE_SIZE
+from backrooms_engine.ports import Observer
 from backrooms_engine.records import RunEnd, RunSpec
 from backrooms_engine.registry import load_registry
 from bot.runtime import Runtime, open_runtime
 from bot.settings import Settings
 from tests.fakes.memory_store import MemoryStore
 from tests.fakes.scripted_provider import ScriptedProvider
+
+E = TypeVar("E", bound=Event)
 
 
 class RecordingObserver:
@@ -31,7 +35,7 @@ class RecordingObserver:
     async def handle(self, event: Event) -> None:
         self.events.append(event)
 
-    def of(self, kind: type) -> list:
+    def of(self, kind: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, kind)]
 
     @property
@@ -47,11 +51,11 @@ async def runtime(
         yield rt
 
 
-async def run_to_end(rt: Runtime, spec: RunSpec, *observers) -> tuple[int, RunEnd]:
+async def run_to_end(rt: Runtime, spec: RunSpec, *observers: Observer) -> tuple[int, RunEnd]:
     return await drive(rt.manager, spec, *observers)
 
 
-async def drive(manager: RunManager, spec: RunSpec, *observers) -> tuple[int, RunEnd]:
+async def drive(manager: RunManager, spec: RunSpec, *observers: Observer) -> tuple[int, RunEnd]:
     """Start a run and wait for its end: (run id, end)."""
     handle = await manager.start(spec, list(observers))
     end = await manager.wait(handle.id)
