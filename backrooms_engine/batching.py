@@ -19,6 +19,8 @@ R = TypeVar("R")
 # of a new row), or the exception that refused it alone. Raising instead fails the whole batch.
 WriteBatch = Callable[[Sequence[T]], Awaitable[Sequence[R | BaseException]]]
 
+WRITER_TASK_NAME = "group-commit"  # the task that writes batches, as asyncio.all_tasks() lists it
+
 
 class GroupCommit(Generic[T, R]):
     def __init__(self, write: WriteBatch[T, R]) -> None:
@@ -29,10 +31,10 @@ class GroupCommit(Generic[T, R]):
     async def submit(self, item: T) -> R:
         """Returns once `item` is written (committed), raises its error otherwise. A caller that
         is cancelled while waiting does not take the item back: it is written all the same."""
-        done = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, done))
         if self._writer is None:
-            self._writer = asyncio.create_task(self._drain(), name="group-commit")
+            self._writer = asyncio.create_task(self._drain(), name=WRITER_TASK_NAME)
         return await done
 
     async def idle(self) -> None:

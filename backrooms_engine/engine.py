@@ -12,6 +12,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from .conversation import STOP_SEQUENCE, Conversation, ModelRequest
 from .errors import PermanentProviderError, TransientProviderError
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 
 Emit = Callable[[Event], None]
+StopReason = Literal["stopped", "shutdown", "gone"]  # the ends a StopSignal can give
 ProviderFor = Callable[[ModelSpec], Provider]
 
 
@@ -46,7 +48,8 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_delay)
-        backoff = min(self.base_delay * 2 ** (attempt - 1), self.max_delay)
+        # Annotated: int ** int is typed Any (a negative power is a float).
+        backoff: float = min(self.base_delay * 2 ** (attempt - 1), self.max_delay)
         return backoff * (0.5 + random.random() / 2)  # jitter: many runs must not retry in step
 
 
@@ -57,10 +60,10 @@ class StopSignal:
         self._set = False
         self._watchers: list[Callable[[], None]] = []
         self.by: str | None = None
-        self.reason: str = "stopped"
+        self.reason: StopReason = "stopped"
         self.detail: str | None = None
 
-    def set(self, by: str, reason: str = "stopped", detail: str | None = None) -> None:
+    def set(self, by: str, reason: StopReason = "stopped", detail: str | None = None) -> None:
         """reason: "stopped" (someone asked), "shutdown" (pause, resumable) or "gone" (the place
         the run was shown in disappeared; `detail` says how)."""
         if not self._set:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from . import logfile, templates
 from .conversation import Conversation, Participant, participants_for
-from .engine import Engine, RetryPolicy, StopSignal
+from .engine import Engine, RetryPolicy, StopReason, StopSignal
 from .errors import BackroomsError, ConfigError, StoreError
-from .events import ReplyDelta, ReplyFinished, ReplyStarted, RunEnded
+from .events import Event, ReplyDelta, ReplyFinished, ReplyStarted, RunEnded
 from .observers import DEFAULT_QUEUE_SIZE, ObserverHub
 from .ports import Observer, Provider, Store
 from .records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, now
@@ -316,12 +316,12 @@ class RunManager:
 
     async def _missed(
         self, run_id: int, observers: Sequence[Observer], history: Sequence[Reply]
-    ) -> list[tuple[Observer, list]]:
+    ) -> list[tuple[Observer, list[Event]]]:
         """What each observer had not received before the restart, by its delivery cursor."""
         missed = []
         for observer in observers:
             cursor = await self.store.delivered(run_id, observer.name)
-            events: list = []
+            events: list[Event] = []
             for r in history[cursor:]:
                 events += [
                     ReplyStarted(run_id, r.seq, r.turn, r.position, r.actor),
@@ -341,7 +341,7 @@ class RunManager:
         writer: logfile.LogFileWriter | None = None,
         resumed: bool = False,
         extending: bool = False,
-        replay: Sequence[tuple[Observer, list]] = (),
+        replay: Sequence[tuple[Observer, list[Event]]] = (),
     ) -> RunHandle:
         writer = writer or logfile.LogFileWriter(Path(record.log_path))
         tapped = [o for tap in self._taps if (o := tap(record)) is not None]
@@ -416,7 +416,7 @@ class RunManager:
         return self._runs.get(run_id)
 
     async def stop(
-        self, run_id: int, *, by: str, reason: str = "stopped", detail: str | None = None
+        self, run_id: int, *, by: str, reason: StopReason = "stopped", detail: str | None = None
     ) -> StopResult:
         """End a run within a second, even mid-reply; a run that is not running is a no-op.
         reason "gone" (with a detail) ends it because the place it was shown in disappeared."""

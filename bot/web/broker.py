@@ -113,6 +113,11 @@ class Subscriber:
         self._items.append(None)
         self._ready.set()
 
+    @property
+    def queued(self) -> tuple[LiveEvent | None, ...]:
+        """What waits to be sent, oldest first; None is the end of the stream."""
+        return tuple(self._items)
+
     async def get(self) -> LiveEvent | None:
         """The next event; None when the stream is over."""
         while not self._items:
@@ -142,6 +147,15 @@ class _LiveRun:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """A live run as the broker holds it at one moment."""
+
+    finished: int  # replies finished, as heard from the engine
+    current: tuple[int, str, str] | None  # (seq, actor, text so far) of the reply going
+    watchers: int  # browsers subscribed to it
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """What a newcomer receives first: replies to read from the store, then these events."""
 
@@ -162,6 +176,13 @@ class LiveBroker:
 
     def is_live(self, run_id: int) -> bool:
         return run_id in self._runs
+
+    def progress(self, run_id: int) -> Progress | None:
+        """Where a live run stands here (None if it is not live here)."""
+        live = self._runs.get(run_id)
+        if live is None:
+            return None
+        return Progress(live.finished, live.current, len(live.subscribers))
 
     def subscribe(self, run_id: int, after: int) -> tuple[Subscriber, Snapshot] | None:
         """Watch a live run (None if it is not live here). Atomic: no await between taking the

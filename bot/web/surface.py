@@ -72,6 +72,11 @@ class WebSurface:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
 
+    @property
+    def listening(self) -> bool:
+        """Whether the viewer has started and takes requests (until it is closed)."""
+        return self._server is not None and self._server.started and not self._server.should_exit
+
     async def start(self, rt: Runtime) -> None:
         sock = self._bind()
         self._queries = RunQueries(rt.store.path)

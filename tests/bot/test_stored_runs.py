@@ -14,9 +14,8 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ from backrooms_engine.records import Reply, RunRecord, RunSpec
 from backrooms_engine.store import SqliteStore
 from tests.conftest import fake_env
 from tests.helpers import RecordingObserver, run_to_end, runtime
+from tests.unprivileged import command as unprivileged_command
+from tests.unprivileged import give, workspace
 
 OPUS = "claude-opus-5-5"
 GPT4O = "gpt-4o-2024-08-06"
@@ -59,12 +60,14 @@ def _child_env(env: Mapping[str, str]) -> dict[str, str]:
     return full
 
 
-async def spawn(*args: str, env: Mapping[str, str], cwd: Path) -> asyncio.subprocess.Process:
+async def spawn(
+    *args: str, env: Mapping[str, str], cwd: Path, unprivileged: bool = False
+) -> asyncio.subprocess.Process:
+    """The console script in a child; `unprivileged`: as a user whom file permissions bind, even
+    when the tests run as root (tests/unprivileged.py)."""
+    argv = [sys.executable, "-c", ENTRY, *args]
     return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        ENTRY,
-        *args,
+        *(unprivileged_command(argv) if unprivileged else argv),
         env=_child_env(env),
         cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
@@ -98,8 +101,10 @@ async def running(*args: str, env: Mapping[str, str], cwd: Path):
         await _reap(proc)
 
 
-async def backrooms(*args: str, env: Mapping[str, str], cwd: Path) -> Result:
-    return await finish(await spawn(*args, env=env, cwd=cwd))
+async def backrooms(
+    *args: str, env: Mapping[str, str], cwd: Path, unprivileged: bool = False
+) -> Result:
+    return await finish(await spawn(*args, env=env, cwd=cwd, unprivileged=unprivileged))
 
 
 async def read_until(
@@ -617,36 +622,27 @@ async def test_a_log_dir_that_cannot_be_created_stores_no_half_run(tmp_path):
     assert await stored(cwd / "backrooms.db") == []
 
 
-def _read_only_directories_bind() -> bool:
-    """False for root (or anyone with CAP_DAC_OVERRIDE): a 0o555 directory does not stop them."""
-    with tempfile.TemporaryDirectory() as scratch:
-        locked = Path(scratch) / "locked"
-        locked.mkdir(mode=0o555)
-        try:
-            (locked / "probe").touch()
-        except PermissionError:
-            return True
-        finally:
-            locked.chmod(0o755)
-        return False
+# These two run their commands as a user whom directory permissions bind, also under CI, which
+# runs as root (tests/unprivileged.py), in a folder that user owns.
 
 
-needs_binding_permissions = pytest.mark.skipif(
-    not _read_only_directories_bind(),
-    reason="running as root: directory permissions do not stop root from writing",
-)
+@pytest.fixture
+def own_workdir() -> Iterator[Path]:
+    with workspace() as path:
+        yield path
 
 
-@needs_binding_permissions
 @pytest.mark.parametrize("command", [["runs"], ["demo"]])
-async def test_a_database_in_a_read_only_directory_is_a_clear_error(tmp_path, command):
-    cwd = workdir(tmp_path)
+async def test_a_database_in_a_read_only_directory_is_a_clear_error(own_workdir, command):
+    cwd = own_workdir
     locked = cwd / "locked"
     locked.mkdir()
+    give(locked)
     locked.chmod(0o555)
     try:
         db = locked / "backrooms.db"
-        result = await backrooms(*command, env={"BACKROOMS_DB": str(db)}, cwd=cwd)
+        env = {"BACKROOMS_DB": str(db)}
+        result = await backrooms(*command, env=env, cwd=cwd, unprivileged=True)
         assert result.code == 2, result.err
         no_traceback(result)
         assert str(db) in result.err and "permission denied" in result.err
@@ -656,17 +652,17 @@ async def test_a_database_in_a_read_only_directory_is_a_clear_error(tmp_path, co
         locked.chmod(0o755)
 
 
-@needs_binding_permissions
-async def test_a_database_whose_directory_became_read_only_loses_nothing(tmp_path):
-    cwd = workdir(tmp_path)
+async def test_a_database_whose_directory_became_read_only_loses_nothing(own_workdir):
+    cwd = own_workdir
     db = cwd / "store" / "backrooms.db"
-    demo = await backrooms("demo", env={"BACKROOMS_DB": str(db)}, cwd=cwd)
+    env = {"BACKROOMS_DB": str(db)}
+    demo = await backrooms("demo", env=env, cwd=cwd, unprivileged=True)
     assert demo.code == 0, demo.err
     before = db.read_bytes()
     db.parent.chmod(0o555)
     try:
         for command in (["runs"], ["show", "1"], ["demo"]):
-            result = await backrooms(*command, env={"BACKROOMS_DB": str(db)}, cwd=cwd)
+            result = await backrooms(*command, env=env, cwd=cwd, unprivileged=True)
             no_traceback(result)
             if result.code != 0:
                 assert result.code == 2 and str(db) in result.err, (command, result.err)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from backrooms_engine.batching import GroupCommit
+from backrooms_engine.batching import WRITER_TASK_NAME, GroupCommit
 
 
 async def test_when_the_writer_is_cancelled_mid_write_no_caller_is_left_waiting():
@@ -23,8 +23,8 @@ async def test_when_the_writer_is_cancelled_mid_write_no_caller_is_left_waiting(
     await asyncio.wait_for(started.wait(), 5)
     queued = asyncio.ensure_future(commits.submit("queued behind it"))
     await asyncio.sleep(0)
-    assert commits._writer is not None
-    commits._writer.cancel()  # as when the loop shuts down under it
+    [writer] = [t for t in asyncio.all_tasks() if t.get_name() == WRITER_TASK_NAME]
+    writer.cancel()  # as when the loop shuts down under it
     for caller in (in_flight, queued):
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(caller, 5)  # told, not left hanging until the timeout

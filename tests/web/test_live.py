@@ -7,7 +7,7 @@ from typing import Any
 
 from backrooms_engine.events import ReplyDelta, ReplyFinished, ReplyStarted, RunEnded
 from backrooms_engine.records import Reply, RunEnd, RunRecord, RunSpec, now
-from bot.web.broker import LiveBroker, LiveEvent, Subscriber
+from bot.web.broker import LiveBroker, Progress
 from tests.web.conftest import OPUS, WAIT, Site, sse_events, until
 
 LONG = "one two three four five six seven eight nine ten " * 3
@@ -18,6 +18,13 @@ async def collect(site: Site, run_id: int, after: int = 0) -> list[tuple[str, An
         assert response.status == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         return [event async for event in sse_events(response)]
+
+
+def progress(site: Site, run_id: int) -> Progress:
+    """Where the broker says a live run stands (the run must be live)."""
+    now_at = site.surface.broker.progress(run_id)
+    assert now_at is not None, f"run {run_id} is not live"
+    return now_at
 
 
 def texts_by_seq(events: list[tuple[str, Any]]) -> dict[int, str]:
@@ -52,8 +59,12 @@ async def test_a_late_subscriber_misses_nothing(site: Site) -> None:
     reply in progress as its whole text so far, then the rest."""
     site.models.chunk_count, site.models.chunk_delay = 20, 0.05
     run_id = await site.run("first reply", LONG, "third", "fourth", turns=2, wait=False)
-    live = site.surface.broker._runs[run_id]
-    await until(lambda: live.current and live.current[0] == 1 and live.current[2], "reply 1")
+
+    def streaming_reply_1() -> bool:
+        current = progress(site, run_id).current
+        return current is not None and current[0] == 1 and bool(current[2])
+
+    await until(streaming_reply_1, "reply 1")
     events = await asyncio.wait_for(collect(site, run_id, after=1), WAIT)
     assert events[0][0] == "start" and events[0][1]["seq"] == 1
     assert events[1][0] == "delta" and LONG.startswith(events[1][1]["text"])
@@ -63,8 +74,7 @@ async def test_a_late_subscriber_misses_nothing(site: Site) -> None:
 async def test_a_subscriber_behind_the_broker_catches_up_from_the_store(site: Site) -> None:
     site.models.chunk_count, site.models.chunk_delay = 20, 0.05
     run_id = await site.run("a", "b", LONG, "d", turns=2, wait=False)
-    live = site.surface.broker._runs[run_id]
-    await until(lambda: live.finished >= 2, "two finished replies")
+    await until(lambda: progress(site, run_id).finished >= 2, "two finished replies")
     events = await asyncio.wait_for(collect(site, run_id, after=0), WAIT)
     assert texts_by_seq(events) == {0: "a", 1: "b", 2: LONG, 3: "d"}
 
@@ -92,8 +102,7 @@ async def test_closing_the_surface_ends_open_streams(site: Site) -> None:
         return await collect(site, run_id)
 
     watcher = asyncio.create_task(watch())
-    live = site.surface.broker._runs[run_id]
-    await until(lambda: live.subscribers, "the watcher to subscribe")
+    await until(lambda: progress(site, run_id).watchers, "the watcher to subscribe")
     started = asyncio.get_running_loop().time()
     await site.surface.close()
     await asyncio.wait_for(watcher, 5)
@@ -112,12 +121,6 @@ def reply(seq: int, text: str) -> Reply:
     return Reply(1, seq, seq // 2 + 1, seq % 2, f"A {seq % 2 + 1}", text, now(), now())
 
 
-def drain(subscriber: Subscriber) -> list[LiveEvent | None]:
-    items = list(subscriber._items)
-    subscriber._items.clear()
-    return items
-
-
 async def test_a_slow_subscriber_gets_merged_deltas_and_every_structural_event() -> None:
     broker = LiveBroker()
     tap = broker.observer_for(record())
@@ -130,7 +133,7 @@ async def test_a_slow_subscriber_gets_merged_deltas_and_every_structural_event()
         await tap.handle(ReplyDelta(1, 0, 0, "A 1", f"w{i} ", text))
     await tap.handle(ReplyFinished(reply(0, text)))
     await tap.handle(RunEnded(1, RunEnd("max_turns", turns=1, max_turns=1)))
-    items = drain(subscriber)
+    items = subscriber.queued
     assert len(items) < 100 and subscriber.merged > 400
     events = [item for item in items if item is not None]
     assert "".join(e.data["text"] for e in events if e.kind == "delta") == text
@@ -153,7 +156,7 @@ async def test_a_newcomer_gets_the_reply_in_progress_as_its_whole_text() -> None
         ("delta", "half way"),
     ]
     await tap.handle(ReplyDelta(1, 1, 1, "A 2", " there", "half way there"))
-    assert [e.data["text"] for e in drain(subscriber) if e] == [" there"]
+    assert [e.data["text"] for e in subscriber.queued if e] == [" there"]
 
 
 async def test_a_subscriber_that_falls_hopelessly_behind_is_cut_off() -> None:
@@ -163,25 +166,22 @@ async def test_a_subscriber_that_falls_hopelessly_behind_is_cut_off() -> None:
     for seq in range(1100):  # structural events alone, never read
         await tap.handle(ReplyStarted(1, seq, 1, 0, "A 1"))
     assert subscriber.cut_off
-    assert drain(subscriber) == [None]  # its browser reconnects and catches up from the store
+    assert subscriber.queued == (None,)  # its browser reconnects and catches up from the store
 
 
 async def test_a_paused_web_run_resumes_with_the_live_feed(site: Site) -> None:
     """A shutdown pauses a run (the page says so); when the service resumes the runs it owns, a
     web run gets no poster of its own (observers_for gives none) and still streams to the page."""
-    from bot.service import _owned_by
-
     site.models.chunk_count, site.models.chunk_delay = 20, 0.05
     run_id = await site.run("one", "two", "three", "four", turns=2, wait=False)
-    live = site.surface.broker._runs[run_id]
-    await until(lambda: live.finished >= 1, "a finished reply")
+    await until(lambda: progress(site, run_id).finished >= 1, "a finished reply")
     await site.rt.manager.shutdown(5)
     async with site.http.get(f"/runs/{run_id}") as response:
         assert '<span id="state" class="badge state-paused">paused</span>' in await response.text()
     events = await asyncio.wait_for(collect(site, run_id, after=4), WAIT)
     assert [kind for kind, _ in events] == ["paused"]
 
-    resumed = await site.rt.manager.resume_all(_owned_by({"web": site.surface}))
+    resumed = await site.rt.manager.resume_all(site.surface.observers_for)
     assert [h.id for h in resumed] == [run_id]
     events = await asyncio.wait_for(collect(site, run_id, after=0), WAIT)
     stored = await site.rt.store.replies(run_id)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import uvicorn
 
 from backrooms_engine.errors import ConfigError
 from bot.service import serve
@@ -30,16 +31,18 @@ async def test_sigterm_stops_the_service_with_the_viewer_in_it(
     service = asyncio.create_task(serve(settings, [surface]))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT
-    while surface.app is None or surface._server is None or not surface._server.started:
+    while not surface.listening:
         assert not service.done(), service.result()
         assert loop.time() < deadline, "the viewer did not start"
         await asyncio.sleep(0.02)
     async with aiohttp.ClientSession() as http, http.get(surface.url + "/") as response:
         assert response.status == 200
     # uvicorn would have put its own handler here (and re-raised the signal on exit).
-    assert getattr(signal.getsignal(signal.SIGTERM), "__self__", None) is not surface._server
+    handler = signal.getsignal(signal.SIGTERM)
+    assert not isinstance(getattr(handler, "__self__", None), uvicorn.Server)
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(service, WAIT) == 0
+    assert not surface.listening
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", surface.port), timeout=1).close()
 
