@@ -8,7 +8,11 @@ import asyncio
 import graphlib
 from pathlib import Path
 
+import discord.gateway
+import discord.http
+
 import bot.discord
+from bot.settings import Settings
 from tests.bot.discord_world import discord_world
 from tests.fakes.discord_server import ALL_NEEDED, MANAGE_THREADS, MANAGE_WEBHOOKS, FakeDiscord
 from tests.helpers import until
@@ -352,3 +356,19 @@ def _sibling_imports(path: Path) -> set[str]:
         ):
             found.add(node.module.split(".")[2])
     return {name.split(".")[0] for name in found} - {"__init__"}
+
+
+def test_building_the_surface_leaves_discord_py_pointed_where_it_was(tmp_path):
+    """Only the composition root points discord.py elsewhere (bot.discord.point_discord_py_at)."""
+    before = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    settings = Settings.from_mapping(
+        {
+            "BACKROOMS_DB": str(tmp_path / "b.db"),
+            "DISCORD_TOKEN": "fake.token",
+            "DISCORD_API_BASE_URL": "http://127.0.0.1:9/api/v10",
+            "DISCORD_GATEWAY_URL": "ws://127.0.0.1:9/gateway",
+        }
+    )
+    bot.discord.DiscordSurface(settings)
+    after = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    assert after == before
