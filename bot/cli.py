@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backrooms_engine import export, templates
 from backrooms_engine.errors import BackroomsError, ConfigError
@@ -27,6 +28,9 @@ from . import eventloop, logs
 from .runtime import Runtime, open_runtime, template_dirs
 from .settings import Settings
 from .terminal import TerminalPrinter
+
+if TYPE_CHECKING:
+    from .discord import DiscordSurface
 
 DEMO_TURNS = 3
 DEMO_WEB_TURNS = 10
@@ -333,9 +337,18 @@ def cmd_discord(args: argparse.Namespace, settings: Settings) -> int:
 
         print(invite_url(_application_id(settings)))
         return 0
-    from .discord import DiscordSurface
+    return _serve(settings, [_discord_surface(settings)])
 
-    return _serve(settings, [DiscordSurface(settings)])
+
+def _discord_surface(settings: Settings) -> DiscordSurface:
+    """discord.py is pointed at another API base (DISCORD_API_BASE_URL, DISCORD_GATEWAY_URL)
+    here, before its surface is built, and nowhere else."""
+    from .discord import DiscordSurface, point_discord_py_at
+
+    point_discord_py_at(
+        api_base_url=settings.discord.api_base_url, gateway_url=settings.discord.gateway_url
+    )
+    return DiscordSurface(settings)
 
 
 def cmd_slack(args: argparse.Namespace, settings: Settings) -> int:
@@ -354,9 +367,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
     surfaces: list = []
     if settings.discord.token:
-        from .discord import DiscordSurface
-
-        surfaces.append(DiscordSurface(settings))
+        surfaces.append(_discord_surface(settings))
     if settings.slack.bot_token:
         from .slack import SlackSurface
 

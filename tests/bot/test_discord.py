@@ -3,8 +3,16 @@ Everything is asserted on what the emulator received."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import graphlib
+from pathlib import Path
 
+import discord.gateway
+import discord.http
+
+import bot.discord
+from bot.settings import Settings
 from tests.bot.discord_world import discord_world
 from tests.fakes.discord_server import ALL_NEEDED, MANAGE_THREADS, MANAGE_WEBHOOKS, FakeDiscord
 from tests.helpers import until
@@ -324,3 +332,43 @@ async def test_starter_and_closing_lines_link_to_the_run_page(model_server, tmp_
         closing = w.fake.messages(thread)[-1]["content"]
     assert f"{url}/runs/1" in starter["content"]
     assert closing.endswith(f"Transcript: {url}/runs/1")
+
+
+def test_the_discord_package_has_no_import_cycle():
+    """Every import between bot/discord/'s modules counts, those under TYPE_CHECKING too."""
+    package = Path(bot.discord.__file__).parent
+    graph = {path.stem: _sibling_imports(path) for path in package.glob("*.py")}
+    order = graphlib.TopologicalSorter(graph)
+    order.prepare()  # raises CycleError naming the cycle
+    assert graph["commands"] and "surface" not in graph["commands"]
+
+
+def _sibling_imports(path: Path) -> set[str]:
+    """Modules of the same package that `path` imports: `from . import x`, `from .x import y`."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {node.module} if node.module else {a.name for a in node.names}
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("bot.discord.")
+        ):
+            found.add(node.module.split(".")[2])
+    return {name.split(".")[0] for name in found} - {"__init__"}
+
+
+def test_building_the_surface_leaves_discord_py_pointed_where_it_was(tmp_path):
+    """Only the composition root points discord.py elsewhere (bot.discord.point_discord_py_at)."""
+    before = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    settings = Settings.from_mapping(
+        {
+            "BACKROOMS_DB": str(tmp_path / "b.db"),
+            "DISCORD_TOKEN": "fake.token",
+            "DISCORD_API_BASE_URL": "http://127.0.0.1:9/api/v10",
+            "DISCORD_GATEWAY_URL": "ws://127.0.0.1:9/gateway",
+        }
+    )
+    bot.discord.DiscordSurface(settings)
+    after = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    assert after == before
