@@ -18,8 +18,8 @@ from bot.web.surface import ALL_HOSTS, LOCAL_HOST
 from tests.conftest import fake_env
 from tests.fakes.model_server import FakeModelServer
 from tests.helpers import runtime, spawn_backrooms
-from tests.web.conftest import WAIT
 
+STARTUP = 60.0  # a fresh interpreter importing the SDKs, on a busy two-core machine
 OTHER = "127.0.0.2"  # another address of this machine, as a neighbour's request would arrive
 
 
@@ -44,14 +44,14 @@ async def listening_line(*args: str, env: dict[str, str], cwd: Path) -> tuple[st
     proc = await spawn_backrooms(*args, env=env, cwd=cwd, merge_stderr=True)
     assert proc.stdout is not None
     try:
-        async with asyncio.timeout(WAIT):
+        async with asyncio.timeout(STARTUP):
             while b"web viewer on" not in (line := await proc.stdout.readline()):
                 assert line, "the service ended before the viewer listened"
         port = int(env["PORT"])
         reached = [await asyncio.to_thread(answers, h, port) for h in ("127.0.0.1", OTHER)]
     finally:
         proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.communicate(), WAIT)
+        await asyncio.wait_for(proc.communicate(), STARTUP)
     assert proc.returncode == 0
     return line.decode().strip(), reached
 
@@ -108,7 +108,7 @@ async def test_a_host_that_is_not_here_is_one_clear_line(
     env = {**fake_env(model_server, tmp_path), "PORT": str(free_port())}
     env["BACKROOMS_HOST"] = "192.0.2.1"  # TEST-NET-1: an address no interface of ours has
     proc = await spawn_backrooms("serve", env=env, cwd=tmp_path)
-    out, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    out, err = await asyncio.wait_for(proc.communicate(), STARTUP)
     lines = [line for line in err.decode().splitlines() if "192.0.2.1" in line]
     assert lines == [
         f"backrooms: error: the web viewer cannot listen on 192.0.2.1:{env['PORT']}: "
