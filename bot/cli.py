@@ -85,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("slack", help="run the Slack app (SLACK_BOT_TOKEN and SLACK_APP_TOKEN)")
     srv = sub.add_parser("serve", help="the web viewer on PORT (default 8000): archive, live runs")
-    srv.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
+    srv.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on (default: $BACKROOMS_HOST, else 127.0.0.1)",
+    )
     srv.add_argument("--port", type=_positive_int, default=None, help="default: $PORT, else 8000")
     srv.add_argument(
         "--demo",
@@ -373,9 +377,9 @@ def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
 
         surfaces.append(SlackSurface(settings))
     if settings.port:
-        from .web import WebSurface
+        from .web.surface import ALL_HOSTS, WebSurface
 
-        surfaces.append(WebSurface(settings))
+        surfaces.append(WebSurface(settings, default_host=ALL_HOSTS))
     if not surfaces:
         raise ConfigError(
             "nothing to run: set DISCORD_TOKEN, SLACK_BOT_TOKEN (with SLACK_APP_TOKEN) or PORT"

@@ -56,6 +56,7 @@ class Settings:
     public_url: str | None = None  # the web viewer's address, for links in chat
     web_token: str | None = field(default=None, repr=False)
     port: int | None = None
+    host: str | None = None  # BACKROOMS_HOST: where the web viewer listens (bot/web/surface.py)
     event_loop: str = "auto"  # uvloop when installed; "asyncio" opts out (bot/eventloop.py)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     slack: SlackSettings = field(default_factory=SlackSettings)
@@ -91,6 +92,7 @@ class Settings:
             public_url=(env.get("BACKROOMS_PUBLIC_URL") or "").rstrip("/") or None,
             web_token=env.get("BACKROOMS_WEB_TOKEN") or None,
             port=_int(env, "PORT", 0, minimum=0) or None,
+            host=(env.get("BACKROOMS_HOST") or "").strip() or None,
             event_loop=(env.get("BACKROOMS_EVENT_LOOP") or "auto").strip().lower(),
             discord=DiscordSettings(
                 token=env.get("DISCORD_TOKEN") or None,

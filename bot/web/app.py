@@ -7,9 +7,9 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backrooms_engine.errors import UnknownRunError
 
 from ..runtime import Runtime
-from . import control, live, pages
+from . import control, live, pages, respond
 from .broker import LiveBroker
 from .context import WebContext
 from .queries import RunQueries
@@ -39,6 +39,22 @@ SECURITY_HEADERS = [
 ]
 
 
+class RunIdConvertor(Convertor[int]):
+    """A run id in a path: at most 18 digits, so a number past SQLite's 2**63 never reaches a
+    query (it would raise OverflowError there); a longer one matches no route and is a 404."""
+
+    regex = f"[0-9]{{1,{respond.MAX_ID_DIGITS}}}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("run_id", RunIdConvertor())
+
+
 def create_app(rt: Runtime, broker: LiveBroker, queries: RunQueries | None = None) -> Starlette:
     ctx = WebContext(
         rt=rt,
@@ -51,16 +67,20 @@ def create_app(rt: Runtime, broker: LiveBroker, queries: RunQueries | None = Non
         Route("/", pages.index, name="index"),
         Route("/colours.css", pages.colours, name="colours"),
         Route("/runs", control.start_run, methods=["POST"], name="start"),
-        Route("/runs/{run_id:int}", pages.run_page, name="run"),
-        Route("/runs/{run_id:int}.{fmt:str}", pages.download, name="download"),
-        Route("/runs/{run_id:int}/events", live.events, name="events"),
-        Route("/runs/{run_id:int}/stop", control.stop_run, methods=["POST"], name="stop"),
+        Route("/runs/{run_id:run_id}", pages.run_page, name="run"),
+        Route("/runs/{run_id:run_id}.{fmt:str}", pages.download, name="download"),
+        Route("/runs/{run_id:run_id}/events", live.events, name="events"),
+        Route("/runs/{run_id:run_id}/stop", control.stop_run, methods=["POST"], name="stop"),
         Mount("/static", app=StaticFiles(directory=PACKAGE / "static"), name="static"),
     ]
     app = Starlette(
         routes=routes,
         middleware=[Middleware(SecurityHeaders)],
-        exception_handlers={UnknownRunError: _unknown_run},
+        exception_handlers={
+            UnknownRunError: respond.unknown_run,
+            HTTPException: respond.http_error,
+            Exception: respond.server_error,  # a 500, as a page of the site
+        },
     )
     app.state.web = ctx
     return app
@@ -76,10 +96,6 @@ def _templates() -> Environment:
     env.globals["colour_class"] = colour_class
     env.filters["when"] = pages.when
     return env
-
-
-async def _unknown_run(request: Request, exc: Exception) -> Response:
-    return PlainTextResponse(f"{exc}\n", status_code=404)
 
 
 class SecurityHeaders:

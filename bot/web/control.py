@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from backrooms_engine import startspec
 from backrooms_engine.errors import ConfigError
@@ -21,12 +21,13 @@ from backrooms_engine.records import RunSpec
 
 from .context import web
 from .pages import template_sizes
+from .respond import error
 
 SURFACE = "web"
 STOPPED_BY = "the web viewer"
 MAX_BODY = 16 * 1024  # a start form is a few words; refuse anything much larger
 READ_ONLY = (
-    "read-only: this viewer has no BACKROOMS_WEB_TOKEN, so runs cannot be started or stopped here\n"
+    "read-only: this viewer has no BACKROOMS_WEB_TOKEN, so runs cannot be started or stopped here"
 )
 
 
@@ -43,13 +44,13 @@ async def start_run(request: Request) -> Response:
         return refused.response
     ctx = web(request)
     if not ctx.accepting:
-        return _error(503, "the service is shutting down; try again in a minute")
+        return error(request, 503, "the service is shutting down; try again in a minute")
     try:
         handle = await ctx.rt.manager.start(spec)
-    except LimitError as exc:
-        return _error(429, str(exc))
+    except LimitError as exc:  # a cap on running runs: try again once one ends
+        return error(request, 429, str(exc))
     except ConfigError as exc:
-        return _error(400, str(exc))
+        return error(request, 400, str(exc))
     if api:
         return JSONResponse({"id": handle.id, "url": run_url(request, handle.id)}, status_code=201)
     return RedirectResponse(f"/runs/{handle.id}", status_code=303)
@@ -87,9 +88,10 @@ def _spec(request: Request, fields: dict[str, str]) -> RunSpec:
             max_turns=int(turns) if turns else None,
         )
     except ValueError:
-        raise _Refused(_error(400, "max_turns must be a whole number")) from None
+        raise _Refused(error(request, 400, "max_turns must be a whole number")) from None
     except ConfigError as exc:
-        raise _Refused(_error(400, str(exc))) from None
+        raise _Refused(error(request, 400, str(exc))) from None
+    _check_turns(request, request_.max_turns)
     return RunSpec(
         models=request_.models,
         template=request_.template,
@@ -100,12 +102,27 @@ def _spec(request: Request, fields: dict[str, str]) -> RunSpec:
     )
 
 
+def _check_turns(request: Request, asked: int | None) -> None:
+    """More turns than the cap is a bad request (400), however often it is sent; the manager's
+    429 is kept for caps that lift by themselves, when running runs end."""
+    cap = web(request).rt.settings.chat_max_turns
+    if asked is not None and asked > cap:
+        raise _Refused(
+            error(
+                request,
+                400,
+                f"at most {cap} turns for a run started from the web, asked for {asked} "
+                f"(BACKROOMS_CHAT_MAX_TURNS={cap})",
+            )
+        )
+
+
 async def _authorised(request: Request) -> tuple[dict[str, str], bool]:
     """The request's fields and whether it came from a script (a bearer token), once the token
     is right. Raises _Refused with 403 on a read-only site, 401 on a missing or wrong token."""
     token = web(request).web_token
     if token is None:
-        raise _Refused(PlainTextResponse(READ_ONLY, status_code=403))
+        raise _Refused(error(request, 403, READ_ONLY))
     fields = await _fields(request)
     header = request.headers.get("authorization", "")
     scheme, _, bearer = header.partition(" ")
@@ -113,9 +130,12 @@ async def _authorised(request: Request) -> tuple[dict[str, str], bool]:
     given = bearer.strip() if api else fields.get("token", "")
     if not hmac.compare_digest(given.encode(), token.encode()):
         raise _Refused(
-            PlainTextResponse(
-                "wrong or missing token: send Authorization: Bearer <BACKROOMS_WEB_TOKEN>\n",
-                status_code=401,
+            error(
+                request,
+                401,
+                "wrong or missing token: send Authorization: Bearer <BACKROOMS_WEB_TOKEN>"
+                if api
+                else "wrong or missing token: type the viewer's token (BACKROOMS_WEB_TOKEN)",
                 headers={"www-authenticate": 'Bearer realm="backrooms"'},
             )
         )
@@ -128,7 +148,7 @@ async def _fields(request: Request) -> dict[str, str]:
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
-            raise _Refused(_error(413, f"request body over {MAX_BODY} bytes"))
+            raise _Refused(error(request, 413, f"request body over {MAX_BODY} bytes"))
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not body:
         return {}
@@ -136,15 +156,11 @@ async def _fields(request: Request) -> dict[str, str]:
         try:
             data: Any = json.loads(body)
         except ValueError:
-            raise _Refused(_error(400, "the body is not valid JSON")) from None
+            raise _Refused(error(request, 400, "the body is not valid JSON")) from None
         if not isinstance(data, dict):
-            raise _Refused(_error(400, "the JSON body must be an object"))
+            raise _Refused(error(request, 400, "the JSON body must be an object"))
         return {str(k): str(v) for k, v in data.items() if v is not None}
     if kind == "application/x-www-form-urlencoded":
         pairs = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         return {k: v[-1] for k, v in pairs.items()}
-    raise _Refused(_error(415, "send a form (application/x-www-form-urlencoded) or JSON"))
-
-
-def _error(status: int, message: str) -> Response:
-    return PlainTextResponse(message.rstrip("\n") + "\n", status_code=status)
+    raise _Refused(error(request, 415, "send a form (application/x-www-form-urlencoded) or JSON"))

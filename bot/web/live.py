@@ -27,6 +27,7 @@ from backrooms_engine.records import Reply
 from .broker import LiveEvent, Snapshot, Subscriber, end_payload, totals_of
 from .context import web
 from .render import reply_payload
+from .respond import run_id_number
 
 PING_SECONDS = 15.0  # a comment line now and then keeps proxies from closing an idle stream
 RETRY_MS = 2000  # how soon a browser reconnects after the stream drops
@@ -59,8 +60,9 @@ async def _stream(request: Request, run_id: int, after: int) -> AsyncIterator[st
 
 def _after(request: Request) -> int:
     for raw in (request.headers.get("last-event-id"), request.query_params.get("after")):
-        if raw is not None and raw.strip().isdigit():
-            return int(raw.strip())
+        count = run_id_number(raw)
+        if count is not None:
+            return count
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import Response
 
 from backrooms_engine import export, templates
 from backrooms_engine.errors import ConfigError
@@ -18,6 +18,7 @@ from backrooms_engine.store import RUN_STATUSES
 from .context import WebContext, web
 from .queries import PAGE_SIZE, RunFilter
 from .render import actor_classes, colours_css, end_label, segments
+from .respond import error, render, run_id_number
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")  # what a Content-Disposition filename may hold
 MEDIA_TYPES = {
@@ -27,13 +28,11 @@ MEDIA_TYPES = {
 }
 
 
-def render(request: Request, name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
-    ctx = web(request)
-    page = ctx.templates.get_template(name).render(read_only=ctx.web_token is None, **values)
-    return HTMLResponse(page, status_code=status_code)
-
-
 # -- the list --------------------------------------------------------------------------------
+
+
+class BadFilter(Exception):
+    """A list address no form of ours makes (a `before` that is no run id): a 400."""
 
 
 def _filter(request: Request) -> RunFilter:
@@ -45,18 +44,25 @@ def _filter(request: Request) -> RunFilter:
 
     status = text("status")
     before = text("before")
+    if before is not None and run_id_number(before) is None:
+        raise BadFilter(
+            f"before= must be a run number (the older runs link gives one), got {before!r}"
+        )
     return RunFilter(
         model=text("model"),
         template=text("template"),
         status=status if status in RUN_STATUSES else None,
         q=text("q"),
-        before=int(before) if before and before.isdigit() else None,
+        before=run_id_number(before),
     )
 
 
 async def index(request: Request) -> Response:
     ctx = web(request)
-    f = _filter(request)
+    try:
+        f = _filter(request)
+    except BadFilter as exc:
+        return error(request, 400, str(exc))
     ids = await ctx.queries.run_ids(f, limit=PAGE_SIZE)
     runs = [await ctx.rt.store.get_run(run_id) for run_id in ids]
     hits = await ctx.queries.hits(f.q, ids) if f.q else {}
@@ -126,9 +132,8 @@ async def download(request: Request) -> Response:
     ctx = web(request)
     run_id, fmt = request.path_params["run_id"], request.path_params["fmt"]
     if fmt not in export.FORMATS:
-        return PlainTextResponse(
-            f"no such download: .{fmt}; there are {', '.join(export.FORMATS)}\n", status_code=404
-        )
+        formats = ", ".join(f".{name}" for name in export.FORMATS)
+        return error(request, 404, f"There is no .{fmt} download; there are {formats}.")
     run = await ctx.rt.store.get_run(run_id)
     text = export.render(run, await ctx.rt.store.replies(run_id), fmt)
     # The text download is the BackroomsLogs file, so it keeps that file's upstream-style name.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,10 @@ from .queries import RunQueries
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8000
+# `backrooms serve` is for this machine until someone asks for more (BACKROOMS_HOST or --host);
+# `backrooms bot` is what a Procfile platform runs, and its router reaches $PORT from outside.
+LOCAL_HOST = "127.0.0.1"
+ALL_HOSTS = "0.0.0.0"
 START_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 5.0  # open streams are ended first, so this is only for stuck connections
 
@@ -48,15 +53,17 @@ class WebSurface:
     def __init__(
         self,
         settings: Settings,
-        host: str = "0.0.0.0",
+        host: str | None = None,
         port: int | None = None,
         *,
+        default_host: str = LOCAL_HOST,
         demo_turns: int | None = None,
     ):
-        """`demo_turns`: once listening, start an offline run of that many turns to watch live
+        """The address is `host` (--host), else BACKROOMS_HOST, else `default_host`.
+        `demo_turns`: once listening, start an offline run of that many turns to watch live
         (`backrooms serve --demo`); its page is `demo_url`."""
         self.settings = settings
-        self.host = host
+        self.host = host or settings.host or default_host
         self.port = (settings.port or DEFAULT_PORT) if port is None else port
         self.demo_turns = demo_turns
         self.demo_url: str | None = None
@@ -70,7 +77,11 @@ class WebSurface:
     def url(self) -> str:
         """Where the viewer listens (the real port once started, if 0 asked for a free one)."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @property
+    def local_only(self) -> bool:
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
 
     @property
     def listening(self) -> bool:
@@ -93,7 +104,12 @@ class WebSurface:
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="web server")
         await self._wait_started()
-        log.info("web viewer on %s", self.url)
+        if self.local_only:
+            log.info(
+                "web viewer on %s (this machine only; BACKROOMS_HOST=0.0.0.0 opens it)", self.url
+            )
+        else:
+            log.info("web viewer on %s", self.url)
         if self.demo_turns is not None:
             await self._start_demo(rt, self.demo_turns)
 
@@ -120,9 +136,11 @@ class WebSurface:
             sock.bind((self.host, self.port))
         except OSError as exc:
             sock.close()
+            taken = exc.errno == errno.EADDRINUSE
+            fix = "set PORT to another port" if taken else "check BACKROOMS_HOST (or --host)"
             raise ConfigError(
                 f"the web viewer cannot listen on {self.host}:{self.port}: "
-                f"{(exc.strerror or str(exc)).lower()}; set PORT to another port"
+                f"{(exc.strerror or str(exc)).lower()}; {fix}"
             ) from None
         self.port = sock.getsockname()[1]  # the real port when 0 asked for a free one
         return sock

@@ -18,9 +18,10 @@ from backrooms_engine.store import SqliteStore
 from bot.runtime import open_runtime
 from bot.settings import Settings
 from bot.slack import SlackSurface
+from bot.slack.replay import ReplayGuard
 from bot.slack.surface import NEEDED_SCOPES, connection_mode
 from bot.text import SLACK_LIMIT
-from tests.bot.slack_harness import CLAUDE_ICON, STEP, free_port, serving, slack_env
+from tests.bot.slack_harness import CLAUDE_ICON, STEP, free_port, run_id_of, serving, slack_env
 from tests.fakes.slack_server import GENERAL_CHANNEL_ID as GENERAL
 from tests.fakes.slack_server import USER_ID, FakeSlack, sign_request, slash_command_form
 
@@ -328,6 +329,59 @@ async def test_http_mode_takes_signed_commands_and_rejects_bad_or_stale_ones(
         await fake.wait_for(lambda: fake.messages(GENERAL), STEP)
         assert (await svc.wait_end(1)).reason == "max_turns"
     assert fake.socket_connections == 0
+
+
+async def test_http_mode_ignores_a_replayed_signed_start(model_server, fake, tmp_path):
+    """An attacker who captured one signed `/backrooms start` sends it again within Slack's
+    five minutes: the signature still verifies, but only the first one starts a run."""
+    env = slack_env(model_server, fake, tmp_path, SLACK_SIGNING_SECRET=SECRET)
+    env.pop("SLACK_APP_TOKEN")
+    env["SLACK_HTTP_PORT"] = str(free_port())
+    async with serving(env, fake) as svc, aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{svc.surface.http_port}/slack/events"
+
+        def signed(trigger: str) -> tuple[str, dict[str, str]]:
+            hook = fake.response_url("commands", channel_id=GENERAL, user_id=USER_ID)
+            body = slash_command_form(
+                text="start opus gpt4o cli 1", response_url=hook, trigger_id=trigger
+            )
+            headers = sign_request(SECRET, body, int(time.time()))
+            return body, {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+
+        async def post(body: str, headers: dict[str, str]) -> tuple[int, str]:
+            async with http.post(url, data=body, headers=headers) as response:
+                return response.status, await response.text()
+
+        captured = signed("1000000001.1000000001.first")
+        assert (await post(*captured))[0] == 200
+        assert await post(*captured) == (200, "")  # answered, harmlessly
+        assert (await svc.wait_end(1)).reason == "max_turns"
+        assert await post(*captured) == (200, "")  # and again, after the run ended
+        # A new command (its own trigger id, so its own signature) still starts a run, and it is
+        # run 2: no run was ever made for the replays.
+        assert (await post(*signed("1000000002.1000000002.second")))[0] == 200
+        await fake.wait_for(lambda: len(fake.messages(GENERAL)) == 2, STEP, "a second root")
+        assert (await svc.wait_end(2)).reason == "max_turns"
+        assert [r.id for r in await svc.rt.store.list_runs()] == [2, 1]
+    roots = fake.messages(GENERAL)
+    assert [run_id_of(root) for root in roots] == [1, 2]
+    for root in roots:
+        thread = fake.thread(GENERAL, root["ts"])
+        assert [m["username"] for m in thread] == ["Claude 1", "GPT4o 2", None]
+
+
+def test_the_replay_memory_forgets_what_slack_would_refuse_anyway():
+    now = [1_700_000_000.0]
+    guard = ReplayGuard(clock=lambda: now[0], most=3)
+    stamp = str(int(now[0]))
+    assert guard.first_time("v0=a", stamp) and not guard.first_time("v0=a", stamp)
+    now[0] += 299
+    assert not guard.first_time("v0=a", stamp)  # still inside the five minutes
+    now[0] += 2  # now bolt refuses the timestamp itself, so the memory lets it go
+    assert guard.first_time("v0=a", stamp)
+    for name in "bcde":  # and it never holds more than its bound
+        assert guard.first_time(f"v0={name}", str(int(now[0])))
+    assert guard.first_time("v0=b", str(int(now[0])))  # the oldest went first
 
 
 def test_missing_tokens_are_named():

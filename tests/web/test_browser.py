@@ -163,3 +163,77 @@ async def test_markup_in_a_reply_renders_as_text(site: Site, browser: Any) -> No
         await page.reload()  # and again as the server renders the stored run
     await screenshot(page, "markup-as-text-stored")
     assert browser.dialogs == []
+
+
+PHONE = {"width": 360, "height": 740}  # a small phone, portrait
+# Every element whose own box is wider than the viewport or whose content overflows it sideways,
+# except terminal output and ASCII art (pre.mono), which scroll inside their own box.
+OVERFLOWING = """() => {
+  const width = document.documentElement.clientWidth;
+  const out = [];
+  for (const el of document.querySelectorAll("body *")) {
+    if (el.closest("pre.mono")) continue;
+    const box = el.getBoundingClientRect();
+    if (box.width === 0) continue;
+    if (box.right > width + 0.5 || box.left < -0.5 || el.scrollWidth > el.clientWidth + 1)
+      out.push(`${el.tagName.toLowerCase()}.${el.className}: ${Math.round(box.right)} > ${width}`);
+  }
+  return out;
+}"""
+
+
+async def assert_fits_a_phone(page: Any, name: str) -> None:
+    await screenshot(page, name)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert await page.evaluate(OVERFLOWING) == []
+
+
+async def test_on_a_phone_prose_wraps_and_only_terminal_output_scrolls_sideways(
+    site: Site, browser: Any
+) -> None:
+    link = "https://example.invalid/" + "corridor/" * 30
+    prose = "The carpet is damp and the hum never stops. " * 6 + link
+    terminal = "simulator@backrooms:~$ ls -l\n" + "-rw-r--r-- 1 guest guest " + "x" * 150 + "\n"
+    run_id = await site.run(prose, terminal)
+    await site.run("Another run, for the list.", "It has a second row.")
+    page = await new_page(browser)
+    await page.set_viewport_size(PHONE)
+    await page.goto(f"{site.url}/runs/{run_id}")
+    prose_box = page.locator("#reply-0 .prose")
+    assert await prose_box.inner_text() == prose
+    assert await prose_box.evaluate("(el) => el.getClientRects().length") == 1
+    lines = await prose_box.evaluate(
+        "(el) => Math.round(el.getBoundingClientRect().height / parseFloat(getComputedStyle(el).lineHeight))"
+    )
+    assert lines > 5  # it wrapped, the link too
+    await assert_fits_a_phone(page, "phone-run")
+    mono = page.locator("#reply-1 pre.mono")
+    assert await mono.evaluate("(el) => el.scrollWidth > el.clientWidth")  # scrolls in its box
+    assert await mono.evaluate("(el) => getComputedStyle(el).overflowX") == "auto"
+    await page.goto(site.url + "/")
+    assert await page.locator("tr.run").count() == 2
+    await assert_fits_a_phone(page, "phone-list")
+    await page.goto(site.url + "/?q=corridor")
+    assert await page.locator("tr.hit mark").count() >= 1
+    await assert_fits_a_phone(page, "phone-search")
+    await page.goto(f"{site.url}/runs/{10**30}")
+    await assert_fits_a_phone(page, "phone-404")
+
+
+async def test_a_missing_page_is_a_page_of_the_site_with_a_way_back(
+    site: Site, browser: Any
+) -> None:
+    run_id = await site.run("a", "b")
+    page = await new_page(browser)
+    response = await page.goto(f"{site.url}/runs/999")
+    assert response is not None and response.status == 404
+    assert await page.title() == "Not Found · backrooms relay"
+    assert await page.locator("main h1").inner_text() == "Not Found 404"
+    assert await page.locator("p.message").inner_text() == "There is no run 999."
+    assert await page.locator("header.site a.home").inner_text() == "backrooms relay"
+    colour = await page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert colour == "rgb(22, 21, 15)"  # the site's own stylesheet, not a bare browser page
+    await screenshot(page, "not-found")
+    await page.get_by_role("link", name="← all runs").click()
+    await page.wait_for_url(site.url + "/")
+    assert await page.locator("tr.run a").first.inner_text() == f"#{run_id}"

@@ -71,12 +71,29 @@ async def test_a_bad_start_request_says_why(site: Site) -> None:
         ({"models": "nosuchmodel offline"}, 400, "unknown model 'nosuchmodel'"),
         ({"models": "offline"}, 400, "takes 2 participants"),
         ({"models": "offline offline", "max_turns": "many"}, 400, "whole number"),
-        ({"models": "offline offline", "max_turns": "5000"}, 429, "at most 50 turns"),
+        ({"models": "offline offline", "max_turns": "5000"}, 400, "at most 50 turns"),
+        ({"models": "offline offline cli 51"}, 400, "(BACKROOMS_CHAT_MAX_TURNS=50)"),
+        ({"models": "offline offline", "max_turns": str(2**64)}, 400, "at most 50 turns"),
+        ({"models": "offline offline", "max_turns": "²"}, 400, "whole number"),
     ]
     for fields, status, message in cases:
         async with site.http.post("/runs", json=fields, headers=bearer(TOKEN)) as response:
             assert response.status == status
             assert message in await response.text()
+    assert await site.rt.store.list_runs() == []
+
+
+async def test_a_full_service_is_a_429_and_says_which_cap(
+    model_server: FakeModelServer, tmp_path: Path
+) -> None:
+    caps = {"BACKROOMS_WEB_TOKEN": TOKEN, "BACKROOMS_MAX_RUNS": "1"}
+    async with serve(model_server, tmp_path, **caps) as site:
+        site.models.chunk_count, site.models.chunk_delay = 50, 0.05  # a reply takes 2.5 s
+        live = await site.run("slow " * 50, turns=3, wait=False)
+        async with site.http.post("/runs", json=START, headers=bearer(TOKEN)) as response:
+            assert response.status == 429
+            assert "BACKROOMS_MAX_RUNS" in await response.text()
+        await site.rt.manager.stop(live, by="test")
 
 
 async def test_stop_ends_a_live_run_and_the_page_says_so(site: Site) -> None:

@@ -133,4 +133,4 @@ async def test_downloads(site: Site) -> None:
 
 async def test_an_unknown_run_is_a_404(site: Site) -> None:
     for path in ("/runs/999", "/runs/999.txt", "/runs/999/events"):
-        assert "no run with id 999" in await page(site, path, status=404)
+        assert "There is no run 999." in await page(site, path, status=404)
