@@ -11,7 +11,6 @@ from pathlib import Path
 from backrooms_engine.records import RunRecord
 from bot.discord import DiscordSurface
 from bot.runtime import Runtime, open_runtime
-from bot.service import _owned_by
 from bot.settings import Settings
 from tests.conftest import fake_env
 from tests.fakes.discord_server import FakeDiscord, configure_discord_py
@@ -104,7 +103,7 @@ async def discord_world(
         await rt.providers.warm()  # as bot.service.serve does
         surface = DiscordSurface(settings)
         await surface.start(rt)
-        await rt.manager.resume_all(_owned_by({surface.name: surface}))
+        await rt.manager.resume_all(surface.observers_for)
         try:
             yield World(fake, guild, channel, rt, surface, env)
         finally:
