@@ -162,7 +162,7 @@ class BackroomsCog(commands.GroupCog, group_name="backrooms"):
             )
             return
         value = "on" if on else "off"
-        await self.surface.rt.store.set_space_setting(
+        await self.surface.rt.surface_state.set_space_setting(
             str(interaction.guild_id), "discord_streaming", value
         )
         await interaction.response.send_message(
@@ -247,7 +247,7 @@ async def _open_thread(
 ) -> discord.Thread:
     """The starter message and the public thread; the webhook; all remembered in the store."""
     assert surface.rt is not None
-    store = surface.rt.store
+    store = surface.rt.surface_state
     starter = messages.starter_text(
         record,
         interaction.user.mention,
@@ -299,7 +299,7 @@ async def stop_run(
             )
             return
     try:
-        record = await rt.store.get_run(run_id)
+        record = await rt.archive.get_run(run_id)
     except ConfigError as exc:
         await interaction.response.send_message(str(exc), **EPHEMERAL_NO_PINGS)
         return
@@ -308,7 +308,7 @@ async def stop_run(
             f"Run {run_id} is not a run of this server.", **EPHEMERAL_NO_PINGS
         )
         return
-    starter = await rt.store.get_meta(run_id, "discord_starter_user")
+    starter = await rt.surface_state.get_meta(run_id, "discord_starter_user")
     if starter != str(interaction.user.id) and not interaction.permissions.manage_threads:
         await interaction.response.send_message(
             f"Only the person who started run {run_id} or someone with Manage Threads can stop it.",
@@ -323,16 +323,16 @@ async def stop_run(
 async def resume_run(surface: DiscordSurface, interaction: discord.Interaction, run_id: int) -> str:
     assert surface.rt is not None
     rt = surface.rt
-    record = await rt.store.get_run(run_id)
+    record = await rt.archive.get_run(run_id)
     if record.spec.surface != SURFACE or record.spec.space != str(interaction.guild_id):
         raise ConfigError("it is not a run of this server")
     if rt.manager.get(run_id) is not None:
         raise ConfigError("it is running already")
-    starter = await rt.store.get_meta(run_id, "discord_starter_user")
+    starter = await rt.surface_state.get_meta(run_id, "discord_starter_user")
     if starter != str(interaction.user.id) and not interaction.permissions.manage_threads:
         raise ConfigError("only the person who started it or someone with Manage Threads can")
-    thread_id = int(await rt.store.get_meta(run_id, "discord_thread") or 0)
-    channel_id = int(await rt.store.get_meta(run_id, "discord_channel") or 0)
+    thread_id = int(await rt.surface_state.get_meta(run_id, "discord_thread") or 0)
+    channel_id = int(await rt.surface_state.get_meta(run_id, "discord_channel") or 0)
     if record.end is not None and record.end.reason == "gone":
         channel = _run_channel(interaction)
         thread = await _open_thread(surface, interaction, channel, record)

@@ -100,7 +100,7 @@ class DiscordSurface:
 
     async def observers_for(self, record: RunRecord) -> Sequence[Observer] | None:
         assert self.rt is not None
-        store = self.rt.store
+        store = self.rt.surface_state
         thread = await store.get_meta(record.id, "discord_thread")
         channel = await store.get_meta(record.id, "discord_channel")
         if thread is None or channel is None:
@@ -119,7 +119,7 @@ class DiscordSurface:
     ) -> list[tuple[int, str, str]]:
         """Webhook messages in the thread that no stored post names (oldest first)."""
         assert self.rt is not None
-        known = {int(v) for v in (await self.rt.store.posts(record.id, SURFACE)).values()}
+        known = {int(v) for v in (await self.rt.surface_state.posts(record.id, SURFACE)).values()}
         try:
             recent = await self.bot.http.logs_from(thread_id, RECENT_HISTORY)
         except discord.HTTPException as exc:
@@ -155,7 +155,7 @@ class DiscordSurface:
     async def streaming(self, guild_id: str | None) -> bool:
         assert self.rt is not None
         if guild_id is not None:
-            value = await self.rt.store.space_setting(guild_id, "discord_streaming")
+            value = await self.rt.surface_state.space_setting(guild_id, "discord_streaming")
             if value is not None:
                 return value == "on"
         return self.config.streaming
@@ -181,7 +181,7 @@ class DiscordSurface:
         }
 
         async def record_post(seq: int, part: int, message_id: str) -> None:
-            await rt.store.record_post(record.id, seq, part, SURFACE, message_id)
+            await rt.surface_state.record_post(record.id, seq, part, SURFACE, message_id)
 
         async def on_gone(why: str) -> None:
             # Never await the stop here: the manager waits for this observer to drain first.
@@ -198,7 +198,7 @@ class DiscordSurface:
             budget=self.budget(channel_id),
             personas=personas,
             streaming=await self.streaming(record.spec.space),
-            known_posts=await rt.store.posts(record.id, SURFACE),
+            known_posts=await rt.surface_state.posts(record.id, SURFACE),
             record_post=record_post,
             on_gone=on_gone,
             on_end=on_end,
@@ -226,8 +226,8 @@ class DiscordSurface:
 
     async def _mark_starter(self, record: RunRecord, end: RunEnd) -> None:
         assert self.rt is not None
-        channel_id = await self.rt.store.get_meta(record.id, "discord_starter_channel")
-        message_id = await self.rt.store.get_meta(record.id, "discord_starter_message")
+        channel_id = await self.rt.surface_state.get_meta(record.id, "discord_starter_channel")
+        message_id = await self.rt.surface_state.get_meta(record.id, "discord_starter_message")
         if not (channel_id and message_id):
             return
         try:

@@ -43,7 +43,7 @@ def create_app(rt: Runtime, broker: LiveBroker, queries: RunQueries | None = Non
     ctx = WebContext(
         rt=rt,
         broker=broker,
-        queries=queries or RunQueries(rt.store.path),
+        queries=queries or RunQueries(rt.settings.db_path),
         web_token=rt.settings.web_token,
         templates=_templates(),
     )

@@ -58,7 +58,7 @@ async def index(request: Request) -> Response:
     ctx = web(request)
     f = _filter(request)
     ids = await ctx.queries.run_ids(f, limit=PAGE_SIZE)
-    runs = [await ctx.rt.store.get_run(run_id) for run_id in ids]
+    runs = [await ctx.rt.archive.get_run(run_id) for run_id in ids]
     hits = await ctx.queries.hits(f.q, ids) if f.q else {}
     models, used_templates = await ctx.queries.choices()
     return render(
@@ -107,8 +107,8 @@ def template_sizes(ctx: WebContext) -> dict[str, int]:
 async def run_page(request: Request) -> Response:
     ctx = web(request)
     run_id = request.path_params["run_id"]
-    run = await ctx.rt.store.get_run(run_id)  # UnknownRunError: 404 (see app.py)
-    replies = await ctx.rt.store.replies(run_id)
+    run = await ctx.rt.archive.get_run(run_id)  # UnknownRunError: 404 (see app.py)
+    replies = await ctx.rt.archive.replies(run_id)
     state = _state(ctx, run)
     return render(
         request,
@@ -129,8 +129,8 @@ async def download(request: Request) -> Response:
         return PlainTextResponse(
             f"no such download: .{fmt}; there are {', '.join(export.FORMATS)}\n", status_code=404
         )
-    run = await ctx.rt.store.get_run(run_id)
-    text = export.render(run, await ctx.rt.store.replies(run_id), fmt)
+    run = await ctx.rt.archive.get_run(run_id)
+    text = export.render(run, await ctx.rt.archive.replies(run_id), fmt)
     # The text download is the BackroomsLogs file, so it keeps that file's upstream-style name.
     stem = _SAFE_NAME.sub("-", Path(run.log_path).stem) or f"backrooms-run-{run.id}"
     return Response(

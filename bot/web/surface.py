@@ -74,7 +74,7 @@ class WebSurface:
 
     async def start(self, rt: Runtime) -> None:
         sock = self._bind()
-        self._queries = RunQueries(rt.store.path)
+        self._queries = RunQueries(rt.settings.db_path)
         self.app = create_app(rt, self.broker, self._queries)
         rt.manager.add_tap(self.broker.observer_for)
         config = uvicorn.Config(

@@ -25,7 +25,7 @@ async def test_three_participants_take_turns_in_order(model_server, tmp_path):
         _, end = await run_to_end(
             rt, RunSpec(models=("opus", "gpt4o", "sonnet"), template="trio_cli", max_turns=2), rec
         )
-        replies = await rt.store.replies(rec.events[0].run_id)
+        replies = await rt.archive.replies(rec.events[0].run_id)
     assert [r.actor for r in replies] == ["Claude 1", "GPT4o 2", "Claude 3"] * 2
     assert [(r.turn, r.position) for r in replies] == [
         (1, 0),
@@ -64,7 +64,7 @@ async def test_max_turns_counts_whole_turns(model_server, tmp_path):
     env = fake_env(model_server, tmp_path)
     async with runtime(env) as rt:
         run_id, end = await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=3))
-        record = await rt.store.get_run(run_id)
+        record = await rt.archive.get_run(run_id)
     assert len(model_server.requests) == 6
     assert end.reason == "max_turns"
     assert (
@@ -87,7 +87,7 @@ async def test_events_arrive_in_order_and_finished_after_commit(model_server, tm
 
     rec = Checker()
     async with runtime(env) as rt:
-        store = rt.store
+        store = rt.archive
         await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=1), rec)
     kinds = [type(e).__name__ for e in rec.events]
     assert kinds[0] == "RunStarted" and kinds[-1] == "RunEnded"
@@ -104,7 +104,7 @@ async def test_the_next_speaker_is_asked_while_the_last_reply_is_committed(model
     asked_during_commit = []
 
     async with runtime(env) as rt:
-        append = rt.store.append_reply
+        append = rt.transcript.append_reply
 
         async def slow_append(reply):
             before = len(model_server.requests)
@@ -112,11 +112,11 @@ async def test_the_next_speaker_is_asked_while_the_last_reply_is_committed(model
             asked_during_commit.append(len(model_server.requests) > before)
             await append(reply)
 
-        rt.store.append_reply = slow_append
+        rt.transcript.append_reply = slow_append
         rec = RecordingObserver()
         # One API for both, so no reply waits for an SDK client to be built.
         _, end = await run_to_end(rt, RunSpec(models=("opus", "sonnet"), max_turns=2), rec)
-        stored = [r.seq for r in await rt.store.replies(1)]
+        stored = [r.seq for r in await rt.archive.replies(1)]
     assert end.reason == "max_turns" and stored == [0, 1, 2, 3]
     assert asked_during_commit == [True, True, True, False]  # the last has no next speaker
     order = [
@@ -162,7 +162,7 @@ async def test_dropped_connection_mid_stream_restarts_the_reply(model_server, tm
     rec = RecordingObserver()
     async with runtime(env) as rt:
         run_id, _ = await run_to_end(rt, RunSpec(models=("gpt4o", "opus"), max_turns=1), rec)
-        stored = await rt.store.replies(run_id)
+        stored = await rt.archive.replies(run_id)
     assert stored[0].text == "the whole reply"  # nothing of the cut attempt is kept
     assert "connection lost" in rec.of(ReplyRetrying)[0].reason
 
@@ -204,8 +204,8 @@ async def test_permanent_errors_end_the_run_with_a_reason(model_server, tmp_path
     rec = RecordingObserver()
     async with runtime(env) as rt:
         run_id, end = await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=3), rec)
-        record = await rt.store.get_run(run_id)
-        stored = await rt.store.replies(run_id)
+        record = await rt.archive.get_run(run_id)
+        stored = await rt.archive.replies(run_id)
     assert end.reason == "error"
     assert "gpt4o (openai)" in end.detail and words in end.detail
     assert len(model_server.requests) == 2  # not retried
@@ -247,7 +247,7 @@ async def test_every_model_of_the_default_registry_runs(model_server, tmp_path, 
         run_id, end = await run_to_end(
             rt, RunSpec(models=(alias, alias), template="science", max_turns=1)
         )
-        replies = await rt.store.replies(run_id)
+        replies = await rt.archive.replies(run_id)
     assert end.reason == "max_turns"
     assert len(replies) == 2 and all(r.text for r in replies)
     if spec.provider.kind != "offline":
