@@ -51,7 +51,7 @@ async def open_runtime(
     manager = RunManager(
         registry=registry,
         template_dirs=dirs,
-        store=store,
+        store=store.transcript,
         provider_for=providers.for_spec,
         env=settings.env,
         log_dir=settings.log_dir,
@@ -68,9 +68,9 @@ async def open_runtime(
             settings=settings,
             registry=registry,
             template_dirs=dirs,
-            transcript=store,
-            surface_state=store,
-            archive=store,
+            transcript=store.transcript,
+            surface_state=store.surface_state,
+            archive=store.archive,
             providers=providers,
             manager=manager,
         )
