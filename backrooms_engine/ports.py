@@ -10,6 +10,7 @@ it over every implementation.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -109,6 +110,40 @@ class SurfaceState(Protocol):
     async def space_setting(self, space: str, key: str) -> str | None: ...
 
 
+PAGE_SIZE = 50  # runs on one page of the archive
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a viewer asks the archive for. Empty fields do not filter.
+
+    `q` is searched in reply text by these rules, the same on every store: a run matches when one
+    of its replies holds every word of `q` (split at white space). Text is compared as words, runs
+    of letters and digits, without case or accents (`cafe` finds `Café`, `caf` does not); `word*`
+    matches any word that begins with `word`; a word with punctuation inside (`don't`) matches its
+    pieces in a row; punctuation alone matches nothing.
+    """
+
+    model: str | None = None  # a participant's alias
+    template: str | None = None
+    status: str | None = None  # running | ended
+    q: str | None = None  # words to find in reply text
+    before: int | None = None  # run ids below this one (the next page)
+
+    @property
+    def active(self) -> bool:
+        return any(v for v in (self.model, self.template, self.status, self.q))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Where a search matched in one run: a reply and a short excerpt around the match."""
+
+    run_id: int
+    seq: int
+    parts: tuple[tuple[str, bool], ...]  # (text, is the matched word), to be escaped when shown
+
+
 class Archive(Protocol):
     """What viewers read (the web archive, `backrooms runs`, `show` and `export`, a chat surface
     answering about a run): runs listed, filtered, searched and loaded. It never writes."""
@@ -125,4 +160,16 @@ class Archive(Protocol):
         self, *, status: str | None = None, space: str | None = None, limit: int = 50
     ) -> list[RunRecord]:
         """Newest first."""
+        ...
+
+    async def run_ids(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[int]:
+        """Ids of the runs that pass the filter, newest first."""
+        ...
+
+    async def hits(self, words: str, run_ids: Sequence[int]) -> dict[int, Hit]:
+        """For each of `run_ids` where `words` match: the best-matching reply, with an excerpt."""
+        ...
+
+    async def choices(self) -> tuple[list[str], list[str]]:
+        """The model aliases and the templates that stored runs used (for filter menus), sorted."""
         ...

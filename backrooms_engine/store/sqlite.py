@@ -13,6 +13,7 @@ from pathlib import Path
 import aiosqlite
 
 from ..lifecycle import ClosesOnExit
+from ..ports import PAGE_SIZE, Hit, RunFilter
 from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
 from .archive import SqliteArchive
 from .connection import Database
@@ -103,6 +104,15 @@ class SqliteStore(ClosesOnExit):
         self, *, status: str | None = None, space: str | None = None, limit: int = 50
     ) -> list[RunRecord]:
         return await self.archive.list_runs(status=status, space=space, limit=limit)
+
+    async def run_ids(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[int]:
+        return await self.archive.run_ids(f, limit)
+
+    async def hits(self, words: str, run_ids: Sequence[int]) -> dict[int, Hit]:
+        return await self.archive.hits(words, run_ids)
+
+    async def choices(self) -> tuple[list[str], list[str]]:
+        return await self.archive.choices()
 
     # -- SurfaceState
 

@@ -12,11 +12,11 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from backrooms_engine import export, templates
 from backrooms_engine.errors import ConfigError
+from backrooms_engine.ports import PAGE_SIZE, RunFilter
 from backrooms_engine.records import RunRecord
 from backrooms_engine.store import RUN_STATUSES
 
 from .context import WebContext, web
-from .queries import PAGE_SIZE, RunFilter
 from .render import actor_classes, colours_css, end_label, segments
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")  # what a Content-Disposition filename may hold
@@ -57,10 +57,10 @@ def _filter(request: Request) -> RunFilter:
 async def index(request: Request) -> Response:
     ctx = web(request)
     f = _filter(request)
-    ids = await ctx.queries.run_ids(f, limit=PAGE_SIZE)
+    ids = await ctx.rt.archive.run_ids(f, limit=PAGE_SIZE)
     runs = [await ctx.rt.archive.get_run(run_id) for run_id in ids]
-    hits = await ctx.queries.hits(f.q, ids) if f.q else {}
-    models, used_templates = await ctx.queries.choices()
+    hits = await ctx.rt.archive.hits(f.q, ids) if f.q else {}
+    models, used_templates = await ctx.rt.archive.choices()
     return render(
         request,
         "index.html",

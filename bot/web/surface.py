@@ -24,7 +24,6 @@ from ..runtime import Runtime
 from ..settings import Settings
 from .app import create_app
 from .broker import LiveBroker
-from .queries import RunQueries
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,6 @@ class WebSurface:
         self.app: Starlette | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
-        self._queries: RunQueries | None = None
 
     @property
     def url(self) -> str:
@@ -74,8 +72,7 @@ class WebSurface:
 
     async def start(self, rt: Runtime) -> None:
         sock = self._bind()
-        self._queries = RunQueries(rt.settings.db_path)
-        self.app = create_app(rt, self.broker, self._queries)
+        self.app = create_app(rt, self.broker)
         rt.manager.add_tap(self.broker.observer_for)
         config = uvicorn.Config(
             self.app,
@@ -149,5 +146,3 @@ class WebSurface:
                 await asyncio.wait_for(self._task, CLOSE_TIMEOUT + 2)
             except TimeoutError:
                 log.warning("the web viewer did not stop in time")
-        if self._queries is not None:
-            await self._queries.close()

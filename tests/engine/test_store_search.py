@@ -1,5 +1,5 @@
-"""Migration 003_search: the FTS5 index over reply text, its backfill and triggers, and the queries
-the archive runs on its read-only connection."""
+"""SQLite only: migration 003_search (the FTS5 index over reply text, its backfill and triggers),
+the archive's read-only connection, and the search box's words as a safe FTS5 query."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from backrooms_engine import store as store_module
+from backrooms_engine.errors import StoreError
+from backrooms_engine.ports import RunFilter
 from backrooms_engine.records import ParticipantInfo, Reply, RunSpec, now
 from backrooms_engine.store import SqliteStore
 from backrooms_engine.store import opening as store_opening
-from bot.web.queries import RunFilter, RunQueries, fts_query
+from backrooms_engine.store.connection import Database
+from backrooms_engine.store.search import fts_query
 
 CAST = (ParticipantInfo(0, "opus", "Claude 1", "x", "anthropic"),)
 
@@ -45,13 +48,9 @@ async def test_the_migration_backfills_replies_stored_before_it(
     monkeypatch.undo()
     async with await SqliteStore.open(path) as store:  # the owner applies 003
         await add(store, run_id, 1, "a new reply about a harbour")
-        queries = RunQueries(path)
-        try:
-            assert await queries.run_ids(RunFilter(q="lighthouse")) == [run_id]
-            assert await queries.run_ids(RunFilter(q="harbour")) == [run_id]
-            assert await queries.run_ids(RunFilter(q="submarine")) == []
-        finally:
-            await queries.close()
+        assert await store.archive.run_ids(RunFilter(q="lighthouse")) == [run_id]
+        assert await store.archive.run_ids(RunFilter(q="harbour")) == [run_id]
+        assert await store.archive.run_ids(RunFilter(q="submarine")) == []
 
 
 async def test_triggers_follow_deletes_and_updates(tmp_path: Path) -> None:
@@ -78,30 +77,29 @@ async def test_filters_combine_and_page_newest_first(tmp_path: Path) -> None:
         ids = [await new_run(store, template) for template in ("cli", "gallery", "cli")]
         for run_id in ids:
             await add(store, run_id, 0, f"reply of run {run_id} with café")
-        queries = RunQueries(path)
-        try:
-            assert await queries.run_ids(RunFilter()) == ids[::-1]
-            assert await queries.run_ids(RunFilter(template="cli")) == [ids[2], ids[0]]
-            assert await queries.run_ids(RunFilter(model="opus", before=ids[2])) == ids[1::-1]
-            assert await queries.run_ids(RunFilter(q="cafe")) == ids[::-1]  # accents folded
-            assert await queries.run_ids(RunFilter(status="ended")) == []
-            assert await queries.run_ids(RunFilter(), limit=1) == [ids[2]]
-            hits = await queries.hits("café", ids)
-            assert hits[ids[0]].parts[-1] == ("café", True)
-            assert await queries.choices() == (["opus"], ["cli", "gallery"])
-        finally:
-            await queries.close()
+        archive = store.archive
+        assert await archive.run_ids(RunFilter()) == ids[::-1]
+        assert await archive.run_ids(RunFilter(template="cli")) == [ids[2], ids[0]]
+        assert await archive.run_ids(RunFilter(model="opus", before=ids[2])) == ids[1::-1]
+        assert await archive.run_ids(RunFilter(q="cafe")) == ids[::-1]  # accents folded
+        assert await archive.run_ids(RunFilter(status="ended")) == []
+        assert await archive.run_ids(RunFilter(), limit=1) == [ids[2]]
+        hits = await archive.hits("café", ids)
+        assert hits[ids[0]].parts[-1] == ("café", True)
+        assert await archive.choices() == (["opus"], ["cli", "gallery"])
 
 
 async def test_the_archive_connection_cannot_write(tmp_path: Path) -> None:
     path = tmp_path / "backrooms.db"
-    async with await SqliteStore.open(path):
-        queries = RunQueries(path)
+    async with await SqliteStore.open(path) as store:
+        run_id = await new_run(store)
+        reader = Database.read_only(path)  # the kind of connection the archive reads through
         try:
-            with pytest.raises(Exception, match="readonly"):
-                await queries._fetch("DELETE FROM runs", ())
+            with pytest.raises(StoreError, match="readonly"):
+                await reader.fetch("DELETE FROM runs")
+            assert [row["id"] for row in await reader.fetch("SELECT id FROM runs")] == [run_id]
         finally:
-            await queries.close()
+            await reader.close()
 
 
 @pytest.mark.parametrize(
