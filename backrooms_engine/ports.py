@@ -162,8 +162,9 @@ class Archive(Protocol):
         """Newest first."""
         ...
 
-    async def run_ids(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[int]:
-        """Ids of the runs that pass the filter, newest first."""
+    async def find_runs(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[RunRecord]:
+        """The runs that pass the filter, newest first, each with its cast and totals as
+        `get_run` gives them. A page costs the same few queries however many runs it holds."""
         ...
 
     async def hits(self, words: str, run_ids: Sequence[int]) -> dict[int, Hit]:

@@ -42,15 +42,15 @@ class SqliteArchive:
         async with self._db.using() as db:
             return await load_runs(db, where, [v for _, v in kept], limit=limit, order="DESC")
 
-    async def run_ids(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[int]:
+    async def find_runs(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[RunRecord]:
+        """Two queries, whatever the page's size: the page with its totals, then its casts."""
+        check_list_args(None, limit)
         where = _where(f)
         if where is None:
             return []
         clauses, params = where
-        rows = await self._db.fetch(
-            f"SELECT id FROM runs WHERE {clauses} ORDER BY id DESC LIMIT ?", [*params, limit]
-        )
-        return [row["id"] for row in rows]
+        async with self._db.using() as db:
+            return await load_runs(db, clauses, params, limit=limit, order="DESC")
 
     async def hits(self, words: str, run_ids: Sequence[int]) -> dict[int, Hit]:
         """The best-ranked (bm25) matching reply of each run, with an excerpt of 16 words."""

@@ -17,6 +17,7 @@ from .rows import refused
 from .rules import unknown_run
 
 Opener = Callable[[], Awaitable[aiosqlite.Connection]]
+Trace = Callable[[str], None]  # called with each SQL statement the connection runs
 
 
 class Database:
@@ -42,9 +43,17 @@ class Database:
         return cls(path, reopened, db)
 
     @classmethod
-    def read_only(cls, path: Path) -> Database:
+    def read_only(cls, path: Path, trace: Trace | None = None) -> Database:
+        """`trace` hears every statement (to count what a page costs, or to debug)."""
         where = path.absolute()
-        return cls(path, lambda: connect_read_only(where))
+
+        async def opened() -> aiosqlite.Connection:
+            db = await connect_read_only(where)
+            if trace is not None:
+                await db.set_trace_callback(trace)
+            return db
+
+        return cls(path, opened)
 
     async def close(self) -> None:
         # Under the lock: a transaction another task has begun finishes before the connection goes.

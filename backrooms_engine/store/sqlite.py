@@ -105,8 +105,8 @@ class SqliteStore(ClosesOnExit):
     ) -> list[RunRecord]:
         return await self.archive.list_runs(status=status, space=space, limit=limit)
 
-    async def run_ids(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[int]:
-        return await self.archive.run_ids(f, limit)
+    async def find_runs(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[RunRecord]:
+        return await self.archive.find_runs(f, limit)
 
     async def hits(self, words: str, run_ids: Sequence[int]) -> dict[int, Hit]:
         return await self.archive.hits(words, run_ids)

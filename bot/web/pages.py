@@ -57,8 +57,8 @@ def _filter(request: Request) -> RunFilter:
 async def index(request: Request) -> Response:
     ctx = web(request)
     f = _filter(request)
-    ids = await ctx.rt.archive.run_ids(f, limit=PAGE_SIZE)
-    runs = [await ctx.rt.archive.get_run(run_id) for run_id in ids]
+    runs = await ctx.rt.archive.find_runs(f, limit=PAGE_SIZE)  # one page: a few queries
+    ids = [run.id for run in runs]
     hits = await ctx.rt.archive.hits(f.q, ids) if f.q else {}
     models, used_templates = await ctx.rt.archive.choices()
     return render(

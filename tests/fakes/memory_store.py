@@ -180,10 +180,11 @@ class MemoryStore(ClosesOnExit):
 
     # -- Archive
 
-    async def run_ids(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[int]:
+    async def find_runs(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[RunRecord]:
+        check_list_args(None, limit)
         self._check_open()
-        found = [run.record.id for run in self._newest_first() if self._passes(run, f)]
-        return found[:limit]
+        found = [run for run in self._newest_first() if self._passes(run, f)]
+        return [self._with_totals(run) for run in found[:limit]]
 
     async def hits(self, words: str, run_ids: Sequence[int]) -> dict[int, Hit]:
         """The first matching reply of each run: SQLite ranks by bm25; the contract fixes neither."""
