@@ -76,24 +76,6 @@ async def test_triggers_follow_deletes_and_updates(tmp_path: Path) -> None:
         assert db.execute("SELECT count(*) FROM reply_search").fetchone() == (0,)
 
 
-async def test_filters_combine_and_page_newest_first(tmp_path: Path) -> None:
-    path = tmp_path / "backrooms.db"
-    async with await SqliteStore.open(path) as store:
-        ids = [await new_run(store, template) for template in ("cli", "gallery", "cli")]
-        for run_id in ids:
-            await add(store, run_id, 0, f"reply of run {run_id} with café")
-        archive = store.archive
-        assert await ids_of(archive, RunFilter()) == ids[::-1]
-        assert await ids_of(archive, RunFilter(template="cli")) == [ids[2], ids[0]]
-        assert await ids_of(archive, RunFilter(model="opus", before=ids[2])) == ids[1::-1]
-        assert await ids_of(archive, RunFilter(q="cafe")) == ids[::-1]  # accents folded
-        assert await ids_of(archive, RunFilter(status="ended")) == []
-        assert await ids_of(archive, RunFilter(), limit=1) == [ids[2]]
-        hits = await archive.hits("café", ids)
-        assert hits[ids[0]].parts[-1] == ("café", True)
-        assert await archive.choices() == (["opus"], ["cli", "gallery"])
-
-
 async def test_the_archive_connection_cannot_write(tmp_path: Path) -> None:
     path = tmp_path / "backrooms.db"
     async with await SqliteStore.open(path) as store:
