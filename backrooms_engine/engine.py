@@ -25,7 +25,7 @@ from .events import (
     RunEnded,
     RunStarted,
 )
-from .ports import Provider, Store
+from .ports import Provider, TranscriptStore
 from .records import Reply, RunEnd, RunRecord, Usage, now
 from .registry import ModelSpec
 
@@ -89,7 +89,7 @@ class Engine:
     def __init__(
         self,
         provider_for: ProviderFor,
-        store: Store,
+        store: TranscriptStore,
         *,
         retry: RetryPolicy | None = None,
     ):

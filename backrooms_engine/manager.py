@@ -21,7 +21,7 @@ from .engine import Engine, RetryPolicy, StopReason, StopSignal
 from .errors import BackroomsError, ConfigError, StoreError
 from .events import Event, ReplyDelta, ReplyFinished, ReplyStarted, RunEnded
 from .observers import DEFAULT_QUEUE_SIZE, ObserverHub
-from .ports import Observer, Provider, Store
+from .ports import Observer, Provider, TranscriptStore
 from .records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, now
 from .registry import ModelSpec, Registry, check_keys
 
@@ -64,7 +64,7 @@ class RunManager:
         *,
         registry: Registry,
         template_dirs: Sequence[Path],
-        store: Store,
+        store: TranscriptStore,
         provider_for: Callable[[ModelSpec], Provider],
         env: Mapping[str, str],
         log_dir: Path,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from .errors import StoreError
 from .events import Event, ReplyDelta, ReplyFinished
-from .ports import Observer, Store
+from .ports import Observer, TranscriptStore
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ DEFAULT_QUEUE_SIZE = 256
 class _Feed:
     """One observer's queue and the task that drains it."""
 
-    def __init__(self, run_id: int, observer: Observer, store: Store | None, maxsize: int):
+    def __init__(self, run_id: int, observer: Observer, store: TranscriptStore | None, maxsize: int):
         self.run_id = run_id
         self.observer = observer
         self._store = store
@@ -109,7 +109,7 @@ class ObserverHub:
         run_id: int,
         observers: list[Observer],
         *,
-        store: Store | None = None,
+        store: TranscriptStore | None = None,
         tracked: Sequence[Observer] = (),
         maxsize: int = DEFAULT_QUEUE_SIZE,
     ):

@@ -1,8 +1,16 @@
-"""The engine's ports: each a small Protocol, each with an in-memory fake in tests/fakes."""
+"""The engine's ports: each a small Protocol, each with an in-memory fake in tests/fakes.
+
+The store is three ports, split by who needs it (ARCHITECTURE.md, "The store's ports"):
+`TranscriptStore` for whoever drives runs, `SurfaceState` for the chat surfaces, `Archive` for
+viewers. One implementation usually provides all three (backrooms_engine/store/); each caller is
+handed only the port it needs. tests/engine/test_store_contract.py states their behaviour and runs
+it over every implementation.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -32,8 +40,13 @@ class Observer(Protocol):
     async def handle(self, event: Event) -> None: ...
 
 
-class Store(Protocol):
-    """Where transcripts live. A reply is committed here before any observer sees it finished."""
+class TranscriptStore(Protocol):
+    """The transcript, for whoever drives runs: runs, their replies, delivery cursors and ends.
+    A reply is committed here before any observer sees it finished.
+
+    Leases and desired state (ARCHITECTURE.md, "Runs owned by leases") will join this port; its
+    writes will then be fenced by the epoch the caller holds.
+    """
 
     async def create_run(
         self,
@@ -55,11 +68,9 @@ class Store(Protocol):
         """Raises UnknownRunError (a ConfigError) naming the id."""
         ...
 
-    async def list_runs(
-        self, *, status: str | None = None, space: str | None = None, limit: int = 50
-    ) -> list[RunRecord]: ...
-
-    async def replies(self, run_id: int) -> list[Reply]: ...
+    async def replies(self, run_id: int) -> list[Reply]:
+        """In seq order."""
+        ...
 
     async def delivered(self, run_id: int, observer: str) -> int:
         """How many replies (by seq) this observer has fully received: its delivery cursor."""
@@ -71,4 +82,95 @@ class Store(Protocol):
         """Runs still marked running (left by a crash or a shutdown), oldest first."""
         ...
 
-    async def close(self) -> None: ...
+
+class SurfaceState(Protocol):
+    """What chat surfaces remember: per-run metadata (a thread id, a webhook), the message that
+    shows each part of each reply, and settings a community changes for itself (per space).
+
+    A second write of the same key replaces the first. Every per-run call raises UnknownRunError
+    for a run that does not exist.
+    """
+
+    async def set_meta(self, run_id: int, key: str, value: str) -> None: ...
+
+    async def get_meta(self, run_id: int, key: str) -> str | None: ...
+
+    async def record_post(
+        self, run_id: int, seq: int, part: int, surface: str, external_id: str
+    ) -> None:
+        """Remember the message that shows part `part` of reply `seq` on `surface`."""
+        ...
+
+    async def posts(self, run_id: int, surface: str) -> dict[tuple[int, int], str]:
+        """{(seq, part): external id} of one surface, in (seq, part) order."""
+        ...
+
+    async def set_space_setting(self, space: str, key: str, value: str) -> None: ...
+
+    async def space_setting(self, space: str, key: str) -> str | None: ...
+
+
+PAGE_SIZE = 50  # runs on one page of the archive
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a viewer asks the archive for. Empty fields do not filter.
+
+    `q` is searched in reply text by these rules, the same on every store: a run matches when one
+    of its replies holds every word of `q` (split at white space). Text is compared as words, runs
+    of letters and digits, without case or accents (`cafe` finds `Café`, `caf` does not); `word*`
+    matches any word that begins with `word`; a word with punctuation inside (`don't`) matches its
+    pieces in a row; punctuation alone matches nothing.
+    """
+
+    model: str | None = None  # a participant's alias
+    template: str | None = None
+    status: str | None = None  # running | ended
+    q: str | None = None  # words to find in reply text
+    before: int | None = None  # run ids below this one (the next page)
+
+    @property
+    def active(self) -> bool:
+        return any(v for v in (self.model, self.template, self.status, self.q))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Where a search matched in one run: a reply and a short excerpt around the match."""
+
+    run_id: int
+    seq: int
+    parts: tuple[tuple[str, bool], ...]  # (text, is the matched word), to be escaped when shown
+
+
+class Archive(Protocol):
+    """What viewers read (the web archive, `backrooms runs`, `show` and `export`, a chat surface
+    answering about a run): runs listed, filtered, searched and loaded. It never writes."""
+
+    async def get_run(self, run_id: int) -> RunRecord:
+        """Raises UnknownRunError (a ConfigError) naming the id."""
+        ...
+
+    async def replies(self, run_id: int) -> list[Reply]:
+        """In seq order."""
+        ...
+
+    async def list_runs(
+        self, *, status: str | None = None, space: str | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        """Newest first."""
+        ...
+
+    async def find_runs(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[RunRecord]:
+        """The runs that pass the filter, newest first, each with its cast and totals as
+        `get_run` gives them. A page costs the same few queries however many runs it holds."""
+        ...
+
+    async def hits(self, words: str, run_ids: Sequence[int]) -> dict[int, Hit]:
+        """For each of `run_ids` where `words` match: the best-matching reply, with an excerpt."""
+        ...
+
+    async def choices(self) -> tuple[list[str], list[str]]:
+        """The model aliases and the templates that stored runs used (for filter menus), sorted."""
+        ...

@@ -50,9 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/run_service.py` from a checkout imports the checkout
 
 from backrooms_engine.manager import RunHandle  # noqa: E402
+from backrooms_engine.ports import Archive  # noqa: E402
 from backrooms_engine.records import RunEnd, RunSpec  # noqa: E402
 from backrooms_engine.registry import load_registry  # noqa: E402
-from backrooms_engine.store import SqliteStore  # noqa: E402
 from bot import eventloop  # noqa: E402
 from bot.runtime import Runtime, open_runtime  # noqa: E402
 from bot.settings import Settings  # noqa: E402
@@ -245,7 +245,7 @@ async def _measure(
     for h in handles:  # the unfinished are stopped by open_runtime's shutdown on exit
         phase.ends[_end_reason(h, done)] += 1
     phase.ends = +phase.ends  # drop zero counts
-    await _reply_timings(phase, rt.store, handles)
+    await _reply_timings(phase, rt.archive, handles)
 
 
 def _end_reason(handle: RunHandle, done: set[asyncio.Task[RunEnd]]) -> str:
@@ -264,7 +264,7 @@ async def _sample(phase: Phase, limit: float, period: float = 0.25) -> None:
         phase.fds_max = max(phase.fds_max, len(os.listdir("/proc/self/fd")))
 
 
-async def _reply_timings(phase: Phase, store: SqliteStore, handles: Sequence[RunHandle]) -> None:
+async def _reply_timings(phase: Phase, store: Archive, handles: Sequence[RunHandle]) -> None:
     """From the store, after the clock stopped: per-reply stream time and commit gap."""
     for h in handles:
         replies = await store.replies(h.id)

@@ -1,5 +1,9 @@
 """The composition root's building blocks: registry, templates, store, providers and manager, built
-from Settings and closed in the right order. Every subcommand that runs conversations uses this."""
+from Settings and closed in the right order. Every subcommand that runs conversations uses this.
+
+The store is handed on as its three ports (backrooms_engine/ports.py): the manager drives runs
+through the transcript, chat surfaces keep their state through the surface state, viewers read
+the archive. Only this module knows which implementation provides them."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 from backrooms_engine import templates
 from backrooms_engine.engine import RetryPolicy
 from backrooms_engine.manager import Limits, RunManager
+from backrooms_engine.ports import Archive, SurfaceState, TranscriptStore
 from backrooms_engine.providers import ProviderPool
 from backrooms_engine.registry import Registry, load_registry
 from backrooms_engine.store import SqliteStore
@@ -23,7 +28,9 @@ class Runtime:
     settings: Settings
     registry: Registry
     template_dirs: list[Path]
-    store: SqliteStore
+    transcript: TranscriptStore
+    surface_state: SurfaceState
+    archive: Archive
     providers: ProviderPool
     manager: RunManager
 
@@ -44,7 +51,7 @@ async def open_runtime(
     manager = RunManager(
         registry=registry,
         template_dirs=dirs,
-        store=store,
+        store=store.transcript,
         provider_for=providers.for_spec,
         env=settings.env,
         log_dir=settings.log_dir,
@@ -57,7 +64,16 @@ async def open_runtime(
         ),
     )
     try:
-        yield Runtime(settings, registry, dirs, store, providers, manager)
+        yield Runtime(
+            settings=settings,
+            registry=registry,
+            template_dirs=dirs,
+            transcript=store.transcript,
+            surface_state=store.surface_state,
+            archive=store.archive,
+            providers=providers,
+            manager=manager,
+        )
     finally:
         await manager.shutdown(settings.shutdown_deadline)
         await providers.aclose()

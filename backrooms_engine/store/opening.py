@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosqlite
 
 from ..errors import StoreError
-from .rows import _text
+from .rows import iso_text
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 5000  # a viewer's read or a second connection's write waits this long, then fails
@@ -34,7 +34,13 @@ def _cannot_create(path: Path, error: OSError) -> StoreError:
     return StoreError(f"cannot create {path}: {reason}; set BACKROOMS_DB to a writable path")
 
 
-def _prepare_directory(path: Path) -> None:
+DB_FILE_MODE = 0o600  # the database holds Discord webhook tokens: its owner alone reads it
+
+
+def prepare_directory(path: Path) -> None:
+    """Check the path, create its folder, and create a new database file readable by its owner
+    only. SQLite gives the -wal and -shm files beside it the same mode. A file that already
+    exists keeps the mode its owner gave it."""
     try:
         if path.is_dir():
             raise StoreError(
@@ -44,8 +50,18 @@ def _prepare_directory(path: Path) -> None:
         # sqlite3 would only say "unable to open database file"; say why while we still know.
         if not path.exists() and not os.access(path.parent, os.W_OK):
             raise PermissionError(path)
+        _create_private(path)
     except OSError as error:
         raise _cannot_create(path, error) from error
+
+
+def _create_private(path: Path) -> None:
+    # An empty file is a new database to SQLite, which would otherwise create it 0644.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_FILE_MODE)
+    except FileExistsError:
+        return  # there already, or another process just made it
+    os.close(fd)
 
 
 def _owned_elsewhere(path: Path, lock: Path, holder: str) -> StoreError:
@@ -58,7 +74,7 @@ def _owned_elsewhere(path: Path, lock: Path, holder: str) -> StoreError:
     )
 
 
-def _take_owner_lock(path: Path) -> int:
+def take_owner_lock(path: Path) -> int:
     lock = lock_path(path)
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
@@ -86,7 +102,7 @@ def _claim(fd: int, path: Path, lock: Path) -> None:
         raise StoreError(f"cannot write {lock}: {error.strerror}") from error
 
 
-def _release_lock(fd: int | None) -> None:
+def release_lock(fd: int | None) -> None:
     if fd is not None:
         os.close(fd)  # closing the only descriptor releases the flock
 
@@ -141,7 +157,7 @@ async def _schema_version(db: aiosqlite.Connection, path: Path) -> int:
     return 0
 
 
-async def _rollback(db: aiosqlite.Connection) -> None:
+async def rollback(db: aiosqlite.Connection) -> None:
     if db.in_transaction:
         await db.execute("ROLLBACK")
 
@@ -155,14 +171,14 @@ async def _apply(db: aiosqlite.Connection, path: Path, migration: Migration) -> 
                 await db.execute(statement)
             await db.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (migration.version, migration.name, _text(datetime.now(UTC))),
+                (migration.version, migration.name, iso_text(datetime.now(UTC))),
             )
         await db.execute("COMMIT")
     except sqlite3.Error as error:
-        await _rollback(db)
+        await rollback(db)
         raise StoreError(f"{path}: migration {migration.name} failed: {error}") from error
     except BaseException:
-        await _rollback(db)
+        await rollback(db)
         raise
 
 
@@ -183,7 +199,7 @@ async def _migrate(db: aiosqlite.Connection, path: Path, *, upgrade: bool) -> No
         await _apply(db, path, migration)
 
 
-async def _connect(path: Path) -> aiosqlite.Connection:
+async def connect(path: Path) -> aiosqlite.Connection:
     try:
         # Autocommit: every statement outside an explicit BEGIN is its own committed transaction.
         db = await aiosqlite.connect(path, isolation_level=None)
@@ -193,7 +209,20 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return db
 
 
-async def _configure(db: aiosqlite.Connection, path: Path, *, upgrade: bool) -> None:
+async def connect_read_only(path: Path) -> aiosqlite.Connection:
+    """A connection that can never write (`mode=ro`): the archive reads through one. The file is
+    in WAL mode, so it reads committed data while another connection writes. `path` is absolute."""
+    uri = f"{path.as_uri()}?mode=ro"
+    try:
+        db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot read {path}: {error}") from error
+    db.row_factory = aiosqlite.Row
+    return db
+
+
+async def configure(db: aiosqlite.Connection, path: Path, *, upgrade: bool) -> None:
     try:
         await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # first: WAL switch waits too
         await db.execute("PRAGMA journal_mode = WAL")  # viewers read while the owner writes

@@ -14,7 +14,7 @@ from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
 from .rules import duplicate_reply, unknown_run, utc
 
 
-def _text(moment: datetime) -> str:
+def iso_text(moment: datetime) -> str:
     # Fixed precision, so the text sorts like the time it names.
     return utc(moment).isoformat(timespec="microseconds")
 
@@ -23,24 +23,24 @@ def _time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-_RUN_COLUMNS = (
+RUN_COLUMNS = (
     "id, models, template, max_turns, token_budget, started_by, surface, space, place, status, "
     "end_reason, end_actor, end_by, end_detail, end_turns, end_max_turns, created_at, ended_at, "
     "log_path"
 )
-_INSERT_RUN = (
+INSERT_RUN = (
     "INSERT INTO runs (models, template, max_turns, token_budget, started_by, surface, space, "
     "place, status, created_at, log_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)"
 )
-_INSERT_PARTICIPANT = (
+INSERT_PARTICIPANT = (
     "INSERT INTO participants (run_id, position, alias, actor, api_id, provider) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-_REPLY_COLUMNS = (
+REPLY_COLUMNS = (
     "run_id, seq, turn, position, actor, text, started_at, finished_at, input_tokens, output_tokens"
 )
 # One page of runs with their reply count and token sums: aggregates only over the page's runs.
-_RUNS_PAGE = """
+RUNS_PAGE = """
 WITH page AS (SELECT {columns} FROM runs WHERE {where} ORDER BY id {order} {limit}),
 totals AS (
     SELECT run_id, COUNT(*) AS replies,
@@ -54,10 +54,10 @@ SELECT page.*, COALESCE(totals.replies, 0) AS replies,
 FROM page LEFT JOIN totals ON totals.run_id = page.id
 ORDER BY page.id {order}
 """
-_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
+IDS_PER_LIST = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
 
 
-def _run_values(spec: RunSpec, log_path: str, created_at: datetime) -> tuple[Any, ...]:
+def run_values(spec: RunSpec, log_path: str, created_at: datetime) -> tuple[Any, ...]:
     return (
         json.dumps(list(spec.models)),
         spec.template,
@@ -67,7 +67,7 @@ def _run_values(spec: RunSpec, log_path: str, created_at: datetime) -> tuple[Any
         spec.surface,
         spec.space,
         spec.place,
-        _text(created_at),
+        iso_text(created_at),
         log_path,
     )
 
@@ -85,7 +85,7 @@ def _end(row: sqlite3.Row) -> RunEnd | None:
     )
 
 
-def _record(row: sqlite3.Row, participants: tuple[ParticipantInfo, ...]) -> RunRecord:
+def record_of(row: sqlite3.Row, participants: tuple[ParticipantInfo, ...]) -> RunRecord:
     spec = RunSpec(
         models=tuple(json.loads(row["models"])),
         template=row["template"],
@@ -111,7 +111,7 @@ def _record(row: sqlite3.Row, participants: tuple[ParticipantInfo, ...]) -> RunR
     )
 
 
-def _participant(row: sqlite3.Row) -> ParticipantInfo:
+def participant_of(row: sqlite3.Row) -> ParticipantInfo:
     return ParticipantInfo(
         position=row["position"],
         alias=row["alias"],
@@ -121,7 +121,7 @@ def _participant(row: sqlite3.Row) -> ParticipantInfo:
     )
 
 
-def _reply(row: sqlite3.Row) -> Reply:
+def reply_of(row: sqlite3.Row) -> Reply:
     return Reply(
         run_id=row["run_id"],
         seq=row["seq"],
@@ -135,7 +135,7 @@ def _reply(row: sqlite3.Row) -> Reply:
     )
 
 
-_INSERT_REPLY = f"INSERT INTO replies ({_REPLY_COLUMNS}) VALUES ({', '.join('?' * 10)})"
+INSERT_REPLY = f"INSERT INTO replies ({REPLY_COLUMNS}) VALUES ({', '.join('?' * 10)})"
 
 
 ROWS_PER_INSERT = 500  # up to 11 values a row: far below SQLite's 32,766 variables a statement
@@ -160,12 +160,12 @@ def inserts(statement: str, rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str
 
 
 @dataclass(frozen=True)
-class _NewRun:
-    values: tuple[Any, ...]  # for _INSERT_RUN
+class NewRun:
+    values: tuple[Any, ...]  # for INSERT_RUN
     cast: tuple[ParticipantInfo, ...]
 
 
-def _reply_values(reply: Reply) -> tuple[Any, ...]:
+def reply_values(reply: Reply) -> tuple[Any, ...]:
     return (
         reply.run_id,
         reply.seq,
@@ -173,20 +173,20 @@ def _reply_values(reply: Reply) -> tuple[Any, ...]:
         reply.position,
         reply.actor,
         reply.text,
-        _text(reply.started_at),
-        _text(reply.finished_at),
+        iso_text(reply.started_at),
+        iso_text(reply.finished_at),
         reply.usage.input_tokens,
         reply.usage.output_tokens,
     )
 
 
-def _reply_refused(error: sqlite3.IntegrityError, reply: Reply) -> StoreError | UnknownRunError:
+def reply_refused(error: sqlite3.IntegrityError, reply: Reply) -> StoreError | UnknownRunError:
     if error.sqlite_errorname == "SQLITE_CONSTRAINT_PRIMARYKEY":
         return duplicate_reply(reply)
-    return _refused(error, reply.run_id)
+    return refused(error, reply.run_id)
 
 
-def _refused(error: sqlite3.IntegrityError, run_id: int) -> StoreError | UnknownRunError:
+def refused(error: sqlite3.IntegrityError, run_id: int) -> StoreError | UnknownRunError:
     if error.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
         return unknown_run(run_id)
     return StoreError(f"run {run_id}: refused by the store: {error}")

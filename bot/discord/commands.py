@@ -163,7 +163,7 @@ class Commands:
                     "No run is going in this thread; `/backrooms list` shows the runs here."
                 )
         try:
-            record = await self.rt.store.get_run(run_id)
+            record = await self.rt.transcript.get_run(run_id)
         except ConfigError as exc:
             raise Refusal(str(exc)) from None
         if not self._of_this_guild(inv, record):
@@ -180,7 +180,7 @@ class Commands:
         return result.message
 
     async def resume(self, inv: Invocation, run_id: int) -> str:
-        record = await self.rt.store.get_run(run_id)
+        record = await self.rt.transcript.get_run(run_id)
         if not self._of_this_guild(inv, record):
             raise ConfigError("it is not a run of this server")
         if self.rt.manager.get(run_id) is not None:

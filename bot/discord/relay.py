@@ -111,11 +111,11 @@ class Relay:
 
     async def remember(self, run_id: int, place: Place) -> None:
         for attribute, key in _META.items():
-            await self.rt.store.set_meta(run_id, key, str(getattr(place, attribute)))
+            await self.rt.surface_state.set_meta(run_id, key, str(getattr(place, attribute)))
 
     async def place_of(self, run_id: int) -> Place | None:
         """The run's place, or None for a run whose thread was never opened."""
-        values = {a: await self.rt.store.get_meta(run_id, key) for a, key in _META.items()}
+        values = {a: await self.rt.surface_state.get_meta(run_id, key) for a, key in _META.items()}
         if values["thread"] is None or values["channel"] is None:
             return None
         return Place(
@@ -125,13 +125,13 @@ class Relay:
 
     async def streaming(self, guild_id: str | None) -> bool:
         if guild_id is not None:
-            value = await self.rt.store.space_setting(guild_id, STREAMING)
+            value = await self.rt.surface_state.space_setting(guild_id, STREAMING)
             if value is not None:
                 return value == "on"
         return self.settings.discord.streaming
 
     async def set_streaming(self, guild_id: str, on: bool) -> None:
-        await self.rt.store.set_space_setting(guild_id, STREAMING, "on" if on else "off")
+        await self.rt.surface_state.set_space_setting(guild_id, STREAMING, "on" if on else "off")
 
     # -- posters ----------------------------------------------------------------------------
 
@@ -151,7 +151,7 @@ class Relay:
         self, record: RunRecord, thread_id: int
     ) -> list[tuple[int, str, str]]:
         """Webhook messages in the thread that no stored post names (oldest first)."""
-        known = {int(v) for v in (await self.rt.store.posts(record.id, SURFACE)).values()}
+        known = {int(v) for v in (await self.rt.surface_state.posts(record.id, SURFACE)).values()}
         try:
             recent = await self.bot.http.logs_from(thread_id, RECENT_HISTORY)
         except discord.HTTPException as exc:
@@ -179,7 +179,7 @@ class Relay:
             budget=self.budget(channel_id),
             personas=self.personas(record),
             streaming=await self.streaming(record.spec.space),
-            known_posts=await self.rt.store.posts(record.id, SURFACE),
+            known_posts=await self.rt.surface_state.posts(record.id, SURFACE),
             record_post=functools.partial(self._record_post, record.id),
             on_gone=functools.partial(self._gone, record.id),
             on_end=functools.partial(self.announce_end, record, thread_id),
@@ -197,7 +197,7 @@ class Relay:
         }
 
     async def _record_post(self, run_id: int, seq: int, part: int, message_id: str) -> None:
-        await self.rt.store.record_post(run_id, seq, part, SURFACE, message_id)
+        await self.rt.surface_state.record_post(run_id, seq, part, SURFACE, message_id)
 
     async def _gone(self, run_id: int, why: str) -> None:
         # Never await the stop here: the manager waits for this observer to drain first.

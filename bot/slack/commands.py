@@ -226,7 +226,7 @@ class Commands:
             await inv.tell(slack_escape(str(exc)))
 
     async def _resumable(self, inv: Invocation, run_id: int) -> RunRecord:
-        record = await self.rt.store.get_run(run_id)  # UnknownRunError names the id
+        record = await self.rt.archive.get_run(run_id)  # UnknownRunError names the id
         if record.spec.surface != "slack" or record.spec.space != inv.team:
             raise ConfigError(f"run {run_id} was not started in this workspace")
         if self.rt.manager.get(run_id) is not None:
@@ -253,7 +253,7 @@ class Commands:
     async def list_runs(self, inv: Invocation) -> None:
         records, where = [], {}
         for handle in self.rt.manager.active(inv.team):
-            records.append(await self.rt.store.get_run(handle.id))
+            records.append(await self.rt.archive.get_run(handle.id))
             thread = await self.relay.thread_of(handle.id)
             if thread is not None:
                 where[handle.id] = texts.permalink(inv.domain, thread.channel, thread.root_ts)

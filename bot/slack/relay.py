@@ -80,20 +80,20 @@ class Relay:
         return Thread(str(response["channel"]), str(response["ts"]))
 
     async def remember_starter(self, run_id: int, *, team: str, starter: str) -> None:
-        await self.rt.store.set_meta(run_id, STARTER, starter)
-        await self.rt.store.set_meta(run_id, TEAM, team)
+        await self.rt.surface_state.set_meta(run_id, STARTER, starter)
+        await self.rt.surface_state.set_meta(run_id, TEAM, team)
 
     async def remember_thread(self, run_id: int, thread: Thread) -> None:
-        await self.rt.store.set_meta(run_id, CHANNEL, thread.channel)
-        await self.rt.store.set_meta(run_id, ROOT_TS, thread.root_ts)
+        await self.rt.surface_state.set_meta(run_id, CHANNEL, thread.channel)
+        await self.rt.surface_state.set_meta(run_id, ROOT_TS, thread.root_ts)
 
     async def thread_of(self, run_id: int) -> Thread | None:
-        channel = await self.rt.store.get_meta(run_id, CHANNEL)
-        root_ts = await self.rt.store.get_meta(run_id, ROOT_TS)
+        channel = await self.rt.surface_state.get_meta(run_id, CHANNEL)
+        root_ts = await self.rt.surface_state.get_meta(run_id, ROOT_TS)
         return Thread(channel, root_ts) if channel and root_ts else None
 
     async def starter_of(self, run_id: int) -> str | None:
-        return await self.rt.store.get_meta(run_id, STARTER)
+        return await self.rt.surface_state.get_meta(run_id, STARTER)
 
     # -- posters ----------------------------------------------------------------------------
 
@@ -101,7 +101,7 @@ class Relay:
         self, record: RunRecord, thread: Thread, *, reopen_root: bool = False
     ) -> SlackPoster:
         """The poster of a run shown before: it knows which reply parts are posted already."""
-        known = await self.rt.store.posts(record.id, SURFACE)
+        known = await self.rt.surface_state.posts(record.id, SURFACE)
         if reopen_root:  # a reply cut short while streaming keeps its message above the end
             known = {key: ts for key, ts in known.items() if key[0] < record.replies}
         return self.new_poster(record, thread, known, reopen_root=reopen_root)
@@ -140,7 +140,7 @@ class Relay:
         return personas
 
     async def _record_post(self, run_id: int, seq: int, part: int, ts: str) -> None:
-        await self.rt.store.record_post(run_id, seq, part, SURFACE, ts)
+        await self.rt.surface_state.record_post(run_id, seq, part, SURFACE, ts)
 
     async def _gone(self, run_id: int, why: str) -> None:
         # Never awaited inside the poster: stop() waits for the poster's queue to drain.

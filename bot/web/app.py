@@ -20,7 +20,6 @@ from ..runtime import Runtime
 from . import control, live, pages, respond
 from .broker import LiveBroker
 from .context import WebContext
-from .queries import RunQueries
 from .render import colour_class
 
 PACKAGE = Path(str(resources.files(__package__)))
@@ -55,11 +54,10 @@ class RunIdConvertor(Convertor[int]):
 register_url_convertor("run_id", RunIdConvertor())
 
 
-def create_app(rt: Runtime, broker: LiveBroker, queries: RunQueries | None = None) -> Starlette:
+def create_app(rt: Runtime, broker: LiveBroker) -> Starlette:
     ctx = WebContext(
         rt=rt,
         broker=broker,
-        queries=queries or RunQueries(rt.store.path),
         web_token=rt.settings.web_token,
         templates=_templates(),
     )

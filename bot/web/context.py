@@ -9,17 +9,15 @@ from starlette.requests import Request
 
 from ..runtime import Runtime
 from .broker import LiveBroker
-from .queries import RunQueries
 
 
 @dataclass
 class WebContext:
-    """The runtime (store, manager, registry), the live feed and the archive's read-only
-    queries. `web_token` None means the site is read-only."""
+    """The runtime (the store's ports, manager, registry) and the live feed. `web_token` None
+    means the site is read-only."""
 
     rt: Runtime
     broker: LiveBroker
-    queries: RunQueries
     web_token: str | None
     templates: Environment
     accepting: bool = True  # False once the service stops taking commands

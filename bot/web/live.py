@@ -37,7 +37,7 @@ HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 async def events(request: Request) -> Response:
     ctx = web(request)
     run_id = request.path_params["run_id"]
-    await ctx.rt.store.get_run(run_id)  # an unknown id is a 404, not an empty stream
+    await ctx.rt.archive.get_run(run_id)  # an unknown id is a 404, not an empty stream
     stream = _stream(request, run_id, _after(request))
     return StreamingResponse(stream, media_type="text/event-stream", headers=HEADERS)
 
@@ -71,7 +71,7 @@ async def _live(
 ) -> AsyncIterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
     if snapshot.finished > after:
-        for reply in (await web(request).rt.store.replies(run_id))[after : snapshot.finished]:
+        for reply in (await web(request).rt.archive.replies(run_id))[after : snapshot.finished]:
             yield frame(_reply_event(reply))
     for event in snapshot.events:
         yield frame(event)
@@ -89,7 +89,7 @@ async def _live(
 async def _archived(request: Request, run_id: int, after: int) -> AsyncIterator[str]:
     """A run not live here (ended, or left running by a stopped process): what the page lacks,
     then the end, or `paused`."""
-    store = web(request).rt.store
+    store = web(request).rt.archive
     run = await store.get_run(run_id)
     yield f"retry: {RETRY_MS}\n\n"
     for reply in (await store.replies(run_id))[after:]:

@@ -12,11 +12,11 @@ from starlette.responses import Response
 
 from backrooms_engine import export, templates
 from backrooms_engine.errors import ConfigError
+from backrooms_engine.ports import PAGE_SIZE, RunFilter
 from backrooms_engine.records import RunRecord
 from backrooms_engine.store import RUN_STATUSES
 
 from .context import WebContext, web
-from .queries import PAGE_SIZE, RunFilter
 from .render import actor_classes, colours_css, end_label, segments
 from .respond import error, render, run_id_number
 
@@ -63,10 +63,10 @@ async def index(request: Request) -> Response:
         f = _filter(request)
     except BadFilter as exc:
         return error(request, 400, str(exc))
-    ids = await ctx.queries.run_ids(f, limit=PAGE_SIZE)
-    runs = [await ctx.rt.store.get_run(run_id) for run_id in ids]
-    hits = await ctx.queries.hits(f.q, ids) if f.q else {}
-    models, used_templates = await ctx.queries.choices()
+    runs = await ctx.rt.archive.find_runs(f, limit=PAGE_SIZE)  # one page: a few queries
+    ids = [run.id for run in runs]
+    hits = await ctx.rt.archive.hits(f.q, ids) if f.q else {}
+    models, used_templates = await ctx.rt.archive.choices()
     return render(
         request,
         "index.html",
@@ -113,8 +113,8 @@ def template_sizes(ctx: WebContext) -> dict[str, int]:
 async def run_page(request: Request) -> Response:
     ctx = web(request)
     run_id = request.path_params["run_id"]
-    run = await ctx.rt.store.get_run(run_id)  # UnknownRunError: 404 (see app.py)
-    replies = await ctx.rt.store.replies(run_id)
+    run = await ctx.rt.archive.get_run(run_id)  # UnknownRunError: 404 (see app.py)
+    replies = await ctx.rt.archive.replies(run_id)
     state = _state(ctx, run)
     return render(
         request,
@@ -134,8 +134,8 @@ async def download(request: Request) -> Response:
     if fmt not in export.FORMATS:
         formats = ", ".join(f".{name}" for name in export.FORMATS)
         return error(request, 404, f"There is no .{fmt} download; there are {formats}.")
-    run = await ctx.rt.store.get_run(run_id)
-    text = export.render(run, await ctx.rt.store.replies(run_id), fmt)
+    run = await ctx.rt.archive.get_run(run_id)
+    text = export.render(run, await ctx.rt.archive.replies(run_id), fmt)
     # The text download is the BackroomsLogs file, so it keeps that file's upstream-style name.
     stem = _SAFE_NAME.sub("-", Path(run.log_path).stem) or f"backrooms-run-{run.id}"
     return Response(

@@ -25,7 +25,6 @@ from ..runtime import Runtime
 from ..settings import Settings
 from .app import create_app
 from .broker import LiveBroker
-from .queries import RunQueries
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,6 @@ class WebSurface:
         self.app: Starlette | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
-        self._queries: RunQueries | None = None
 
     @property
     def url(self) -> str:
@@ -90,8 +88,7 @@ class WebSurface:
 
     async def start(self, rt: Runtime) -> None:
         sock = self._bind()
-        self._queries = RunQueries(rt.store.path)
-        self.app = create_app(rt, self.broker, self._queries)
+        self.app = create_app(rt, self.broker)
         rt.manager.add_tap(self.broker.observer_for)
         config = uvicorn.Config(
             self.app,
@@ -172,5 +169,3 @@ class WebSurface:
                 await asyncio.wait_for(self._task, CLOSE_TIMEOUT + 2)
             except TimeoutError:
                 log.warning("the web viewer did not stop in time")
-        if self._queries is not None:
-            await self._queries.close()

@@ -61,14 +61,14 @@ class World:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while loop.time() < deadline:
-            record = await self.rt.store.get_run(run_id)
+            record = await self.rt.archive.get_run(run_id)
             if record.status == "ended" and self.rt.manager.get(run_id) is None:
                 return record
             await asyncio.sleep(0.05)
         raise AssertionError(f"run {run_id} did not end")
 
     async def thread_of(self, run_id: int) -> int:
-        return int(await self.rt.store.get_meta(run_id, "discord_thread"))
+        return int(await self.rt.surface_state.get_meta(run_id, "discord_thread"))
 
 
 @contextlib.asynccontextmanager

@@ -93,7 +93,7 @@ class Service:
         """Until the run is going here or has ended (its root shows a moment before)."""
         async with asyncio.timeout(STEP):
             while self.rt.manager.get(run_id) is None:
-                if (await self.rt.store.get_run(run_id)).end is not None:
+                if (await self.rt.archive.get_run(run_id)).end is not None:
                     return
                 await asyncio.sleep(0.01)
 

@@ -68,7 +68,7 @@ async def test_model_text_pings_nobody(model_server, tmp_path):
         thread = await w.thread_of(1)
         post = executes(w, thread)[0]
         stored = w.fake.messages(thread)[0]
-        replies = await w.rt.store.replies(1)
+        replies = await w.rt.archive.replies(1)
     assert post.json["allowed_mentions"] == {"parse": []}
     assert stored["mention_everyone"] is False and stored["mentions"] == []
     assert stored["mention_roles"] == []
@@ -84,7 +84,7 @@ async def test_long_reply_is_split_with_fences_reopened(model_server, tmp_path):
         await w.run_ended(1)
         thread = await w.thread_of(1)
         parts = [c.json["content"] for c in executes(w, thread) if c.json["username"] == "Claude 1"]
-        stored = (await w.rt.store.replies(1))[0].text
+        stored = (await w.rt.archive.replies(1))[0].text
     assert len(parts) >= 3 and all(len(p) <= 2000 for p in parts)
     assert parts[0].startswith("Here is the program:\n```python\n")
     assert all(p.rstrip().endswith("```") for p in parts[:-1])  # closed at each cut
@@ -103,7 +103,7 @@ async def test_replies_stream_by_editing_and_end_exact(model_server, tmp_path):
         first = executes(w, thread)[0]
         edits = [c for c in w.fake.webhook_edits(thread) if str(first.response["id"]) in c.path]
         final = w.fake.messages(thread)[0]
-        reply = (await w.rt.store.replies(1))[0]
+        reply = (await w.rt.archive.replies(1))[0]
     assert len(first.json["content"]) < len(reply.text)  # it appeared before the reply was done
     assert edits, "the message grew by edits"
     assert final["content"] == reply.text
@@ -169,7 +169,7 @@ async def test_missing_permission_is_named_and_nothing_runs(model_server, tmp_pa
         text = await w.followup_text(
             await w.command("start", {"models": "opus gpt4o"}, channel=bare)
         )
-        runs = await w.rt.store.list_runs()
+        runs = await w.rt.archive.list_runs()
     assert "Manage Webhooks" in text and f"<#{bare}>" in text
     assert runs == [] and model_server.requests == []
 
@@ -193,7 +193,7 @@ async def test_a_429_is_honoured_and_nothing_is_lost_or_reordered(model_server, 
         await w.run_ended(1)
         thread = await w.thread_of(1)
         contents = [c.json["content"] for c in executes(w, thread)]
-        texts = [r.text for r in await w.rt.store.replies(1)]
+        texts = [r.text for r in await w.rt.archive.replies(1)]
     assert contents == texts
 
 
@@ -218,7 +218,7 @@ async def test_a_deleted_webhook_is_recreated_once(model_server, tmp_path):
         await w.followup_text(await w.command("start", {"models": "opus gpt4o", "max_turns": 2}))
         thread = await w.thread_of(1)
         await until(lambda: len(executes(w, thread)) >= 1)
-        first_hook = int(await w.rt.store.get_meta(1, "discord_webhook_id"))
+        first_hook = int(await w.rt.surface_state.get_meta(1, "discord_webhook_id"))
         w.fake.delete_webhook(first_hook)
         record = await w.run_ended(1)
         posts = executes(w, thread)
@@ -277,7 +277,7 @@ async def test_after_a_restart_the_run_goes_on_in_its_thread_without_reposting(
         async with discord_world(model_server, tmp_path, **where) as again:
             record = await again.run_ended(1, seconds=30)
             posts = executes(again, thread)
-            replies = await again.rt.store.replies(1)
+            replies = await again.rt.archive.replies(1)
             starters = [m for m in fake.messages(channel) if "Backrooms run 1" in m["content"]]
             closing = fake.messages(thread)
     assert record.end.reason == "max_turns"
@@ -314,7 +314,7 @@ async def test_resume_after_a_deleted_thread_goes_on_in_a_new_thread(model_serve
         answer = await w.followup_text(await w.command("resume", {"run": 1}))
         record = await w.run_ended(1)
         new = await w.thread_of(1)
-        replies = await w.rt.store.replies(1)
+        replies = await w.rt.archive.replies(1)
         shown_new = [c.json["content"] for c in executes(w, new)]
     assert new != old and answer == f"Run 1 goes on in <#{new}>."
     assert record.end.reason == "max_turns" and len(replies) == 4

@@ -78,7 +78,7 @@ async def test_root_message_then_each_reply_in_its_thread_as_its_model(
         ]
         assert [m["icon_url"] for m in thread[:2]] == [CLAUDE_ICON, None]
         assert all(m["unfurl_links"] is False and m["unfurl_media"] is False for m in thread)
-        stored = await svc.rt.store.posts(1, "slack")
+        stored = await svc.rt.surface_state.posts(1, "slack")
         assert list(stored.values()) == [m["ts"] for m in thread[:4]]
 
     [root] = fake.messages(GENERAL)
@@ -100,9 +100,9 @@ async def test_long_reply_is_split_with_its_code_block_closed_and_reopened(
         run_id = await svc.start("opus gpt4o cli 1")
         await svc.wait_end(run_id)
         parts = [m["text"] for m in svc.thread(svc.root(run_id)) if m["username"] == "Claude 1"]
-        [stored, _] = await svc.rt.store.replies(run_id)
+        [stored, _] = await svc.rt.archive.replies(run_id)
         assert stored.text == text  # stored exactly
-        assert len(await svc.rt.store.posts(run_id, "slack")) == len(parts) + 1
+        assert len(await svc.rt.surface_state.posts(run_id, "slack")) == len(parts) + 1
     assert len(parts) >= 3
     for part in parts:
         assert len(part) <= SLACK_LIMIT
@@ -122,7 +122,7 @@ async def test_mentions_are_escaped_terminal_output_fenced_and_ctrl_c_names_the_
         run_id = await svc.start("opus gpt4o cli")
         end = await svc.wait_end(run_id)
         assert (end.reason, end.actor) == ("ctrl_c", "GPT4o 2")
-        assert [r.text for r in await svc.rt.store.replies(run_id)] == [mentions, terminal]
+        assert [r.text for r in await svc.rt.archive.replies(run_id)] == [mentions, terminal]
         thread = svc.thread(svc.root(run_id))
     assert replies(thread) == [
         (
@@ -164,7 +164,7 @@ async def test_a_reply_cut_short_while_streaming_is_marked(model_server, fake, t
         await fake.wait_for(lambda: svc.thread(root), STEP, "the streamed first message")
         await svc.command(f"stop {run_id}")
         await svc.wait_end(run_id)
-        assert await svc.rt.store.replies(run_id) == []
+        assert await svc.rt.archive.replies(run_id) == []
     [partial, closing] = svc.thread(root)
     assert partial["text"].endswith("_(cut off: the run ended here)_")
     assert closing["text"].startswith("Run 1: Conversation stopped by tester")
@@ -218,7 +218,7 @@ async def test_a_vanished_channel_ends_the_run_as_gone(model_server, fake, tmp_p
             "gone",
             "its Slack channel was deleted or is no longer visible to the bot",
         )
-        run = await svc.rt.store.get_run(run_id)
+        run = await svc.rt.archive.get_run(run_id)
     assert run.end is not None and run.end.reason == "gone"
     assert "/backrooms resume 1" in svc.root(run_id)["text"]
 
@@ -272,8 +272,8 @@ async def test_not_in_channel_asks_for_an_invite_and_leaves_no_run(model_server,
         assert await svc.command("start opus gpt4o cli", channel=random) is None
         text = await svc.wait_ephemeral("/invite @backrooms")
         await svc.wait_end(1)
-        assert await svc.rt.store.running_runs() == []
-        [run] = await svc.rt.store.list_runs()
+        assert await svc.rt.transcript.running_runs() == []
+        [run] = await svc.rt.archive.list_runs()
     assert "not in this channel" in text
     assert run.end is not None and run.end.reason == "error"
     assert fake.messages(random) == []
@@ -285,7 +285,7 @@ async def test_a_missing_scope_is_named(model_server, fake, tmp_path):
         await svc.command("start opus gpt4o cli")
         text = await svc.wait_ephemeral("scope")
         await svc.wait_end(1)
-        assert await svc.rt.store.running_runs() == []
+        assert await svc.rt.transcript.running_runs() == []
     assert "`chat:write`" in text
 
 
@@ -296,7 +296,7 @@ async def test_start_errors_are_ephemeral_and_start_nothing(model_server, fake, 
         assert "nosuchmodel" in text
         await svc.command("start opus gpt4o cli 500")
         await svc.wait_ephemeral("BACKROOMS_CHAT_MAX_TURNS")
-        assert await svc.rt.store.list_runs() == []
+        assert await svc.rt.archive.list_runs() == []
     assert fake.messages(GENERAL) == []
 
 
@@ -362,7 +362,7 @@ async def test_http_mode_ignores_a_replayed_signed_start(model_server, fake, tmp
         assert (await post(*signed("1000000002.1000000002.second")))[0] == 200
         await fake.wait_for(lambda: len(fake.messages(GENERAL)) == 2, STEP, "a second root")
         assert (await svc.wait_end(2)).reason == "max_turns"
-        assert [r.id for r in await svc.rt.store.list_runs()] == [2, 1]
+        assert [r.id for r in await svc.rt.archive.list_runs()] == [2, 1]
     roots = fake.messages(GENERAL)
     assert [run_id_of(root) for root in roots] == [1, 2]
     for root in roots:
@@ -438,7 +438,7 @@ async def test_after_a_restart_the_run_goes_on_in_its_thread_without_reposting(
 
     async with serving(env, fake, resume=True) as svc:
         end = await svc.wait_end(run_id)
-        stored = await svc.rt.store.replies(run_id)
+        stored = await svc.rt.archive.replies(run_id)
     assert end.reason == "max_turns"
     thread = svc.thread(root)
     assert posted_before >= 3

@@ -153,8 +153,8 @@ async def test_a_ctrl_c_run_keeps_every_reply_including_the_last(model_server, t
     model_server.queue_reply(OPUS, "enough for today ^C^C", input_tokens=17, output_tokens=4)
     async with runtime(env) as rt:
         run_id, end = await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=10))
-        record = await rt.store.get_run(run_id)
-        replies = await rt.store.replies(run_id)
+        record = await rt.archive.get_run(run_id)
+        replies = await rt.archive.replies(run_id)
 
     assert record.status == "ended" and record.ended_at is not None
     assert record.end == end
@@ -185,8 +185,8 @@ async def test_a_max_turns_run_stores_every_turn(model_server, tmp_path):
     env = fake_env(model_server, tmp_path)
     async with runtime(env) as rt:
         run_id, end = await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=2))
-        record = await rt.store.get_run(run_id)
-        replies = await rt.store.replies(run_id)
+        record = await rt.archive.get_run(run_id)
+        replies = await rt.archive.replies(run_id)
 
     assert record.status == "ended"
     assert (end.reason, end.turns, end.max_turns, end.actor, end.by) == (
@@ -218,8 +218,8 @@ async def test_an_error_run_stores_the_reason_and_what_was_said_before(model_ser
     model_server.queue_error(GPT4O, 401)
     async with runtime(env) as rt:
         run_id, end = await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=5))
-        record = await rt.store.get_run(run_id)
-        replies = await rt.store.replies(run_id)
+        record = await rt.archive.get_run(run_id)
+        replies = await rt.archive.replies(run_id)
 
     reason = "gpt4o (openai): the API key was refused (401); check OPENAI_API_KEY"
     assert record.status == "ended"
@@ -260,8 +260,8 @@ async def test_a_stopped_run_keeps_finished_replies_and_drops_the_cut_one(model_
         handle = await rt.manager.start(RunSpec(models=("opus", "gpt4o")), [rec])
         await asyncio.wait_for(rec.streaming.wait(), 20)  # GPT4o 2 is mid-reply
         result = await asyncio.wait_for(rt.manager.stop(handle.id, by="tester"), 20)
-        record = await rt.store.get_run(handle.id)
-        replies = await rt.store.replies(handle.id)
+        record = await rt.archive.get_run(handle.id)
+        replies = await rt.archive.replies(handle.id)
 
     assert result.stopped
     assert record.status == "ended"
@@ -394,7 +394,7 @@ async def _tricky_run(model_server, tmp_path) -> tuple[dict[str, str], Path, Pat
     model_server.queue_reply(GPT4O, TRICKY[GPT4O], input_tokens=30, output_tokens=5)
     async with runtime(env) as rt:
         run_id, end = await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=1))
-        record = await rt.store.get_run(run_id)
+        record = await rt.archive.get_run(run_id)
     assert (run_id, end.reason) == (1, "max_turns")
     return env, cwd, Path(record.log_path)
 

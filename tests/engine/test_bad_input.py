@@ -181,7 +181,7 @@ async def test_missing_key_refuses_before_anything_is_sent_or_stored(model_serve
     async with runtime(env) as rt:
         with pytest.raises(MissingKeyError):
             await rt.manager.start(RunSpec(models=("opus", "gpt4o")))
-        assert await rt.store.list_runs() == []
+        assert await rt.archive.list_runs() == []
     assert model_server.requests == []
     assert not (tmp_path / "BackroomsLogs").exists()
 

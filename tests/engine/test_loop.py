@@ -25,7 +25,7 @@ async def test_three_participants_take_turns_in_order(model_server, tmp_path):
         _, end = await run_to_end(
             rt, RunSpec(models=("opus", "gpt4o", "sonnet"), template="trio_cli", max_turns=2), rec
         )
-        replies = await rt.store.replies(rec.events[0].run_id)
+        replies = await rt.archive.replies(rec.events[0].run_id)
     assert [r.actor for r in replies] == ["Claude 1", "GPT4o 2", "Claude 3"] * 2
     assert [(r.turn, r.position) for r in replies] == [
         (1, 0),
@@ -50,7 +50,7 @@ async def test_max_turns_counts_whole_turns(model_server, tmp_path):
     env = fake_env(model_server, tmp_path)
     async with runtime(env) as rt:
         run_id, end = await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=3))
-        record = await rt.store.get_run(run_id)
+        record = await rt.archive.get_run(run_id)
     assert len(model_server.requests) == 6
     assert end.reason == "max_turns"
     assert (
@@ -93,7 +93,7 @@ async def test_dropped_connection_mid_stream_restarts_the_reply(model_server, tm
     rec = RecordingObserver()
     async with runtime(env) as rt:
         run_id, _ = await run_to_end(rt, RunSpec(models=("gpt4o", "opus"), max_turns=1), rec)
-        stored = await rt.store.replies(run_id)
+        stored = await rt.archive.replies(run_id)
     assert stored[0].text == "the whole reply"  # nothing of the cut attempt is kept
     assert "connection lost" in rec.of(ReplyRetrying)[0].reason
 
@@ -124,8 +124,8 @@ async def test_permanent_errors_end_the_run_with_a_reason(model_server, tmp_path
     rec = RecordingObserver()
     async with runtime(env) as rt:
         run_id, end = await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=3), rec)
-        record = await rt.store.get_run(run_id)
-        stored = await rt.store.replies(run_id)
+        record = await rt.archive.get_run(run_id)
+        stored = await rt.archive.replies(run_id)
     assert end.reason == "error"
     assert "gpt4o (openai)" in end.detail and words in end.detail
     assert len(model_server.requests) == 2  # not retried
@@ -167,7 +167,7 @@ async def test_every_model_of_the_default_registry_runs(model_server, tmp_path, 
         run_id, end = await run_to_end(
             rt, RunSpec(models=(alias, alias), template="science", max_turns=1)
         )
-        replies = await rt.store.replies(run_id)
+        replies = await rt.archive.replies(run_id)
     assert end.reason == "max_turns"
     assert len(replies) == 2 and all(r.text for r in replies)
     if spec.provider.kind != "offline":

@@ -31,7 +31,7 @@ async def test_concurrent_runs_are_independent(model_server, tmp_path):
         ]
         bad = await rt.manager.start(RunSpec(models=("haiku-5.5", "gpt4o"), max_turns=3))
         ends = await asyncio.gather(*(rt.manager.wait(h.id) for h in [*good, bad]))
-        counts = [len(await rt.store.replies(h.id)) for h in good]
+        counts = [len(await rt.archive.replies(h.id)) for h in good]
     assert [e.reason for e in ends] == ["max_turns"] * 4 + ["error"]
     assert counts == [6] * 4
 
@@ -49,8 +49,8 @@ async def test_stop_mid_reply_cancels_the_request_and_keeps_no_partial_text(mode
         began = loop.time()
         result = await rt.manager.stop(handle.id, by="Ada")
         took = loop.time() - began
-        record = await rt.store.get_run(handle.id)
-        stored = await rt.store.replies(handle.id)
+        record = await rt.archive.get_run(handle.id)
+        stored = await rt.archive.replies(handle.id)
         again = await rt.manager.stop(handle.id, by="Ada")
     assert result.stopped and "stopped by Ada after 0 turns" in result.message
     assert took < 5  # far less than the 10 s the reply would have taken
@@ -76,7 +76,7 @@ async def test_token_budget_ends_the_run(model_server, tmp_path):
         _, end = await run_to_end(
             rt, RunSpec(models=("opus", "gpt4o"), max_turns=10, token_budget=120)
         )
-        runs = await rt.store.list_runs()
+        runs = await rt.archive.list_runs()
     assert end.reason == "budget" and end.detail == "120"
     assert len(model_server.requests) == 3  # 50 + 50 + 50 >= 120 after the third reply
     assert (runs[0].input_tokens, runs[0].output_tokens) == (120, 30)
@@ -109,7 +109,7 @@ async def test_starts_arriving_together_cannot_slip_past_a_cap(model_server, tmp
         for handle in outcomes:
             if not isinstance(handle, BaseException):
                 await rt.manager.stop(handle.id, by="t")
-        stored = await rt.store.list_runs()
+        stored = await rt.archive.list_runs()
     refusals = [str(o) for o in outcomes if isinstance(o, LimitError)]
     assert len(stored) == 5 and len(refusals) == 4
     assert sum("BACKROOMS_MAX_RUNS_PER_SPACE=2" in r for r in refusals) == 2
@@ -185,7 +185,7 @@ async def _seed_interrupted_run(rt, texts, *, template="cli", delivered=None):
     specs = rt.registry.resolve(["opus", "gpt4o"])
     t0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     path = logfile.allocate(rt.settings.log_dir, specs, template, t0)
-    record = await rt.store.create_run(
+    record = await rt.transcript.create_run(
         RunSpec(models=("opus", "gpt4o"), template=template, max_turns=2),
         [
             ParticipantInfo(0, "opus", "Claude 1", OPUS, "anthropic"),
@@ -195,7 +195,7 @@ async def _seed_interrupted_run(rt, texts, *, template="cli", delivered=None):
         t0,
     )
     for seq, text in enumerate(texts):
-        await rt.store.append_reply(
+        await rt.transcript.append_reply(
             Reply(
                 record.id,
                 seq,
@@ -216,7 +216,7 @@ async def _seed_interrupted_run(rt, texts, *, template="cli", delivered=None):
         )
     )
     for name, count in (delivered or {}).items():
-        await rt.store.mark_delivered(record.id, name, count)
+        await rt.transcript.mark_delivered(record.id, name, count)
     return record
 
 
@@ -230,7 +230,7 @@ async def test_resume_continues_from_the_store_and_replays_what_an_observer_miss
         record = await _seed_interrupted_run(rt, ["alpha", "beta"], delivered={"chat": 1})
         handle = await rt.manager.resume(record.id, [rec])
         end = await rt.manager.wait(handle.id)
-        stored = await rt.store.replies(record.id)
+        stored = await rt.archive.replies(record.id)
     assert end.reason == "max_turns"
     assert [r.text for r in stored][:2] == ["alpha", "beta"] and len(stored) == 4
     # The observer had seen reply 0 only: it gets reply 1 replayed, then the live ones, once each.
@@ -253,7 +253,7 @@ async def test_resume_of_a_run_whose_model_is_gone_ends_it_with_the_reason(model
         record = await _seed_interrupted_run(rt, ["alpha"])
         del rt.registry.models["gpt4o"]
         handles = await rt.manager.resume_all()
-        after = await rt.store.get_run(record.id)
+        after = await rt.archive.get_run(record.id)
         assert await rt.manager.resume_all() == []  # no crash loop: it is no longer running
     assert handles == []
     assert after.status == "ended" and "cannot resume: unknown model 'gpt4o'" in after.end.detail
@@ -275,8 +275,8 @@ async def test_extend_gives_an_ended_run_more_turns_and_a_clean_log(model_server
         run_id, _ = await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=1))
         handle = await rt.manager.extend(run_id, 2)
         end = await rt.manager.wait(handle.id)
-        record = await rt.store.get_run(run_id)
-        stored = await rt.store.replies(run_id)
+        record = await rt.archive.get_run(run_id)
+        stored = await rt.archive.replies(run_id)
     assert end.reason == "max_turns" and end.max_turns == 3 and len(stored) == 6
     log = Path(record.log_path).read_text()
     assert log.count("Reached maximum number of turns") == 1
@@ -304,7 +304,7 @@ async def test_shutdown_leaves_runs_resumable(model_server, tmp_path):
         handle = await rt.manager.start(RunSpec(models=("opus", "gpt4o"), max_turns=3), [rec])
         await until(lambda: rec.of(ReplyDelta))
         await rt.manager.shutdown(deadline=5)
-        record = await rt.store.get_run(handle.id)
+        record = await rt.archive.get_run(handle.id)
         with pytest.raises(LimitError, match="shutting down"):
             await rt.manager.start(RunSpec(models=("opus", "gpt4o")))
     assert record.status == "running"
@@ -345,7 +345,7 @@ async def test_two_resumes_at_once_start_one_engine(model_server, tmp_path):
         handles = [r for r in results if not isinstance(r, BaseException)]
         errors = [r for r in results if isinstance(r, BaseException)]
         end = await rt.manager.wait(handles[0].id)
-        stored = await rt.store.replies(record.id)
+        stored = await rt.archive.replies(record.id)
     assert len(handles) == 1 and "already running" in str(errors[0])
     assert end.reason == "max_turns" and [r.seq for r in stored] == [0, 1, 2, 3]
 

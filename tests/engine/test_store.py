@@ -1,35 +1,30 @@
-"""The Store contract, run over SqliteStore and MemoryStore alike, then what only SQLite has to get
-right: migrations, the owner lock (also across a SIGKILL), and clear errors for bad paths."""
+"""What only the SQLite store has to get right: migrations, durability and batched commits, the
+owner lock (also across a SIGKILL), and clear errors for bad paths. What every store promises is
+in tests/engine/test_store_contract.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import inspect
 import os
 import shutil
 import sqlite3
+import stat
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from backrooms_engine import store as store_module
-from backrooms_engine.errors import ConfigError, StoreError, UnknownRunError
-from backrooms_engine.ports import Store
-from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
+from backrooms_engine.errors import StoreError
+from backrooms_engine.records import ParticipantInfo, Reply, RunRecord, RunSpec, Usage
 from backrooms_engine.store import SqliteStore, lock_path
 from backrooms_engine.store import opening as store_opening
 from backrooms_engine.store import rows as store_rows
-from tests.fakes.memory_store import MemoryStore
 
-AnyStore = SqliteStore | MemoryStore
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-EXTRAS = ("record_post", "posts", "set_meta", "get_meta", "running_runs")
 
 
 def spec(**changes: object) -> RunSpec:
@@ -57,233 +52,9 @@ def reply(run_id: int, seq: int, usage: Usage | None = None, text: str = "") -> 
     )
 
 
-async def new_run(store: AnyStore, **changes: object) -> int:
+async def new_run(store: SqliteStore, **changes: object) -> int:
     record = await store.create_run(spec(**changes), CAST, "BackroomsLogs/x.txt", T0)
     return record.id
-
-
-@pytest.fixture(params=["sqlite", "memory"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AnyStore]:
-    opened: AnyStore
-    if request.param == "sqlite":
-        opened = await SqliteStore.open(tmp_path / "data" / "backrooms.db")
-    else:
-        opened = MemoryStore()
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-# --- the contract ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("implementation", [SqliteStore, MemoryStore])
-def test_both_stores_have_every_port_method_with_its_signature(implementation: type) -> None:
-    port = {n: f for n, f in vars(Store).items() if inspect.isfunction(f) and n[0] != "_"}
-    for name, method in port.items():
-        ours = getattr(implementation, name)
-        assert inspect.iscoroutinefunction(ours), name
-        assert (
-            inspect.signature(ours).parameters.keys() == inspect.signature(method).parameters.keys()
-        )
-    for name in EXTRAS:
-        assert inspect.iscoroutinefunction(getattr(implementation, name)), name
-
-
-async def test_create_run_returns_a_running_record_without_replies(store: AnyStore) -> None:
-    record = await store.create_run(spec(space="guild"), tuple(reversed(CAST)), "log.txt", T0)
-    assert record.status == "running"
-    assert record.participants == CAST  # by position, whatever order they came in
-    assert (record.replies, record.input_tokens, record.output_tokens) == (0, 0, 0)
-    assert record.end is None and record.ended_at is None
-    assert record.created_at == T0 and record.log_path == "log.txt"
-
-
-async def test_get_run_gives_back_what_create_run_stored(store: AnyStore) -> None:
-    wanted = spec(started_by="ann", surface="discord", space="g1", place="t1", token_budget=9000)
-    created = await store.create_run(wanted, CAST, "log.txt", T0)
-    assert await store.get_run(created.id) == created
-    assert (await store.get_run(created.id)).spec == wanted
-
-
-async def test_run_ids_grow_from_one(store: AnyStore) -> None:
-    assert [await new_run(store) for _ in range(3)] == [1, 2, 3]
-
-
-async def test_replies_come_back_in_seq_order_exactly_as_appended(store: AnyStore) -> None:
-    run_id = await new_run(store)
-    sent = [reply(run_id, 0, Usage(None, None)), reply(run_id, 1, text="multi\nline ^C^C")]
-    for one in reversed(sent):
-        await store.append_reply(one)
-    assert await store.replies(run_id) == sent
-
-
-async def test_timestamps_come_back_in_utc(store: AnyStore) -> None:
-    plus_two = timezone(timedelta(hours=2))
-    record = await store.create_run(spec(), CAST, "log.txt", T0.astimezone(plus_two))
-    await store.append_reply(reply(record.id, 0))
-    got = await store.get_run(record.id)
-    assert got.created_at == T0 and got.created_at.utcoffset() == timedelta(0)
-    assert (await store.replies(record.id))[0].started_at.tzinfo is not None
-
-
-async def test_naive_timestamps_are_refused(store: AnyStore) -> None:
-    with pytest.raises(StoreError, match="timezone-aware"):
-        await store.create_run(spec(), CAST, "log.txt", datetime(2025, 1, 1))
-
-
-async def test_aggregates_count_replies_and_sum_tokens(store: AnyStore) -> None:
-    run_id = await new_run(store)
-    other = await new_run(store)
-    await store.append_reply(reply(run_id, 0, Usage(100, 7)))
-    await store.append_reply(reply(run_id, 1, Usage(None, 5)))  # unknown usage counts as 0
-    await store.append_reply(reply(run_id, 2, Usage(1, None)))
-    await store.append_reply(reply(other, 0, Usage(1000, 1000)))
-    record = await store.get_run(run_id)
-    assert (record.replies, record.input_tokens, record.output_tokens) == (3, 101, 12)
-    assert record.turns == 1
-    listed = {r.id: r for r in await store.list_runs()}
-    assert listed[run_id] == record
-    assert (listed[other].replies, listed[other].input_tokens) == (1, 1000)
-
-
-async def test_the_same_seq_twice_is_refused_and_stored_once(store: AnyStore) -> None:
-    run_id = await new_run(store)
-    await store.append_reply(reply(run_id, 0, text="first"))
-    with pytest.raises(StoreError, match="already has reply 0"):
-        await store.append_reply(reply(run_id, 0, text="second"))
-    assert [r.text for r in await store.replies(run_id)] == ["first"]
-    assert (await store.get_run(run_id)).replies == 1
-
-
-async def test_a_negative_seq_is_refused(store: AnyStore) -> None:
-    run_id = await new_run(store)
-    with pytest.raises(StoreError, match="0 or more"):
-        await store.append_reply(dataclasses.replace(reply(run_id, 0), seq=-1))
-
-
-async def test_participants_sharing_a_position_are_refused(store: AnyStore) -> None:
-    with pytest.raises(StoreError, match="positions must differ"):
-        await store.create_run(spec(), (CAST[0], CAST[0]), "log.txt", T0)
-    assert await store.list_runs() == []
-
-
-async def test_finish_run_stores_the_end_and_reopen_clears_it(store: AnyStore) -> None:
-    run_id = await new_run(store)
-    end = RunEnd(reason="stopped", by="ann", detail="enough", turns=2, max_turns=3)
-    await store.finish_run(run_id, end, T0 + timedelta(minutes=5))
-    ended = await store.get_run(run_id)
-    assert (ended.status, ended.end, ended.ended_at) == ("ended", end, T0 + timedelta(minutes=5))
-    await store.reopen_run(run_id, max_turns=7)
-    reopened = await store.get_run(run_id)
-    assert (reopened.status, reopened.end, reopened.ended_at) == ("running", None, None)
-    assert reopened.spec.max_turns == 7
-
-
-async def test_list_runs_is_newest_first_and_filters(store: AnyStore) -> None:
-    first = await new_run(store, space="a")
-    second = await new_run(store, space="b")
-    third = await new_run(store, space="a")
-    await store.finish_run(second, RunEnd(reason="max_turns", turns=3, max_turns=3), T0)
-    assert [r.id for r in await store.list_runs()] == [third, second, first]
-    assert [r.id for r in await store.list_runs(limit=2)] == [third, second]
-    assert [r.id for r in await store.list_runs(space="a")] == [third, first]
-    assert [r.id for r in await store.list_runs(status="ended")] == [second]
-    assert [r.id for r in await store.list_runs(status="running", space="a")] == [third, first]
-    assert await store.list_runs(space="nowhere") == []
-
-
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [({"status": "done"}, "use one of: running, ended"), ({"limit": 0}, "1 or more")],
-)
-async def test_list_runs_refuses_bad_arguments_saying_what_is_accepted(
-    store: AnyStore, arguments: dict[str, object], message: str
-) -> None:
-    with pytest.raises(ConfigError, match=message):
-        await store.list_runs(**arguments)  # type: ignore[arg-type]
-
-
-async def test_running_runs_are_oldest_first_without_ended_ones(store: AnyStore) -> None:
-    ids = [await new_run(store) for _ in range(3)]
-    await store.finish_run(ids[1], RunEnd(reason="ctrl_c", actor="Claude 1"), T0)
-    assert [r.id for r in await store.running_runs()] == [ids[0], ids[2]]
-
-
-async def test_delivery_cursor_starts_at_zero_and_is_kept_per_observer(store: AnyStore) -> None:
-    run_id = await new_run(store)
-    other = await new_run(store)
-    assert await store.delivered(run_id, "discord") == 0
-    await store.mark_delivered(run_id, "discord", 2)
-    await store.mark_delivered(run_id, "logfile", 5)
-    await store.mark_delivered(run_id, "discord", 3)
-    assert await store.delivered(run_id, "discord") == 3
-    assert await store.delivered(run_id, "logfile") == 5
-    assert await store.delivered(other, "discord") == 0
-
-
-async def test_a_negative_delivery_count_is_refused(store: AnyStore) -> None:
-    run_id = await new_run(store)
-    with pytest.raises(StoreError, match="0 or more"):
-        await store.mark_delivered(run_id, "discord", -1)
-
-
-async def test_posts_are_kept_per_surface_and_a_second_post_replaces(store: AnyStore) -> None:
-    run_id = await new_run(store)
-    await store.record_post(run_id, 1, 0, "discord", "m3")
-    await store.record_post(run_id, 0, 1, "discord", "m2")
-    await store.record_post(run_id, 0, 0, "discord", "m1")
-    await store.record_post(run_id, 0, 0, "slack", "1700000000.0001")
-    await store.record_post(run_id, 1, 0, "discord", "m3-edited")
-    discord = await store.posts(run_id, "discord")
-    assert list(discord.items()) == [((0, 0), "m1"), ((0, 1), "m2"), ((1, 0), "m3-edited")]
-    assert await store.posts(run_id, "slack") == {(0, 0): "1700000000.0001"}
-    assert await store.posts(run_id, "web") == {}
-
-
-async def test_meta_is_per_run_and_a_second_value_replaces(store: AnyStore) -> None:
-    run_id = await new_run(store)
-    other = await new_run(store)
-    assert await store.get_meta(run_id, "thread_id") is None
-    await store.set_meta(run_id, "thread_id", "111")
-    await store.set_meta(run_id, "thread_id", "222")
-    await store.set_meta(other, "thread_id", "333")
-    assert await store.get_meta(run_id, "thread_id") == "222"
-    assert await store.get_meta(other, "thread_id") == "333"
-
-
-UNKNOWN_RUN_CALLS: dict[str, Callable[[AnyStore], Awaitable[object]]] = {
-    "get_run": lambda s: s.get_run(42),
-    "append_reply": lambda s: s.append_reply(reply(42, 0)),
-    "finish_run": lambda s: s.finish_run(42, RunEnd(reason="stopped"), T0),
-    "reopen_run": lambda s: s.reopen_run(42, max_turns=None),
-    "replies": lambda s: s.replies(42),
-    "delivered": lambda s: s.delivered(42, "discord"),
-    "mark_delivered": lambda s: s.mark_delivered(42, "discord", 1),
-    "record_post": lambda s: s.record_post(42, 0, 0, "discord", "m1"),
-    "posts": lambda s: s.posts(42, "discord"),
-    "set_meta": lambda s: s.set_meta(42, "thread_id", "1"),
-    "get_meta": lambda s: s.get_meta(42, "thread_id"),
-}
-
-
-@pytest.mark.parametrize("call", UNKNOWN_RUN_CALLS.values(), ids=UNKNOWN_RUN_CALLS.keys())
-async def test_an_unknown_run_id_is_named_and_the_listing_command_suggested(
-    store: AnyStore, call: Callable[[AnyStore], Awaitable[object]]
-) -> None:
-    await new_run(store)
-    with pytest.raises(UnknownRunError) as raised:
-        await call(store)
-    assert str(raised.value) == "no run with id 42; `backrooms runs` lists them"
-    assert isinstance(raised.value, ConfigError)
-
-
-async def test_a_closed_store_refuses_calls(store: AnyStore) -> None:
-    await store.close()
-    with pytest.raises(StoreError, match="closed"):
-        await store.list_runs()
-    await store.close()  # closing twice is harmless
 
 
 # --- SQLite only: schema and durability -----------------------------------------------------------
@@ -625,10 +396,36 @@ async def test_a_path_under_a_regular_file_is_refused(
         await SqliteStore.open(tmp_path / "plain" / below, owner=owner)
 
 
-async def test_space_settings_are_kept_per_space(store: AnyStore) -> None:
-    assert await store.space_setting("guild-1", "streaming") is None
-    await store.set_space_setting("guild-1", "streaming", "off")
-    await store.set_space_setting("guild-1", "streaming", "on")
-    await store.set_space_setting("guild-2", "streaming", "off")
-    assert await store.space_setting("guild-1", "streaming") == "on"
-    assert await store.space_setting("guild-2", "streaming") == "off"
+# --- SQLite only: the file is a secret ------------------------------------------------------------
+
+
+def modes(path: Path) -> dict[str, int]:
+    """The permission bits of the database and the -wal and -shm files beside it."""
+    return {
+        p.name: stat.S_IMODE(p.stat().st_mode)
+        for p in path.parent.iterdir()
+        if p.name.startswith(path.name) and p.name != lock_path(path).name
+    }
+
+
+@pytest.mark.parametrize("owner", [True, False])
+async def test_a_new_database_is_readable_by_its_owner_only(tmp_path: Path, owner: bool) -> None:
+    """It holds each Discord run's webhook token, which lets anyone post in that channel."""
+    path = tmp_path / "data" / "backrooms.db"
+    async with await SqliteStore.open(path, owner=owner) as store:
+        if owner:
+            await store.append_reply(reply(await new_run(store), 0))
+        else:
+            assert await store.list_runs() == []
+        found = modes(path)
+    assert {"backrooms.db", "backrooms.db-wal", "backrooms.db-shm"} <= set(found)
+    assert found == dict.fromkeys(found, 0o600)
+
+
+async def test_an_existing_database_keeps_the_mode_its_owner_gave_it(tmp_path: Path) -> None:
+    path = tmp_path / "backrooms.db"
+    await (await SqliteStore.open(path)).close()
+    path.chmod(0o640)  # shared with a group on purpose
+    async with await SqliteStore.open(path) as store:
+        await new_run(store)
+    assert modes(path)["backrooms.db"] == 0o640

@@ -52,7 +52,7 @@ async def _run_ours(model_server, tmp_path, templates_dir: Path, template: str, 
         run_id, end = await run_to_end(
             rt, RunSpec(models=tuple(aliases), template=template, max_turns=TURNS)
         )
-        record = await rt.store.get_run(run_id)
+        record = await rt.archive.get_run(run_id)
     return record, end, specs
 
 
@@ -119,7 +119,7 @@ async def test_ctrl_c_ends_the_log_like_upstream(model_server, tmp_path, upstrea
         run_id, end = await run_to_end(
             rt, RunSpec(models=("opus", "gpt4o"), template="cli", max_turns=5)
         )
-        record = await rt.store.get_run(run_id)
+        record = await rt.archive.get_run(run_id)
     expected = upstream_reference.run(
         upstream_templates / "cli.jsonl",
         ("opus", "gpt4o"),

@@ -1,20 +1,22 @@
-"""MemoryStore: the Store port in memory, for fast engine tests.
+"""MemoryStore: the three store ports (TranscriptStore, SurfaceState, Archive) in memory.
 
 It behaves like SqliteStore wherever a caller can tell: the same errors with the same messages (the
 checks are imported from the real store), the same orderings (runs newest first by id, replies by
-seq, posts by (seq, part), running runs oldest first), timestamps handed back in UTC, and a closed
-store that refuses every call. tests/engine/test_store.py runs one contract over both.
+seq, posts by (seq, part), running runs oldest first), timestamps handed back in UTC, the same
+search rules (memory_search.py: words, not substrings), and a closed store that refuses every call.
+tests/engine/test_store_contract.py runs one contract over both.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from backrooms_engine.errors import StoreError
 from backrooms_engine.lifecycle import ClosesOnExit
+from backrooms_engine.ports import PAGE_SIZE, Hit, RunFilter
 from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
 from backrooms_engine.store import (
     check_count,
@@ -25,6 +27,8 @@ from backrooms_engine.store import (
     unknown_run,
     utc,
 )
+
+from . import memory_search
 
 
 @dataclass
@@ -65,7 +69,7 @@ class MemoryStore(ClosesOnExit):
             output_tokens=sum(r.usage.output_tokens or 0 for r in replies),
         )
 
-    # -- the Store port
+    # -- TranscriptStore (and Archive: get_run, replies, list_runs)
 
     async def create_run(
         self,
@@ -145,7 +149,7 @@ class MemoryStore(ClosesOnExit):
         check_count(count)
         self._run(run_id).deliveries[observer] = count
 
-    # -- beyond the port, as SqliteStore
+    # -- SurfaceState
 
     async def record_post(
         self, run_id: int, seq: int, part: int, surface: str, external_id: str
@@ -173,6 +177,54 @@ class MemoryStore(ClosesOnExit):
     async def space_setting(self, space: str, key: str) -> str | None:
         self._check_open()
         return self._space_settings.get((space, key))
+
+    # -- Archive
+
+    async def find_runs(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[RunRecord]:
+        check_list_args(None, limit)
+        self._check_open()
+        found = [run for run in self._newest_first() if self._passes(run, f)]
+        return [self._with_totals(run) for run in found[:limit]]
+
+    async def hits(self, words: str, run_ids: Sequence[int]) -> dict[int, Hit]:
+        """The first matching reply of each run: SQLite ranks by bm25; the contract fixes neither."""
+        self._check_open()
+        terms = memory_search.terms(words)
+        found: dict[int, Hit] = {}
+        for run_id in run_ids if terms is not None else ():
+            run = self._runs.get(run_id)
+            first = next(self._matching(run, terms or []), None) if run else None
+            if first is not None:
+                found[run_id] = Hit(run_id, first.seq, memory_search.excerpt(terms or [], first))
+        return found
+
+    async def choices(self) -> tuple[list[str], list[str]]:
+        self._check_open()
+        runs = [run.record for run in self._runs.values()]
+        models = {p.alias for record in runs for p in record.participants}
+        return sorted(models), sorted({record.spec.template for record in runs})
+
+    def _newest_first(self) -> list[_Run]:
+        return [run for _, run in sorted(self._runs.items(), reverse=True)]
+
+    def _passes(self, run: _Run, f: RunFilter) -> bool:
+        record = run.record
+        if f.q is not None:
+            terms = memory_search.terms(f.q)
+            if terms is None or next(self._matching(run, terms), None) is None:
+                return False
+        return (
+            (f.status is None or record.status == f.status)
+            and (f.template is None or record.spec.template == f.template)
+            and (f.before is None or record.id < f.before)
+            and (f.model is None or any(p.alias == f.model for p in record.participants))
+        )
+
+    @staticmethod
+    def _matching(run: _Run, terms: list[memory_search.Term]) -> Iterator[Reply]:
+        for seq in sorted(run.replies):
+            if memory_search.matches(terms, run.replies[seq].text):
+                yield run.replies[seq]
 
     def _check_open(self) -> None:
         if self._closed:

@@ -25,7 +25,7 @@ async def test_without_a_configured_token_the_site_is_read_only(read_only_site: 
     async with site.http.get("/") as response:
         body = await response.text()
     assert "read-only" in body and 'action="/runs"' not in body
-    assert await site.rt.store.list_runs() == [await site.rt.store.get_run(run_id)]
+    assert await site.rt.archive.list_runs() == [await site.rt.archive.get_run(run_id)]
 
 
 async def test_a_missing_or_wrong_token_is_refused(site: Site) -> None:
@@ -40,7 +40,7 @@ async def test_a_missing_or_wrong_token_is_refused(site: Site) -> None:
         async with site.http.post("/runs", **attempt) as response:
             assert response.status == 401
             assert response.headers["www-authenticate"].startswith("Bearer")
-    assert await site.rt.store.list_runs() == []
+    assert await site.rt.archive.list_runs() == []
 
 
 async def test_the_right_bearer_token_starts_an_offline_run(site: Site) -> None:
@@ -51,7 +51,7 @@ async def test_the_right_bearer_token_starts_an_offline_run(site: Site) -> None:
     assert answer["url"] == f"{site.url}/runs/{run_id}"
     end = await site.wait(run_id)
     assert end.reason == "max_turns" and end.turns == 2
-    record = await site.rt.store.get_run(run_id)
+    record = await site.rt.archive.get_run(run_id)
     assert record.spec.surface == "web" and record.spec.started_by == "web"
     assert [p.alias for p in record.participants] == ["offline", "offline"]
 
@@ -80,7 +80,7 @@ async def test_a_bad_start_request_says_why(site: Site) -> None:
         async with site.http.post("/runs", json=fields, headers=bearer(TOKEN)) as response:
             assert response.status == status
             assert message in await response.text()
-    assert await site.rt.store.list_runs() == []
+    assert await site.rt.archive.list_runs() == []
 
 
 async def test_a_full_service_is_a_429_and_says_which_cap(

@@ -3,6 +3,7 @@ the site for a browser (its style, a link back to the list), one plain line for 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from tests.web.conftest import TOKEN, Site
@@ -91,22 +92,20 @@ async def test_refused_forms_answer_a_page_the_browser_can_leave(site: Site) -> 
     async with site.http.delete("/runs", headers=HTML) as response:
         assert response.status == 405
         assert "<title>Method Not Allowed · backrooms relay</title>" in await response.text()
-    assert await site.rt.store.list_runs() == []
+    assert await site.rt.archive.list_runs() == []
 
 
 class _BrokenArchive:
     """The archive's queries failing as a bug would: the list page cannot be built."""
 
-    async def run_ids(self, *args: object, **kwargs: object) -> list[int]:
+    async def find_runs(self, *args: object, **kwargs: object) -> list[object]:
         raise RuntimeError("a bug in the archive")
-
-    async def close(self) -> None:
-        return None
 
 
 async def test_a_failure_of_ours_is_a_500_page_that_tells_nothing_inside(site: Site) -> None:
     assert site.surface.app is not None
-    site.surface.app.state.web.queries = _BrokenArchive()
+    web = site.surface.app.state.web
+    web.rt = dataclasses.replace(web.rt, archive=_BrokenArchive())
     async with site.http.get("/", headers=HTML) as response:
         assert response.status == 500
         body = await response.text()

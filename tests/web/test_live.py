@@ -184,7 +184,7 @@ async def test_a_paused_web_run_resumes_with_the_live_feed(site: Site) -> None:
     resumed = await site.rt.manager.resume_all(site.surface.observers_for)
     assert [h.id for h in resumed] == [run_id]
     events = await asyncio.wait_for(collect(site, run_id, after=0), WAIT)
-    stored = await site.rt.store.replies(run_id)
+    stored = await site.rt.archive.replies(run_id)
     assert texts_by_seq(events) == {r.seq: r.text for r in stored}  # the cut reply was asked anew
     assert len(stored) == 4 and stored[0].text == "one"
     assert events[-1][1]["label"] == "turn limit"

@@ -113,7 +113,7 @@ async def test_colours_come_from_the_registry_stylesheet(site: Site) -> None:
 
 async def test_downloads(site: Site) -> None:
     run_id = await site.run(f"first {SCRIPT}", "second\nwith lines")
-    log_path = Path((await site.rt.store.get_run(run_id)).log_path)
+    log_path = Path((await site.rt.archive.get_run(run_id)).log_path)
     async with site.http.get(f"/runs/{run_id}.txt") as response:
         assert response.status == 200
         assert response.headers["content-disposition"] == (

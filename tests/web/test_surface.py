@@ -77,7 +77,7 @@ async def test_the_demo_starts_an_offline_run_to_watch_live(
                 assert 'data-live="1"' in await response.text()
             end = await asyncio.wait_for(rt.manager.wait(1), WAIT)
             assert (end.reason, end.turns) == ("max_turns", 2)  # ^C^C needs 6 own replies
-            record = await rt.store.get_run(1)
+            record = await rt.archive.get_run(1)
             assert (record.spec.surface, record.spec.started_by) == ("web", "demo")
         finally:
             await rt.manager.shutdown(5)

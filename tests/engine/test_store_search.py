@@ -1,5 +1,5 @@
-"""Migration 003_search: the FTS5 index over reply text, its backfill and triggers, and the queries
-the archive runs on its read-only connection."""
+"""SQLite only: migration 003_search (the FTS5 index over reply text, its backfill and triggers),
+the archive's read-only connection, and the search box's words as a safe FTS5 query."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 
 from backrooms_engine import store as store_module
+from backrooms_engine.errors import StoreError
+from backrooms_engine.ports import PAGE_SIZE, Archive, RunFilter
 from backrooms_engine.records import ParticipantInfo, Reply, RunSpec, now
 from backrooms_engine.store import SqliteStore
 from backrooms_engine.store import opening as store_opening
-from bot.web.queries import RunFilter, RunQueries, fts_query
+from backrooms_engine.store.archive import SqliteArchive
+from backrooms_engine.store.connection import Database
+from backrooms_engine.store.search import fts_query
 
 CAST = (ParticipantInfo(0, "opus", "Claude 1", "x", "anthropic"),)
 
@@ -22,6 +26,10 @@ CAST = (ParticipantInfo(0, "opus", "Claude 1", "x", "anthropic"),)
 async def new_run(store: SqliteStore, template: str = "cli") -> int:
     spec = RunSpec(models=("opus",), template=template)
     return (await store.create_run(spec, CAST, "/dev/null", now())).id
+
+
+async def ids_of(archive: Archive, f: RunFilter, limit: int = PAGE_SIZE) -> list[int]:
+    return [run.id for run in await archive.find_runs(f, limit)]
 
 
 async def add(store: SqliteStore, run_id: int, seq: int, text: str) -> None:
@@ -45,13 +53,9 @@ async def test_the_migration_backfills_replies_stored_before_it(
     monkeypatch.undo()
     async with await SqliteStore.open(path) as store:  # the owner applies 003
         await add(store, run_id, 1, "a new reply about a harbour")
-        queries = RunQueries(path)
-        try:
-            assert await queries.run_ids(RunFilter(q="lighthouse")) == [run_id]
-            assert await queries.run_ids(RunFilter(q="harbour")) == [run_id]
-            assert await queries.run_ids(RunFilter(q="submarine")) == []
-        finally:
-            await queries.close()
+        assert await ids_of(store.archive, RunFilter(q="lighthouse")) == [run_id]
+        assert await ids_of(store.archive, RunFilter(q="harbour")) == [run_id]
+        assert await ids_of(store.archive, RunFilter(q="submarine")) == []
 
 
 async def test_triggers_follow_deletes_and_updates(tmp_path: Path) -> None:
@@ -72,36 +76,17 @@ async def test_triggers_follow_deletes_and_updates(tmp_path: Path) -> None:
         assert db.execute("SELECT count(*) FROM reply_search").fetchone() == (0,)
 
 
-async def test_filters_combine_and_page_newest_first(tmp_path: Path) -> None:
-    path = tmp_path / "backrooms.db"
-    async with await SqliteStore.open(path) as store:
-        ids = [await new_run(store, template) for template in ("cli", "gallery", "cli")]
-        for run_id in ids:
-            await add(store, run_id, 0, f"reply of run {run_id} with café")
-        queries = RunQueries(path)
-        try:
-            assert await queries.run_ids(RunFilter()) == ids[::-1]
-            assert await queries.run_ids(RunFilter(template="cli")) == [ids[2], ids[0]]
-            assert await queries.run_ids(RunFilter(model="opus", before=ids[2])) == ids[1::-1]
-            assert await queries.run_ids(RunFilter(q="cafe")) == ids[::-1]  # accents folded
-            assert await queries.run_ids(RunFilter(status="ended")) == []
-            assert await queries.run_ids(RunFilter(), limit=1) == [ids[2]]
-            hits = await queries.hits("café", ids)
-            assert hits[ids[0]].parts[-1] == ("café", True)
-            assert await queries.choices() == (["opus"], ["cli", "gallery"])
-        finally:
-            await queries.close()
-
-
 async def test_the_archive_connection_cannot_write(tmp_path: Path) -> None:
     path = tmp_path / "backrooms.db"
-    async with await SqliteStore.open(path):
-        queries = RunQueries(path)
+    async with await SqliteStore.open(path) as store:
+        run_id = await new_run(store)
+        reader = Database.read_only(path)  # the kind of connection the archive reads through
         try:
-            with pytest.raises(Exception, match="readonly"):
-                await queries._fetch("DELETE FROM runs", ())
+            with pytest.raises(StoreError, match="readonly"):
+                await reader.fetch("DELETE FROM runs")
+            assert [row["id"] for row in await reader.fetch("SELECT id FROM runs")] == [run_id]
         finally:
-            await queries.close()
+            await reader.close()
 
 
 @pytest.mark.parametrize(
@@ -117,3 +102,30 @@ async def test_the_archive_connection_cannot_write(tmp_path: Path) -> None:
 )
 def test_search_words_become_a_safe_fts5_query(words: str, query: str | None) -> None:
     assert fts_query(words) == query
+
+
+async def test_a_page_of_runs_costs_the_same_few_queries_however_many_it_lists(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "backrooms.db"
+    async with await SqliteStore.open(path) as store:
+        for n in range(60):
+            await add(store, await new_run(store), 0, f"the lighthouse keeper, night {n}")
+        statements: list[str] = []
+        reader = Database.read_only(path, trace=statements.append)
+        archive = SqliteArchive(reader)
+        try:
+            # On first use the connection opens and FTS5 reads its config: not a page's cost.
+            await archive.hits("lighthouse", [1])
+            costs = {}
+            for limit in (1, 5, 50):
+                statements.clear()
+                page = await archive.find_runs(RunFilter(q="lighthouse"), limit)
+                hits = await archive.hits("lighthouse", [run.id for run in page])
+                assert len(page) == len(hits) == limit
+                # SQLite traces FTS5's own reads of its tables too, as "-- " comments: not ours.
+                costs[limit] = sum(not sql.startswith("--") for sql in statements)
+            assert page == [await store.get_run(run.id) for run in page]  # cast and totals too
+        finally:
+            await reader.close()
+    assert costs == {1: 3, 5: 3, 50: 3}, costs  # the page, its casts, its excerpts

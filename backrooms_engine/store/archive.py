@@ -1,0 +1,99 @@
+"""The Archive port on SQLite: what viewers list, filter, search and load.
+
+It reads through a connection of its own opened with `mode=ro`, so it can never write, and a
+page's reads do not queue behind the transcript's writes: the file is in WAL mode, so this
+connection sees every committed reply while the owner writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..ports import PAGE_SIZE, Hit, RunFilter
+from ..records import Reply, RunRecord
+from .connection import Database
+from .reading import load_runs, replies_of, run_by_id
+from .rules import check_list_args
+from .search import HIT_END, HIT_START, excerpt_parts, fts_query
+
+_WITH_MODEL = "EXISTS (SELECT 1 FROM participants p WHERE p.run_id = runs.id AND p.alias = ?)"
+_MATCHING = "id IN (SELECT run_id FROM reply_search WHERE reply_search MATCH ?)"
+
+
+class SqliteArchive:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def get_run(self, run_id: int) -> RunRecord:
+        return await run_by_id(self._db, run_id)
+
+    async def replies(self, run_id: int) -> list[Reply]:
+        return await replies_of(self._db, run_id)
+
+    async def list_runs(
+        self, *, status: str | None = None, space: str | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        """Newest first: ids grow with every run, so the highest id is the newest."""
+        check_list_args(status, limit)
+        filters = [("status = ?", status), ("space = ?", space)]
+        kept = [(clause, value) for clause, value in filters if value is not None]
+        where = " AND ".join(clause for clause, _ in kept) or "1 = 1"
+        async with self._db.using() as db:
+            return await load_runs(db, where, [v for _, v in kept], limit=limit, order="DESC")
+
+    async def find_runs(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[RunRecord]:
+        """Two queries, whatever the page's size: the page with its totals, then its casts."""
+        check_list_args(None, limit)
+        where = _where(f)
+        if where is None:
+            return []
+        clauses, params = where
+        async with self._db.using() as db:
+            return await load_runs(db, clauses, params, limit=limit, order="DESC")
+
+    async def hits(self, words: str, run_ids: Sequence[int]) -> dict[int, Hit]:
+        """The best-ranked (bm25) matching reply of each run, with an excerpt of 16 words."""
+        match = fts_query(words)
+        if match is None or not run_ids:
+            return {}
+        marks = ", ".join("?" * len(run_ids))
+        rows = await self._db.fetch(
+            "SELECT run_id, seq, snippet(reply_search, 0, ?, ?, '…', 16) AS excerpt "
+            f"FROM reply_search WHERE reply_search MATCH ? AND run_id IN ({marks}) ORDER BY rank",
+            [HIT_START, HIT_END, match, *run_ids],
+        )
+        found: dict[int, Hit] = {}
+        for row in rows:
+            run_id = int(row["run_id"])
+            if run_id not in found:
+                found[run_id] = Hit(run_id, int(row["seq"]), excerpt_parts(row["excerpt"]))
+        return found
+
+    async def choices(self) -> tuple[list[str], list[str]]:
+        models = await self._db.fetch("SELECT DISTINCT alias FROM participants ORDER BY alias")
+        names = await self._db.fetch("SELECT DISTINCT template FROM runs ORDER BY template")
+        return [r["alias"] for r in models], [r["template"] for r in names]
+
+
+def _where(f: RunFilter) -> tuple[str, list[Any]] | None:
+    """The filter as a WHERE clause and its parameters; None when nothing can match."""
+    clauses: list[str] = ["1 = 1"]
+    params: list[Any] = []
+    conditions = (
+        ("status = ?", f.status),
+        ("template = ?", f.template),
+        ("id < ?", f.before),
+        (_WITH_MODEL, f.model),
+    )
+    for clause, value in conditions:
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    if f.q is not None:
+        match = fts_query(f.q)
+        if match is None:
+            return None
+        clauses.append(_MATCHING)
+        params.append(match)
+    return " AND ".join(clauses), params

@@ -1,0 +1,152 @@
+"""The TranscriptStore port on SQLite: runs, their replies, delivery cursors and ends."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+
+from ..batching import GroupCommit
+from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
+from . import rows
+from .connection import Database
+from .reading import load_runs, replies_of, run_by_id
+from .rules import check_count, check_participants, check_reply, unknown_run, utc
+
+
+class SqliteTranscript:
+    """Writes go through the owner's connection. Replies (and new runs) that arrive together share
+    one transaction (batching.py): the busier the store, the larger each batch."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._replies: GroupCommit[Reply, None] = GroupCommit(self._insert_replies)
+        self._creations: GroupCommit[rows.NewRun, int] = GroupCommit(self._insert_runs)
+
+    async def idle(self) -> None:
+        """Returns once what was already handed over is written."""
+        await self._creations.idle()
+        await self._replies.idle()
+
+    async def create_run(
+        self,
+        spec: RunSpec,
+        participants: Sequence[ParticipantInfo],
+        log_path: str,
+        created_at: datetime,
+    ) -> RunRecord:
+        check_participants(participants)
+        cast = tuple(sorted(participants, key=lambda p: p.position))
+        values = rows.run_values(spec, log_path, created_at)
+        run_id = await self._creations.submit(rows.NewRun(values, cast))
+        return RunRecord(
+            id=run_id,
+            spec=spec,
+            participants=cast,
+            status="running",
+            created_at=utc(created_at),
+            log_path=log_path,
+        )
+
+    async def _insert_runs(self, runs: Sequence[rows.NewRun]) -> list[int]:
+        """The runs and their participants in one transaction, a statement per table and chunk.
+        Their ids come back in the order of the VALUES: SQLite gives each new row of a rowid
+        table one more than the largest id so far, and the lock keeps other writers out."""
+        ids: list[int] = []
+        async with self._db.transaction() as db:
+            for sql, values, _ in rows.inserts(rows.INSERT_RUN, [run.values for run in runs]):
+                found = await db.execute_fetchall(sql + " RETURNING id", values)
+                ids += sorted(row[0] for row in found)
+            cast = [
+                (run_id, p.position, p.alias, p.actor, p.api_id, p.provider)
+                for run_id, run in zip(ids, runs, strict=True)
+                for p in run.cast
+            ]
+            for sql, values, _ in rows.inserts(rows.INSERT_PARTICIPANT, cast):
+                await db.execute(sql, values)
+        return ids
+
+    async def append_reply(self, reply: Reply) -> None:
+        """Returns once the reply is committed, before any observer hears of it."""
+        check_reply(reply)
+        await self._replies.submit(reply)
+
+    async def _insert_replies(self, replies: Sequence[Reply]) -> list[BaseException | None]:
+        batch = [rows.reply_values(reply) for reply in replies]
+        stored = 0
+        async with self._db.using() as db:
+            if len(batch) > 1:
+                # One statement per chunk of the batch: one trip to the SQLite thread (each trip
+                # waits for the busy event loop) and one implicit transaction, all rows or none.
+                try:
+                    for sql, values, count in rows.inserts(rows.INSERT_REPLY, batch):
+                        await db.execute(sql, values)
+                        stored += count
+                except sqlite3.IntegrityError:
+                    pass  # a refused reply took its chunk with it: that chunk goes one by one
+            outcomes: list[BaseException | None] = [None] * stored
+            for reply, one in zip(replies[stored:], batch[stored:], strict=True):
+                try:
+                    await db.execute(rows.INSERT_REPLY, one)  # autocommit: its own transaction
+                    outcomes.append(None)
+                except sqlite3.IntegrityError as error:
+                    outcomes.append(rows.reply_refused(error, reply))
+            return outcomes
+
+    async def finish_run(self, run_id: int, end: RunEnd, ended_at: datetime) -> None:
+        changed = await self._db.write(
+            run_id,
+            "UPDATE runs SET status = 'ended', end_reason = ?, end_actor = ?, end_by = ?, "
+            "end_detail = ?, end_turns = ?, end_max_turns = ?, ended_at = ? WHERE id = ?",
+            (
+                end.reason,
+                end.actor,
+                end.by,
+                end.detail,
+                end.turns,
+                end.max_turns,
+                rows.iso_text(ended_at),
+                run_id,
+            ),
+        )
+        if not changed:
+            raise unknown_run(run_id)
+
+    async def reopen_run(self, run_id: int, *, max_turns: int | None) -> None:
+        changed = await self._db.write(
+            run_id,
+            "UPDATE runs SET status = 'running', end_reason = NULL, end_actor = NULL, "
+            "end_by = NULL, end_detail = NULL, end_turns = NULL, end_max_turns = NULL, "
+            "ended_at = NULL, max_turns = ? WHERE id = ?",
+            (max_turns, run_id),
+        )
+        if not changed:
+            raise unknown_run(run_id)
+
+    async def get_run(self, run_id: int) -> RunRecord:
+        return await run_by_id(self._db, run_id)
+
+    async def running_runs(self) -> list[RunRecord]:
+        """Runs left running (by a crash or a restart), oldest first: the order to resume them."""
+        async with self._db.using() as db:
+            return await load_runs(db, "status = 'running'", (), limit=None, order="ASC")
+
+    async def replies(self, run_id: int) -> list[Reply]:
+        return await replies_of(self._db, run_id)
+
+    async def delivered(self, run_id: int, observer: str) -> int:
+        found = await self._db.read_for(
+            run_id,
+            "SELECT count FROM deliveries WHERE run_id = ? AND observer = ?",
+            (run_id, observer),
+        )
+        return int(found[0][0]) if found else 0
+
+    async def mark_delivered(self, run_id: int, observer: str, count: int) -> None:
+        check_count(count)
+        await self._db.write(
+            run_id,
+            "INSERT INTO deliveries (run_id, observer, count) VALUES (?, ?, ?) "
+            "ON CONFLICT (run_id, observer) DO UPDATE SET count = excluded.count",
+            (run_id, observer, count),
+        )
