@@ -10,6 +10,8 @@ event streams on those runs (spread evenly) and sends `--rate` requests a second
 `--duration` seconds: three in four are index pages (the first page or an older one), one in four
 a search for a made-up word that about seventy replies (of 6,000) hold. A request's latency counts from when it was due, so queueing anywhere is counted; one
 that takes over `--timeout` seconds counts as timed out. It prints p50 and p99 of each kind.
+Before the load, with the live runs going but no viewer, it sends 100 index pages and 100 searches
+one at a time and prints the server's CPU per page (what the live runs used meanwhile taken off).
 
 `--code DIR` runs the server on another checkout (the code before a change, extracted with
 `git archive`); the load and the figures stay the same. Everything is on 127.0.0.1; bench/README.md
@@ -52,6 +54,7 @@ RARE = [
 REPLIES_PER_RUN = 6
 COMMON_PER_REPLY, RARE_PER_REPLY = 50, 10
 READY_TIMEOUT = 120.0
+CALIBRATION_PAGES = 100
 
 
 # --- the server, in its own process --------------------------------------------------------------
@@ -184,6 +187,25 @@ class Results:
     latencies: dict[str, list[float]] = field(default_factory=lambda: {"index": [], "search": []})
     failures: dict[str, int] = field(default_factory=lambda: {"index": 0, "search": 0})
     viewer_events: int = 0
+    cpu_per_page: dict[str, float] = field(default_factory=dict)  # ms, one request at a time
+
+
+async def _calibrate(
+    http: aiohttp.ClientSession, pid: int, out: Results, rng: random.Random
+) -> None:
+    """Server CPU per page with one request at a time, less what the live runs use meanwhile:
+    a figure that other work on the machine moves much less than latency under load."""
+    c0, t0 = _cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(2.0)
+    background = (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+    for kind in ("index", "search"):
+        c0, t0 = _cpu_seconds(pid), time.monotonic()
+        for _ in range(CALIBRATION_PAGES):
+            path = "/" if kind == "index" else f"/?q={rng.choice(RARE)}"
+            async with http.get(path) as response:
+                await response.read()
+        used = _cpu_seconds(pid) - c0 - background * (time.monotonic() - t0)
+        out.cpu_per_page[kind] = 1000 * used / CALIBRATION_PAGES
 
 
 async def _viewer(http: aiohttp.ClientSession, url: str, results: Results, until: float) -> None:
@@ -226,6 +248,7 @@ async def _load(args: argparse.Namespace, srv: Server) -> tuple[Results, float]:
     results, rng = Results(), random.Random(11)
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(srv.url, connector=connector) as http:
+        await _calibrate(http, srv.proc.pid, results, rng)
         until = time.monotonic() + args.duration + args.timeout + 5
         viewers = [
             asyncio.create_task(
@@ -282,6 +305,8 @@ def _report(args: argparse.Namespace, results: Results, wall: float, cpu: float)
         print(
             f"  {kind:6}  {len(values):5} answered  {line}   failed or over {args.timeout} s: {failed}"
         )
+    per_page = ", ".join(f"{k} {v:.1f} ms" for k, v in results.cpu_per_page.items())
+    print(f"  server CPU per page, one request at a time (live runs' share taken off): {per_page}")
     answered = sum(len(values) for values in results.latencies.values())
     print(
         f"  wall {wall:.1f} s; server CPU {100 * cpu / wall:.0f}% of a core, "

@@ -50,9 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/run_service.py` from a checkout imports the checkout
 
 from backrooms_engine.manager import RunHandle  # noqa: E402
+from backrooms_engine.ports import Archive  # noqa: E402
 from backrooms_engine.records import RunEnd, RunSpec  # noqa: E402
 from backrooms_engine.registry import load_registry  # noqa: E402
-from backrooms_engine.ports import Archive  # noqa: E402
 from bot import eventloop  # noqa: E402
 from bot.runtime import Runtime, open_runtime  # noqa: E402
 from bot.settings import Settings  # noqa: E402

@@ -32,7 +32,13 @@ def _cannot_create(path: Path, error: OSError) -> StoreError:
     return StoreError(f"cannot create {path}: {reason}; set BACKROOMS_DB to a writable path")
 
 
+DB_FILE_MODE = 0o600  # the database holds Discord webhook tokens: its owner alone reads it
+
+
 def prepare_directory(path: Path) -> None:
+    """Check the path, create its folder, and create a new database file readable by its owner
+    only. SQLite gives the -wal and -shm files beside it the same mode. A file that already
+    exists keeps the mode its owner gave it."""
     try:
         if path.is_dir():
             raise StoreError(
@@ -42,8 +48,18 @@ def prepare_directory(path: Path) -> None:
         # sqlite3 would only say "unable to open database file"; say why while we still know.
         if not path.exists() and not os.access(path.parent, os.W_OK):
             raise PermissionError(path)
+        _create_private(path)
     except OSError as error:
         raise _cannot_create(path, error) from error
+
+
+def _create_private(path: Path) -> None:
+    # An empty file is a new database to SQLite, which would otherwise create it 0644.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_FILE_MODE)
+    except FileExistsError:
+        return  # there already, or another process just made it
+    os.close(fd)
 
 
 def _owned_elsewhere(path: Path, lock: Path, holder: str) -> StoreError:

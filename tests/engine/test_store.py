@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import stat
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -393,3 +394,38 @@ async def test_a_path_under_a_regular_file_is_refused(
         StoreError, match="a parent of it is a file, not a directory; set BACKROOMS"
     ):
         await SqliteStore.open(tmp_path / "plain" / below, owner=owner)
+
+
+# --- SQLite only: the file is a secret ------------------------------------------------------------
+
+
+def modes(path: Path) -> dict[str, int]:
+    """The permission bits of the database and the -wal and -shm files beside it."""
+    return {
+        p.name: stat.S_IMODE(p.stat().st_mode)
+        for p in path.parent.iterdir()
+        if p.name.startswith(path.name) and p.name != lock_path(path).name
+    }
+
+
+@pytest.mark.parametrize("owner", [True, False])
+async def test_a_new_database_is_readable_by_its_owner_only(tmp_path: Path, owner: bool) -> None:
+    """It holds each Discord run's webhook token, which lets anyone post in that channel."""
+    path = tmp_path / "data" / "backrooms.db"
+    async with await SqliteStore.open(path, owner=owner) as store:
+        if owner:
+            await store.append_reply(reply(await new_run(store), 0))
+        else:
+            assert await store.list_runs() == []
+        found = modes(path)
+    assert {"backrooms.db", "backrooms.db-wal", "backrooms.db-shm"} <= set(found)
+    assert found == dict.fromkeys(found, 0o600)
+
+
+async def test_an_existing_database_keeps_the_mode_its_owner_gave_it(tmp_path: Path) -> None:
+    path = tmp_path / "backrooms.db"
+    await (await SqliteStore.open(path)).close()
+    path.chmod(0o640)  # shared with a group on purpose
+    async with await SqliteStore.open(path) as store:
+        await new_run(store)
+    assert modes(path)["backrooms.db"] == 0o640
