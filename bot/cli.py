@@ -22,7 +22,7 @@ from backrooms_engine.events import ReplyDelta, ReplyFinished, ReplyStarted, Run
 from backrooms_engine.manager import RunHandle
 from backrooms_engine.records import RunEnd, RunRecord, RunSpec
 from backrooms_engine.registry import Registry, load_registry
-from backrooms_engine.store import SqliteStore
+from backrooms_engine.store import open_store
 
 from . import eventloop, logs
 from .runtime import Runtime, open_runtime, template_dirs
@@ -210,7 +210,7 @@ def _report(settings: Settings, handle: RunHandle, end: RunEnd, demo: bool) -> N
         print(f"\nrun {handle.id} paused; `backrooms resume {handle.id}` goes on", file=sys.stderr)
     else:
         print(f"\nrun {handle.id}: {end.summary}", file=sys.stderr)
-    print(f"transcript: {handle.record.log_path}  (database: {settings.db_path})", file=sys.stderr)
+    print(f"transcript: {handle.record.log_path}  (database: {settings.store.shown})", file=sys.stderr)
     if demo:
         print(
             f"see it again: backrooms show {handle.id}   list runs: backrooms runs",
@@ -262,10 +262,10 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _list_runs(settings: Settings) -> int:
-    async with await SqliteStore.open(settings.db_path, owner=False) as store:
+    async with await open_store(settings.store, owner=False) as store:
         runs = await store.list_runs(limit=100)
     if not runs:
-        print(f"no runs yet in {settings.db_path}; try: backrooms demo")
+        print(f"no runs yet in {settings.store.shown}; try: backrooms demo")
         return 0
     print(
         f"{'id':>5}  {'participants':28} {'template':14} {'status':26} {'turns':>5} "
@@ -290,7 +290,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _show(settings: Settings, run_id: int) -> int:
-    async with await SqliteStore.open(settings.db_path, owner=False) as store:
+    async with await open_store(settings.store, owner=False) as store:
         run = await store.get_run(run_id)
         replies = await store.replies(run_id)
     colours = _stored_colours(load_registry(settings.models_file), run)
@@ -327,7 +327,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _export(settings: Settings, run_id: int, fmt: str) -> str:
-    async with await SqliteStore.open(settings.db_path, owner=False) as store:
+    async with await open_store(settings.store, owner=False) as store:
         run = await store.get_run(run_id)
         return export.render(run, await store.replies(run_id), fmt)
 

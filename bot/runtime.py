@@ -18,7 +18,7 @@ from backrooms_engine.manager import Limits, RunManager
 from backrooms_engine.ports import Archive, SurfaceState, TranscriptStore
 from backrooms_engine.providers import ProviderPool
 from backrooms_engine.registry import Registry, load_registry
-from backrooms_engine.store import SqliteStore
+from backrooms_engine.store import open_store
 
 from .settings import Settings
 
@@ -46,7 +46,7 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     registry = registry or load_registry(settings.models_file)
     dirs = template_dirs(settings, templates_dir)
-    store = await SqliteStore.open(settings.db_path, owner=True)
+    store = await open_store(settings.store, owner=True)
     providers = ProviderPool(settings.env, timeout=settings.request_timeout)
     manager = RunManager(
         registry=registry,

@@ -13,6 +13,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from backrooms_engine.errors import ConfigError
+from backrooms_engine.store import StoreLocation, store_location
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class SlackSettings:
 class Settings:
     env: Mapping[str, str] = field(repr=False)
     db_path: Path
+    store: StoreLocation  # BACKROOMS_DATABASE_URL, BACKROOMS_DB or DATABASE_URL: use this one
     log_dir: Path
     models_file: Path | None
     templates_dir: Path | None
@@ -76,6 +78,7 @@ class Settings:
         return cls(
             env=dict(env),
             db_path=Path(env.get("BACKROOMS_DB") or "backrooms.db"),
+            store=store_location(env),
             log_dir=Path(env.get("BACKROOMS_LOG_DIR") or "BackroomsLogs"),
             models_file=_models_file(env),
             templates_dir=Path(env["BACKROOMS_TEMPLATES"])

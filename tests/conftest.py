@@ -48,6 +48,8 @@ _SCRUB_PREFIXES = (
     "DISCORD_",
     "SLACK_",
 )
+# DATABASE_URL names a store when no BACKROOMS_ setting does: a developer's must not reach tests.
+_SCRUB_NAMES = ("DATABASE_URL",)
 _PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
@@ -56,12 +58,21 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     """No real key, no proxy (slack_sdk ignores NO_PROXY), and a scratch working directory so a
     developer's .env or models.toml never leaks into a test."""
     for name in list(os.environ):
-        if name.startswith(_SCRUB_PREFIXES) or name in _PROXIES:
+        if name.startswith(_SCRUB_PREFIXES) or name in _PROXIES or name in _SCRUB_NAMES:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("BACKROOMS_OFFLINE_DELAY", "0")
     monkeypatch.chdir(tmp_path)
     yield
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A URL of an empty schema of its own on the machine's PostgreSQL (tests/postgres.py)."""
+    from tests.postgres import fresh_schema
+
+    async with fresh_schema() as url:
+        yield url
 
 
 @pytest.fixture

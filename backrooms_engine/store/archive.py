@@ -1,29 +1,43 @@
-"""The Archive port on SQLite: what viewers list, filter, search and load.
+"""The Archive port: what viewers list, filter, search and load.
 
-It reads through a connection of its own opened with `mode=ro`, so it can never write, and a
-page's reads do not queue behind the transcript's writes: the file is in WAL mode, so this
-connection sees every committed reply while the owner writes.
+SqlArchive is portable SQL on any SqlDatabase (sql.py); a store adds its own full-text search
+(`matching` and `hits`). SqliteArchive's is FTS5 (migration 003_search.sqlite.sql).
+
+SQLite's archive reads through a connection of its own opened with `mode=ro`, so it can never
+write, and a page's reads do not queue behind the transcript's writes: the file is in WAL mode, so
+this connection sees every committed reply while the owner writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..ports import PAGE_SIZE, Hit, RunFilter
 from ..records import Reply, RunRecord
-from .connection import Database
 from .reading import load_runs, replies_of, run_by_id
 from .rules import check_list_args
 from .search import HIT_END, HIT_START, excerpt_parts, fts_query
+from .sql import SqlDatabase
 
 _WITH_MODEL = "EXISTS (SELECT 1 FROM participants p WHERE p.run_id = runs.id AND p.alias = ?)"
 _MATCHING = "id IN (SELECT run_id FROM reply_search WHERE reply_search MATCH ?)"
 
 
-class SqliteArchive:
-    def __init__(self, database: Database) -> None:
+Clause = tuple[str, list[Any]]  # a WHERE fragment of the store's own and its parameters
+
+
+class SqlArchive:
+    def __init__(self, database: SqlDatabase) -> None:
         self._db = database
+
+    def matching(self, words: str) -> Clause | None:
+        """Runs where one reply matches `words` (ports.RunFilter's rules) as a condition on
+        `runs.id`; None when no word can match anything."""
+        raise NotImplementedError
+
+    async def hits(self, words: str, run_ids: Sequence[int]) -> dict[int, Hit]:
+        raise NotImplementedError
 
     async def get_run(self, run_id: int) -> RunRecord:
         return await run_by_id(self._db, run_id)
@@ -45,12 +59,23 @@ class SqliteArchive:
     async def find_runs(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[RunRecord]:
         """Two queries, whatever the page's size: the page with its totals, then its casts."""
         check_list_args(None, limit)
-        where = _where(f)
+        where = _where(f, self.matching)
         if where is None:
             return []
         clauses, params = where
         async with self._db.using() as db:
             return await load_runs(db, clauses, params, limit=limit, order="DESC")
+
+    async def choices(self) -> tuple[list[str], list[str]]:
+        models = await self._db.fetch("SELECT DISTINCT alias FROM participants ORDER BY alias")
+        names = await self._db.fetch("SELECT DISTINCT template FROM runs ORDER BY template")
+        return [r["alias"] for r in models], [r["template"] for r in names]
+
+
+class SqliteArchive(SqlArchive):
+    def matching(self, words: str) -> Clause | None:
+        match = fts_query(words)
+        return None if match is None else (_MATCHING, [match])
 
     async def hits(self, words: str, run_ids: Sequence[int]) -> dict[int, Hit]:
         """The best-ranked (bm25) matching reply of each run, with an excerpt of 16 words."""
@@ -70,13 +95,8 @@ class SqliteArchive:
                 found[run_id] = Hit(run_id, int(row["seq"]), excerpt_parts(row["excerpt"]))
         return found
 
-    async def choices(self) -> tuple[list[str], list[str]]:
-        models = await self._db.fetch("SELECT DISTINCT alias FROM participants ORDER BY alias")
-        names = await self._db.fetch("SELECT DISTINCT template FROM runs ORDER BY template")
-        return [r["alias"] for r in models], [r["template"] for r in names]
 
-
-def _where(f: RunFilter) -> tuple[str, list[Any]] | None:
+def _where(f: RunFilter, matching: Callable[[str], Clause | None]) -> Clause | None:
     """The filter as a WHERE clause and its parameters; None when nothing can match."""
     clauses: list[str] = ["1 = 1"]
     params: list[Any] = []
@@ -91,9 +111,9 @@ def _where(f: RunFilter) -> tuple[str, list[Any]] | None:
             clauses.append(clause)
             params.append(value)
     if f.q is not None:
-        match = fts_query(f.q)
+        match = matching(f.q)
         if match is None:
             return None
-        clauses.append(_MATCHING)
-        params.append(match)
+        clauses.append(match[0])
+        params += match[1]
     return " AND ".join(clauses), params

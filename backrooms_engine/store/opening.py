@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,8 +13,8 @@ import aiosqlite
 
 from ..errors import StoreError
 from .rows import iso_text
+from .schema import MIGRATIONS_DIR, Migration, load_migrations, newer_schema, waiting_for_upgrade
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 5000  # a viewer's read or a second connection's write waits this long, then fails
 
 
@@ -107,28 +105,6 @@ def release_lock(fd: int | None) -> None:
         os.close(fd)  # closing the only descriptor releases the flock
 
 
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-_MIGRATION_FILE = re.compile(r"(\d{3})_[a-z0-9_]+\.sql")
-
-
-def load_migrations(directory: Path) -> list[Migration]:
-    found = []
-    for file in sorted(directory.glob("*.sql")):
-        match = _MIGRATION_FILE.fullmatch(file.name)
-        if match is None:
-            raise StoreError(f"{file}: migration files are named like 001_init.sql")
-        found.append(Migration(int(match[1]), file.stem, file.read_text(encoding="utf-8")))
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise StoreError(f"{directory}: migrations must be numbered 001, 002, ... without gaps")
-    return found
-
-
 def _statements(script: str) -> Iterator[str]:
     """Split a migration into statements; sqlite3 knows where one ends (even a CREATE TRIGGER)."""
     pending = ""
@@ -183,18 +159,12 @@ async def _apply(db: aiosqlite.Connection, path: Path, migration: Migration) -> 
 
 
 async def _migrate(db: aiosqlite.Connection, path: Path, *, upgrade: bool) -> None:
-    migrations = load_migrations(MIGRATIONS_DIR)
+    migrations = load_migrations(MIGRATIONS_DIR, "sqlite")
     current, latest = await _schema_version(db, path), len(migrations)
     if current > latest:
-        raise StoreError(
-            f"{path} was written by a newer backrooms (schema version {current}; this one knows "
-            f"up to {latest}); upgrade backrooms, or set BACKROOMS_DB to another file"
-        )
+        raise newer_schema(str(path), current, latest, "BACKROOMS_DB")
     if 0 < current < latest and not upgrade:
-        raise StoreError(
-            f"{path} has schema version {current} and this backrooms needs {latest}; the owning "
-            "process upgrades it when it starts (`backrooms bot` or `backrooms run`)"
-        )
+        raise waiting_for_upgrade(str(path), current, latest)
     for migration in migrations[current:]:
         await _apply(db, path, migration)
 

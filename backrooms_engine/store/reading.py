@@ -6,10 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import aiosqlite
-
 from ..records import ParticipantInfo, Reply, RunRecord
-from .connection import Database
 from .rows import (
     IDS_PER_LIST,
     REPLY_COLUMNS,
@@ -21,10 +18,11 @@ from .rows import (
     reply_of,
 )
 from .rules import unknown_run
+from .sql import Session, SqlDatabase
 
 
 async def load_runs(
-    db: aiosqlite.Connection,
+    db: Session,
     where: str,
     params: Sequence[Any],
     *,
@@ -44,9 +42,7 @@ async def load_runs(
     return [record_of(row, cast.get(row["id"], ())) for row in rows]
 
 
-async def _participants(
-    db: aiosqlite.Connection, run_ids: list[int]
-) -> dict[int, tuple[ParticipantInfo, ...]]:
+async def _participants(db: Session, run_ids: list[int]) -> dict[int, tuple[ParticipantInfo, ...]]:
     found: dict[int, list[ParticipantInfo]] = {}
     for chunk in chunks(run_ids, IDS_PER_LIST):
         rows = await db.execute_fetchall(
@@ -59,7 +55,7 @@ async def _participants(
     return {run_id: tuple(cast) for run_id, cast in found.items()}
 
 
-async def run_by_id(database: Database, run_id: int) -> RunRecord:
+async def run_by_id(database: SqlDatabase, run_id: int) -> RunRecord:
     async with database.using() as db:
         found = await load_runs(db, "id = ?", (run_id,), limit=1, order="DESC")
     if not found:
@@ -67,7 +63,7 @@ async def run_by_id(database: Database, run_id: int) -> RunRecord:
     return found[0]
 
 
-async def replies_of(database: Database, run_id: int) -> list[Reply]:
+async def replies_of(database: SqlDatabase, run_id: int) -> list[Reply]:
     found = await database.read_for(
         run_id, f"SELECT {REPLY_COLUMNS} FROM replies WHERE run_id = ? ORDER BY seq", (run_id,)
     )

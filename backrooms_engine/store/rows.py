@@ -1,4 +1,5 @@
-"""Rows <-> records: the statements and the mapping between SQLite rows and the engine's records."""
+"""Rows <-> records: the statements (portable SQL, `?` placeholders) and the mapping between rows
+and the engine's records, for both stores; the last two functions read SQLite's refusals."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 from ..errors import StoreError, UnknownRunError
 from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
 from .rules import duplicate_reply, unknown_run, utc
+from .sql import Row
 
 
 def iso_text(moment: datetime) -> str:
@@ -72,7 +74,7 @@ def run_values(spec: RunSpec, log_path: str, created_at: datetime) -> tuple[Any,
     )
 
 
-def _end(row: sqlite3.Row) -> RunEnd | None:
+def _end(row: Row) -> RunEnd | None:
     if row["status"] != "ended" or row["end_reason"] is None:
         return None
     return RunEnd(
@@ -85,7 +87,7 @@ def _end(row: sqlite3.Row) -> RunEnd | None:
     )
 
 
-def record_of(row: sqlite3.Row, participants: tuple[ParticipantInfo, ...]) -> RunRecord:
+def record_of(row: Row, participants: tuple[ParticipantInfo, ...]) -> RunRecord:
     spec = RunSpec(
         models=tuple(json.loads(row["models"])),
         template=row["template"],
@@ -111,7 +113,7 @@ def record_of(row: sqlite3.Row, participants: tuple[ParticipantInfo, ...]) -> Ru
     )
 
 
-def participant_of(row: sqlite3.Row) -> ParticipantInfo:
+def participant_of(row: Row) -> ParticipantInfo:
     return ParticipantInfo(
         position=row["position"],
         alias=row["alias"],
@@ -121,7 +123,7 @@ def participant_of(row: sqlite3.Row) -> ParticipantInfo:
     )
 
 
-def reply_of(row: sqlite3.Row) -> Reply:
+def reply_of(row: Row) -> Reply:
     return Reply(
         run_id=row["run_id"],
         seq=row["seq"],

@@ -1,12 +1,13 @@
-"""The SurfaceState port on SQLite: chat metadata per run, posts, per-space settings."""
+"""The SurfaceState port: chat metadata per run, posts, per-space settings (portable SQL: the
+SQLite and the PostgreSQL store both use it)."""
 
 from __future__ import annotations
 
-from .connection import Database
+from .sql import SqlDatabase
 
 
 class SqliteSurfaceState:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: SqlDatabase) -> None:
         self._db = database
 
     async def record_post(

@@ -1,4 +1,8 @@
-"""The TranscriptStore port on SQLite: runs, their replies, delivery cursors and ends."""
+"""The TranscriptStore port: runs, their replies, delivery cursors and ends.
+
+SqlTranscript is portable SQL on any SqlDatabase (sql.py); each store adds how a batch of
+replies is inserted, because that is where each driver reports a refused row its own way.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,25 @@ from datetime import datetime
 from ..batching import GroupCommit
 from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
 from . import rows
-from .connection import Database
 from .reading import load_runs, replies_of, run_by_id
 from .rules import check_count, check_participants, check_reply, unknown_run, utc
+from .sql import SqlDatabase
 
 
-class SqliteTranscript:
+class SqlTranscript:
     """Writes go through the owner's connection. Replies (and new runs) that arrive together share
-    one transaction (batching.py): the busier the store, the larger each batch."""
+    one transaction (batching.py): the busier the store, the larger each batch.
 
-    def __init__(self, database: Database) -> None:
+    A subclass names the exception its driver raises for a refused row (`refusal`) and turns one
+    into the store's error for a reply (`refused`).
+    """
+
+    refusal: type[Exception]
+
+    def refused(self, error: Exception, reply: Reply) -> BaseException:
+        raise NotImplementedError
+
+    def __init__(self, database: SqlDatabase) -> None:
         self._db = database
         self._replies: GroupCommit[Reply, None] = GroupCommit(self._insert_replies)
         self._creations: GroupCommit[rows.NewRun, int] = GroupCommit(self._insert_runs)
@@ -76,21 +89,22 @@ class SqliteTranscript:
         stored = 0
         async with self._db.using() as db:
             if len(batch) > 1:
-                # One statement per chunk of the batch: one trip to the SQLite thread (each trip
-                # waits for the busy event loop) and one implicit transaction, all rows or none.
+                # One statement per chunk of the batch: one trip to the database (on SQLite, to
+                # its thread, each waiting for the busy event loop) and one implicit transaction,
+                # all rows or none.
                 try:
                     for sql, values, count in rows.inserts(rows.INSERT_REPLY, batch):
                         await db.execute(sql, values)
                         stored += count
-                except sqlite3.IntegrityError:
+                except self.refusal:
                     pass  # a refused reply took its chunk with it: that chunk goes one by one
             outcomes: list[BaseException | None] = [None] * stored
             for reply, one in zip(replies[stored:], batch[stored:], strict=True):
                 try:
                     await db.execute(rows.INSERT_REPLY, one)  # autocommit: its own transaction
                     outcomes.append(None)
-                except sqlite3.IntegrityError as error:
-                    outcomes.append(rows.reply_refused(error, reply))
+                except self.refusal as error:
+                    outcomes.append(self.refused(error, reply))
             return outcomes
 
     async def finish_run(self, run_id: int, end: RunEnd, ended_at: datetime) -> None:
@@ -150,3 +164,11 @@ class SqliteTranscript:
             "ON CONFLICT (run_id, observer) DO UPDATE SET count = excluded.count",
             (run_id, observer, count),
         )
+
+
+class SqliteTranscript(SqlTranscript):
+    refusal = sqlite3.IntegrityError
+
+    def refused(self, error: Exception, reply: Reply) -> BaseException:
+        assert isinstance(error, sqlite3.IntegrityError)
+        return rows.reply_refused(error, reply)

@@ -66,7 +66,7 @@ def tables(path: Path) -> set[str]:
     return {name for (name,) in rows}
 
 
-SHIPPED = [(int(f.name[:3]), f.stem) for f in sorted(store_module.MIGRATIONS_DIR.glob("*.sql"))]
+SHIPPED = [(m.version, m.name) for m in store_module.load_migrations(store_module.MIGRATIONS_DIR)]
 
 
 def schema_versions(path: Path) -> list[tuple[int, str]]:

@@ -2,8 +2,10 @@
 promise, run over every implementation. Writes go through the transcript and the surface state,
 reads through the archive, so each store also shows that its viewers see what was committed.
 
-An implementation joins by adding a factory to IMPLEMENTATIONS (PostgreSQL will); what only one
-implementation must get right (SQLite's migrations, its owner lock) is in tests/engine/test_store.py.
+An implementation joins by adding a factory to IMPLEMENTATIONS; what only one implementation must
+get right (SQLite's migrations, its owner lock) is in tests/engine/test_store.py, PostgreSQL's in
+tests/engine/test_store_postgres.py. Each PostgreSQL test runs in a schema of its own
+(tests/postgres.py), which skips only where no server answers and CI is not "true".
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import pytest
 from backrooms_engine.errors import ConfigError, StoreError, UnknownRunError
 from backrooms_engine.ports import Archive, RunFilter, SurfaceState, TranscriptStore
 from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunSpec, Usage
-from backrooms_engine.store import SqliteStore
+from backrooms_engine.store import SqliteStore, StoreLocation
+from backrooms_engine.store.postgres import PostgresStore
 from tests.fakes.memory_store import MemoryStore
+from tests.postgres import fresh_schema
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 CAST = (
@@ -48,6 +52,11 @@ async def _memory(tmp_path: Path) -> Ports:
     return Ports(store, store, store, store.close)
 
 
+async def _postgres(url: str) -> Ports:
+    store = await PostgresStore.open(StoreLocation("postgres", url))
+    return Ports(store.transcript, store.surface_state, store.archive, store.close)
+
+
 IMPLEMENTATIONS: dict[str, Callable[[Path], Awaitable[Ports]]] = {
     "sqlite": _sqlite,
     "memory": _memory,
@@ -55,8 +64,16 @@ IMPLEMENTATIONS: dict[str, Callable[[Path], Awaitable[Ports]]] = {
 PORTS = (TranscriptStore, SurfaceState, Archive)
 
 
-@pytest.fixture(params=IMPLEMENTATIONS)
+@pytest.fixture(params=[*IMPLEMENTATIONS, "postgres"])
 async def ports(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ports]:
+    if request.param == "postgres":
+        async with fresh_schema() as url:
+            opened = await _postgres(url)
+            try:
+                yield opened
+            finally:
+                await opened.close()
+        return
     opened = await IMPLEMENTATIONS[request.param](tmp_path)
     try:
         yield opened
@@ -98,7 +115,7 @@ async def found(p: Ports, **where: object) -> list[int]:
 # --- every implementation offers every port ------------------------------------------------------
 
 
-@pytest.mark.parametrize("implementation", [SqliteStore, MemoryStore])
+@pytest.mark.parametrize("implementation", [SqliteStore, MemoryStore, PostgresStore])
 @pytest.mark.parametrize("port", PORTS, ids=[p.__name__ for p in PORTS])
 def test_every_store_has_every_port_method_with_its_signature(
     implementation: type, port: type

@@ -1,8 +1,10 @@
 -- The first schema: runs, their participants and replies, delivery cursors, chat posts, run metadata.
 --
--- Portable on purpose (a PostgreSQL store of the same port will follow): only INTEGER and TEXT
--- columns, timestamps as ISO-8601 UTC text, booleans as integers, ON CONFLICT upserts. The one
--- SQLite-ism is `id INTEGER PRIMARY KEY` (a rowid alias); PostgreSQL spells it as an identity column.
+-- One file for both dialects: only INTEGER and TEXT columns, timestamps as ISO-8601 UTC text with
+-- fixed precision, booleans as integers, ON CONFLICT upserts, so both stores share statements and
+-- row mapping (rows.py) and a copy between them moves values unchanged. The one SQLite-ism is
+-- `id INTEGER PRIMARY KEY` (a rowid alias); schema.py spells it for PostgreSQL as an identity
+-- column. Both give 1, 2, 3, ... to new runs.
 
 CREATE TABLE schema_migrations (
     version    INTEGER PRIMARY KEY,

@@ -1,0 +1,18 @@
+"""open_store: the one way the application opens its store, SQLite or PostgreSQL by location."""
+
+from __future__ import annotations
+
+from .bundle import AllPorts
+from .location import StoreLocation
+from .sqlite import SqliteStore
+
+
+async def open_store(location: StoreLocation, *, owner: bool = True) -> AllPorts:
+    """The store at `location` with its schema up to date. `owner=False` is a viewer's open: it
+    creates the schema of an empty store but never upgrades one (the package's docstring)."""
+    if location.dialect == "postgres":
+        # Imported here: a SQLite user never loads the PostgreSQL driver.
+        from .postgres import PostgresStore
+
+        return await PostgresStore.open(location, owner=owner)
+    return await SqliteStore.open(location.path, owner=owner)
