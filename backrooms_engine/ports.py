@@ -51,6 +51,10 @@ class Store(Protocol):
         """Mark an ended run running again with a new turn limit (`backrooms continue`)."""
         ...
 
+    async def pause_run(self, run_id: int, paused_at: datetime) -> None:
+        """Mark a running run paused (resumable, claimed by nobody); `reopen_run` clears it."""
+        ...
+
     async def get_run(self, run_id: int) -> RunRecord:
         """Raises UnknownRunError (a ConfigError) naming the id."""
         ...

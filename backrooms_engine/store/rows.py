@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from ..errors import StoreError, UnknownRunError
-from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
+from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, RunStatus, Usage
 from .rules import duplicate_reply, unknown_run, utc
 
 
@@ -26,7 +26,7 @@ def _time(text: str | None) -> datetime | None:
 _RUN_COLUMNS = (
     "id, models, template, max_turns, token_budget, started_by, surface, space, place, status, "
     "end_reason, end_actor, end_by, end_detail, end_turns, end_max_turns, created_at, ended_at, "
-    "log_path"
+    "log_path, paused_at"
 )
 _INSERT_RUN = (
     "INSERT INTO runs (models, template, max_turns, token_budget, started_by, surface, space, "
@@ -85,6 +85,12 @@ def _end(row: sqlite3.Row) -> RunEnd | None:
     )
 
 
+def _status(row: sqlite3.Row) -> RunStatus:
+    if row["status"] == "running" and row["paused_at"] is not None:
+        return "paused"
+    return "ended" if row["status"] == "ended" else "running"
+
+
 def _record(row: sqlite3.Row, participants: tuple[ParticipantInfo, ...]) -> RunRecord:
     spec = RunSpec(
         models=tuple(json.loads(row["models"])),
@@ -100,7 +106,7 @@ def _record(row: sqlite3.Row, participants: tuple[ParticipantInfo, ...]) -> RunR
         id=row["id"],
         spec=spec,
         participants=participants,
-        status=row["status"],
+        status=_status(row),
         created_at=datetime.fromisoformat(row["created_at"]),
         log_path=row["log_path"],
         end=_end(row),

@@ -47,6 +47,13 @@ from .rows import (
 )
 from .rules import check_count, check_list_args, check_participants, check_reply, unknown_run, utc
 
+# A paused run keeps status 'running' (it is resumable) and has a paused_at (migration 004).
+_STATUS_CLAUSES = {
+    "running": "status = 'running' AND paused_at IS NULL",
+    "paused": "status = 'running' AND paused_at IS NOT NULL",
+    "ended": "status = 'ended'",
+}
+
 
 class SqliteStore(ClosesOnExit):
     """The Store port on one SQLite file. One connection; an asyncio lock serialises its use so one
@@ -264,11 +271,22 @@ class SqliteStore(ClosesOnExit):
             run_id,
             "UPDATE runs SET status = 'running', end_reason = NULL, end_actor = NULL, "
             "end_by = NULL, end_detail = NULL, end_turns = NULL, end_max_turns = NULL, "
-            "ended_at = NULL, max_turns = ? WHERE id = ?",
+            "ended_at = NULL, paused_at = NULL, max_turns = ? WHERE id = ?",
             (max_turns, run_id),
         )
         if not changed:
             raise unknown_run(run_id)
+
+    async def pause_run(self, run_id: int, paused_at: datetime) -> None:
+        """Mark a running run paused: resumable, but no driving process claims it (a terminal
+        run stopped by SIGTERM). An ended run stays ended; `reopen_run` clears the pause."""
+        changed = await self._write(
+            run_id,
+            "UPDATE runs SET paused_at = ? WHERE id = ? AND status = 'running'",
+            (_text(paused_at), run_id),
+        )
+        if not changed:
+            await self.get_run(run_id)  # raises UnknownRunError for an id that does not exist
 
     async def get_run(self, run_id: int) -> RunRecord:
         found = await self._runs("id = ?", (run_id,), limit=1, order="DESC")
@@ -281,14 +299,17 @@ class SqliteStore(ClosesOnExit):
     ) -> list[RunRecord]:
         """Newest first: ids grow with every run, so the highest id is the newest."""
         check_list_args(status, limit)
-        filters = [("status = ?", status), ("space = ?", space)]
+        filters = [("space = ?", space)]
         kept = [(clause, value) for clause, value in filters if value is not None]
-        where = " AND ".join(clause for clause, _ in kept) or "1 = 1"
+        clauses = [clause for clause, _ in kept]
+        if status is not None:
+            clauses.insert(0, _STATUS_CLAUSES[status])
+        where = " AND ".join(clauses) or "1 = 1"
         return await self._runs(where, [value for _, value in kept], limit=limit, order="DESC")
 
     async def running_runs(self) -> list[RunRecord]:
         """Runs left running (by a crash or a restart), oldest first: the order to resume them."""
-        return await self._runs("status = 'running'", (), limit=None, order="ASC")
+        return await self._runs(_STATUS_CLAUSES["running"], (), limit=None, order="ASC")
 
     async def replies(self, run_id: int) -> list[Reply]:
         rows = await self._read_for(

@@ -196,7 +196,7 @@ async def test_list_runs_is_newest_first_and_filters(store: AnyStore) -> None:
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
-    [({"status": "done"}, "use one of: running, ended"), ({"limit": 0}, "1 or more")],
+    [({"status": "done"}, "use one of: running, paused, ended"), ({"limit": 0}, "1 or more")],
 )
 async def test_list_runs_refuses_bad_arguments_saying_what_is_accepted(
     store: AnyStore, arguments: dict[str, object], message: str
@@ -209,6 +209,24 @@ async def test_running_runs_are_oldest_first_without_ended_ones(store: AnyStore)
     ids = [await new_run(store) for _ in range(3)]
     await store.finish_run(ids[1], RunEnd(reason="ctrl_c", actor="Claude 1"), T0)
     assert [r.id for r in await store.running_runs()] == [ids[0], ids[2]]
+
+
+async def test_a_paused_run_is_listed_paused_claimed_by_nobody_until_reopened(
+    store: AnyStore,
+) -> None:
+    paused, going, ended = [await new_run(store) for _ in range(3)]
+    await store.finish_run(ended, RunEnd(reason="max_turns", turns=1, max_turns=1), T0)
+    await store.pause_run(paused, T0)
+    await store.pause_run(ended, T0)  # an ended run stays ended
+    assert (await store.get_run(paused)).status == "paused"
+    assert (await store.get_run(paused)).end is None
+    assert (await store.get_run(ended)).status == "ended"
+    assert [r.id for r in await store.running_runs()] == [going]
+    assert [r.id for r in await store.list_runs(status="paused")] == [paused]
+    assert [r.id for r in await store.list_runs(status="running")] == [going]
+    await store.reopen_run(paused, max_turns=3)
+    assert (await store.get_run(paused)).status == "running"
+    assert [r.id for r in await store.running_runs()] == [paused, going]
 
 
 async def test_delivery_cursor_starts_at_zero_and_is_kept_per_observer(store: AnyStore) -> None:
@@ -258,6 +276,7 @@ UNKNOWN_RUN_CALLS: dict[str, Callable[[AnyStore], Awaitable[object]]] = {
     "append_reply": lambda s: s.append_reply(reply(42, 0)),
     "finish_run": lambda s: s.finish_run(42, RunEnd(reason="stopped"), T0),
     "reopen_run": lambda s: s.reopen_run(42, max_turns=None),
+    "pause_run": lambda s: s.pause_run(42, T0),
     "replies": lambda s: s.replies(42),
     "delivered": lambda s: s.delivered(42, "discord"),
     "mark_delivered": lambda s: s.mark_delivered(42, "discord", 1),
