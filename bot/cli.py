@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 
 from .interrupts import (
@@ -111,6 +110,8 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("backrooms-relay")
     except metadata.PackageNotFoundError:  # run from a checkout that was never installed
@@ -180,14 +181,12 @@ def reads(args: argparse.Namespace, env: Mapping[str, str]) -> frozenset[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    interrupts = Interrupts(TERMINAL_CODES)
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = next((w for w in words if not w.startswith("-")), None)  # argparse's, but sooner
+    interrupts = Interrupts(SERVICE_CODES if command in SERVICES else TERMINAL_CODES)
     interrupts.install()  # first: a signal during the imports below ends with our status too
     try:
-        args = build_parser().parse_args(argv)
-        if args.command in SERVICES:
-            interrupts = Interrupts(SERVICE_CODES)
-            interrupts.install()
-        return _dispatch(args, interrupts)
+        return _dispatch(build_parser().parse_args(words), interrupts)
     except Quit as stop:
         return stop.code
     except KeyboardInterrupt:  # only if a library put Python's own Ctrl-C handler back

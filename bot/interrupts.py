@@ -13,12 +13,15 @@ after SIGTERM (128 + SIGTERM); a service drains and ends 0 after either.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # asyncio takes a tenth of a second to import: not before the handlers exist
+    import asyncio
 
 OK = 0
 FAILED = 1  # a run ended by an error; a platform that cannot be reached
@@ -50,6 +53,8 @@ class Interrupts:
 
     def deliver_to(self, callback: Callable[[int], None]) -> None:
         """From now on, signals go to `callback(signum)` on the running loop (until it closes)."""
+        import asyncio
+
         self._target = (asyncio.get_running_loop(), callback)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -69,8 +74,7 @@ class Interrupts:
 
 def quit_now(code: int) -> None:
     """The second Ctrl-C: leave without draining (what is committed stays committed)."""
-    try:
-        sys.stdout.flush()
+    try:  # not stdout: a reader that stopped reading is often why the drain is stuck
         sys.stderr.write("\nbackrooms: quitting now\n")
         sys.stderr.flush()
     except (OSError, ValueError):  # a closed or broken stream must not keep us here

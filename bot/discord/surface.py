@@ -8,6 +8,7 @@ import logging
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
+import aiohttp
 import discord
 import yarl
 from discord.ext import commands
@@ -17,6 +18,7 @@ from backrooms_engine.ports import Observer
 from backrooms_engine.records import RunEnd, RunRecord
 
 from .. import messages
+from ..failures import Unreachable
 from ..pacing import ChannelBudget, SlidingWindow
 from ..runtime import Runtime
 from ..settings import Settings
@@ -76,6 +78,9 @@ class DiscordSurface:
             await self.bot.login(self.config.token or "")
         except discord.LoginFailure:
             raise ConfigError("Discord refused DISCORD_TOKEN (401): check the bot token") from None
+        except aiohttp.ClientConnectionError as exc:
+            base = discord.http.Route.BASE
+            raise Unreachable.at("Discord", base, "DISCORD_API_BASE_URL", exc) from None
         self._connection = asyncio.create_task(self.bot.connect(reconnect=True), name="discord")
         ready = asyncio.create_task(self.bot.wait_until_ready())
         done, _ = await asyncio.wait(
