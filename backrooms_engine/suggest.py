@@ -7,9 +7,9 @@ from collections.abc import Iterable
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """The clause naming the closest known name ("; did you mean 'x'?"), or "" if none is close."""
+    """The clause naming the closest known name (" (did you mean 'x'?)"), or "" if none is."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     if not close:
         lowered = {k.lower(): k for k in known}
         close = [lowered[name.lower()]] if name.lower() in lowered else []
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return f" (did you mean {close[0]!r}?)" if close else ""
