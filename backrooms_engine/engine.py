@@ -251,8 +251,9 @@ class Engine:
                 )
             except TransientProviderError as exc:
                 if attempt == self._retry.attempts:
+                    tries = f"{attempt} attempt" + ("" if attempt == 1 else "s")
                     raise PermanentProviderError(
-                        f"gave up after {attempt} attempts: {exc.args[0]}",
+                        f"gave up after {tries}: {exc.args[0]}",
                         model=exc.model,
                         provider=exc.provider,
                         status=exc.status,

@@ -184,13 +184,16 @@ class RunManager:
 
     async def _resume(self, run_id: int, observers: Sequence[Observer]) -> RunHandle:
         record = await self.store.get_run(run_id)
-        if record.status != "running":
+        if record.status == "ended":
             summary = record.end.summary if record.end else record.status
             raise ConfigError(
                 f"run {run_id} has ended ({summary}); "
                 f"`backrooms continue {run_id} --turns N` extends it"
             )
         with self._counted(record.spec):
+            if record.status == "paused":  # resuming is what un-pauses it
+                await self.store.reopen_run(run_id, max_turns=record.spec.max_turns)
+                record = await self.store.get_run(run_id)
             return await self._relaunch(record, observers, extending=False)
 
     async def extend(
@@ -204,8 +207,8 @@ class RunManager:
 
     async def _extend(self, run_id: int, turns: int, observers: Sequence[Observer]) -> RunHandle:
         record = await self.store.get_run(run_id)
-        if record.status == "running":
-            raise ConfigError(f"run {run_id} is still running; `backrooms resume {run_id}`")
+        if record.status != "ended":
+            raise ConfigError(f"run {run_id} is {record.status}; `backrooms resume {run_id}`")
         if record.end is not None and record.end.reason == "budget":
             raise ConfigError(
                 f"run {run_id} used its token budget of {record.spec.token_budget}; "

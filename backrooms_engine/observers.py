@@ -26,7 +26,9 @@ DEFAULT_QUEUE_SIZE = 256
 class _Feed:
     """One observer's queue and the task that drains it."""
 
-    def __init__(self, run_id: int, observer: Observer, store: TranscriptStore | None, maxsize: int):
+    def __init__(
+        self, run_id: int, observer: Observer, store: TranscriptStore | None, maxsize: int
+    ):
         self.run_id = run_id
         self.observer = observer
         self._store = store

@@ -64,6 +64,10 @@ class TranscriptStore(Protocol):
         """Mark an ended run running again with a new turn limit (`backrooms continue`)."""
         ...
 
+    async def pause_run(self, run_id: int, paused_at: datetime) -> None:
+        """Mark a running run paused (resumable, claimed by nobody); `reopen_run` clears it."""
+        ...
+
     async def get_run(self, run_id: int) -> RunRecord:
         """Raises UnknownRunError (a ConfigError) naming the id."""
         ...
@@ -126,7 +130,7 @@ class RunFilter:
 
     model: str | None = None  # a participant's alias
     template: str | None = None
-    status: str | None = None  # running | ended
+    status: str | None = None  # running | paused | ended
     q: str | None = None  # words to find in reply text
     before: int | None = None  # run ids below this one (the next page)
 

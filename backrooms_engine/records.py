@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 EndReason = Literal["ctrl_c", "max_turns", "stopped", "budget", "error", "gone", "shutdown"]
-RunStatus = Literal["running", "ended"]
+RunStatus = Literal["running", "paused", "ended"]
 
 
 def now() -> datetime:

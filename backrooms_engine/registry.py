@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import MissingKeyError, RegistryError, UnknownModelError
+from .suggest import did_you_mean
 
 DEFAULT_REGISTRY = Path(__file__).with_name("models.toml")
 
@@ -39,15 +41,27 @@ class ProviderSpec:
     key_required: bool = True
 
     def resolve_base_url(self, env: Mapping[str, str]) -> str | None:
+        url = self.base_url
         if self.base_url_env and env.get(self.base_url_env):
-            return env[self.base_url_env]
-        return self.base_url
+            url = env[self.base_url_env]
+        if url and self.name == "ollama":
+            url = _with_api_path(url)
+        return url
 
     def key(self, env: Mapping[str, str]) -> str | None:
         return env.get(self.key_env) or None if self.key_env else None
 
     def key_is_set(self, env: Mapping[str, str]) -> bool:
         return bool(self.key_env and env.get(self.key_env))
+
+
+def _with_api_path(url: str) -> str:
+    """Ollama serves its OpenAI-compatible API under /v1; `OLLAMA_BASE_URL=http://host:11434` (the
+    address Ollama's own docs give) gets it added. A URL with any path is taken as written."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.path.strip("/"):
+        return url
+    return urllib.parse.urlunsplit(parts._replace(path="/v1"))
 
 
 @dataclass(frozen=True)
@@ -88,7 +102,9 @@ class Registry:
             return self.models[alias]
         except KeyError:
             known = ", ".join(sorted(self.models))
-            raise UnknownModelError(f"unknown model {alias!r}; available: {known}") from None
+            raise UnknownModelError(
+                f"unknown model {alias!r}{did_you_mean(alias, self.models)}; available: {known}"
+            ) from None
 
     def resolve(self, aliases: Iterable[str]) -> list[ModelSpec]:
         return [self.get(alias) for alias in aliases]
@@ -173,17 +189,24 @@ class _Table:
     def fail(self, message: str) -> None:
         raise RegistryError(f"{self.where()}: [{self.section}.{self.name}]: {message}")
 
+    def require(self, *keys: str) -> None:
+        """Every missing required field in one message, not one per attempt."""
+        missing = [key for key in keys if key not in self.table]
+        if len(missing) == 1:
+            self.fail(f"missing required field {missing[0]!r}")
+        if missing:
+            self.fail(f"missing required fields {', '.join(repr(k) for k in missing)}")
+
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
         if key not in self.table:
             if default is ...:
                 self.fail(f"missing required field {key!r}")
             return default
         value = self.table[key]
-        if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
-            names = (
-                kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            )
-            self.fail(f"field {key!r} must be a {names}, got {value!r}")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kind) or (set(kinds) & {int, float} and isinstance(value, bool)):
+            names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            self.fail(f"field {key!r} must be {names}, got {value!r}")
         return value
 
     def choice(self, key: str, choices: tuple[str, ...], default: Any = ...) -> Any:
@@ -200,6 +223,14 @@ class _Table:
             )
 
 
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an int",
+    float: "a float",
+    bool: "a boolean (true or false)",
+    dict: "a table",
+    list: "an array",
+}
 _PROVIDER_FIELDS = {"kind", "base_url", "base_url_env", "key_env", "key_required"}
 _MODEL_FIELDS = {
     "provider",
@@ -219,6 +250,7 @@ _MODEL_FIELDS = {
 def _provider(name: str, raw: Any, path: Path) -> ProviderSpec:
     t = _Table(path, "providers", name, raw)
     t.only(_PROVIDER_FIELDS)
+    t.require("kind")
     key_env = t.get("key_env", str, "") or None
     return ProviderSpec(
         name=name,
@@ -233,9 +265,13 @@ def _provider(name: str, raw: Any, path: Path) -> ProviderSpec:
 def _model(alias: str, raw: Any, providers: Mapping[str, ProviderSpec], path: Path) -> ModelSpec:
     t = _Table(path, "models", alias, raw)
     t.only(_MODEL_FIELDS)
+    t.require("provider", "display_name", "company")
     provider_name = t.get("provider", str)
     if provider_name not in providers:
-        t.fail(f"unknown provider {provider_name!r}; declared: {', '.join(sorted(providers))}")
+        t.fail(
+            f"unknown provider {provider_name!r}{did_you_mean(provider_name, providers)}; "
+            f"declared: {', '.join(sorted(providers))}"
+        )
     max_tokens = t.get("max_tokens", int, 1024)
     if max_tokens < 1:
         t.fail("field 'max_tokens' must be at least 1")

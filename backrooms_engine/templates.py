@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import TemplateError
+from .suggest import did_you_mean
 
 ROLES = ("user", "assistant")
 SUFFIX = ".jsonl"
@@ -118,7 +119,9 @@ def find(name: str, dirs: Sequence[Path]) -> Template:
     paths = available(dirs)
     if name not in paths:
         known = ", ".join(paths) or "none (is the templates directory missing?)"
-        raise TemplateError(f"unknown template {name!r}; available: {known}")
+        raise TemplateError(
+            f"unknown template {name!r}{did_you_mean(name, paths)}; available: {known}"
+        )
     return load(paths[name])
 
 

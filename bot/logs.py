@@ -21,6 +21,16 @@ QUIET = (
 )
 
 
+class _NoVoice(logging.Filter):
+    """discord.py warns at every start that voice needs PyNaCl and davey; we use no voice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "voice will NOT be supported" not in record.getMessage()
+
+
+_NO_VOICE = _NoVoice()
+
+
 def setup(level: int = logging.INFO, stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -29,3 +39,4 @@ def setup(level: int = logging.INFO, stream: TextIO | None = None) -> None:
     root.setLevel(level)
     for name in QUIET:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    logging.getLogger("discord.client").addFilter(_NO_VOICE)  # the same filter object: added once

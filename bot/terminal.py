@@ -34,6 +34,13 @@ def _ansi(hex_colour: str) -> str:
     return f"\033[1;38;2;{r};{g};{b}m"
 
 
+def retry_words(delay: float) -> str:
+    """When the next attempt goes: never "retrying in 0s"."""
+    if delay < 0.05:
+        return "retrying now"
+    return f"retrying in {delay:.1f}s" if delay < 10 else f"retrying in {delay:.0f}s"
+
+
 class TerminalPrinter:
     name = "terminal"
 
@@ -48,6 +55,7 @@ class TerminalPrinter:
         self._out = stream or sys.stdout
         self._colour = colour_enabled(self._out) if colour is None else colour
         self.colours = dict(colours)
+        self._reader_left = False
 
     def header(self, actor: str) -> str:
         title = f"### {actor} ###"
@@ -70,7 +78,7 @@ class TerminalPrinter:
             case ReplyFinished():
                 self._write("\n")
             case ReplyRetrying(reason=reason, delay=delay):
-                self._note(f"\n[{reason}; retrying in {delay:.0f}s]")
+                self._note(f"\n[{reason}; {retry_words(delay)}]")
             case RunEnded(end=end):
                 self._write(end.closing_line())
 
@@ -78,5 +86,23 @@ class TerminalPrinter:
         self._write(f"\033[2m{text}{RESET}\n" if self._colour else f"{text}\n")
 
     def _write(self, text: str) -> None:
-        self._out.write(text)
-        self._out.flush()
+        if self._reader_left:
+            return
+        try:
+            self._out.write(text)
+            self._out.flush()
+        except BrokenPipeError:  # `backrooms run | head`: the transcript goes on in the log file
+            self._reader_left = True
+            _quiet_stdout(self._out)
+
+
+def _quiet_stdout(stream: TextIO) -> None:
+    """Point a closed pipe's descriptor at /dev/null, so the interpreter's last flush at exit
+    does not fail on it as well (the recipe of Python's signal module docs)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a real file (a test's StringIO)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

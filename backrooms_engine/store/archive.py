@@ -16,6 +16,7 @@ from typing import Any
 from ..ports import PAGE_SIZE, Hit, RunFilter
 from ..records import Reply, RunRecord
 from .reading import load_runs, replies_of, run_by_id
+from .rows import STATUS_CLAUSES
 from .rules import check_list_args
 from .search import HIT_END, HIT_START, excerpt_parts, fts_query
 from .sql import SqlDatabase
@@ -50,11 +51,13 @@ class SqlArchive:
     ) -> list[RunRecord]:
         """Newest first: ids grow with every run, so the highest id is the newest."""
         check_list_args(status, limit)
-        filters = [("status = ?", status), ("space = ?", space)]
-        kept = [(clause, value) for clause, value in filters if value is not None]
-        where = " AND ".join(clause for clause, _ in kept) or "1 = 1"
+        clauses = [] if status is None else [STATUS_CLAUSES[status]]
+        params = [] if space is None else [space]
+        if space is not None:
+            clauses.append("space = ?")
+        where = " AND ".join(clauses) or "1 = 1"
         async with self._db.using() as db:
-            return await load_runs(db, where, [v for _, v in kept], limit=limit, order="DESC")
+            return await load_runs(db, where, params, limit=limit, order="DESC")
 
     async def find_runs(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[RunRecord]:
         """Two queries, whatever the page's size: the page with its totals, then its casts."""
@@ -100,8 +103,9 @@ def _where(f: RunFilter, matching: Callable[[str], Clause | None]) -> Clause | N
     """The filter as a WHERE clause and its parameters; None when nothing can match."""
     clauses: list[str] = ["1 = 1"]
     params: list[Any] = []
+    if f.status is not None:
+        clauses.append(STATUS_CLAUSES[f.status])
     conditions = (
-        ("status = ?", f.status),
         ("template = ?", f.template),
         ("id < ?", f.before),
         (_WITH_MODEL, f.model),

@@ -48,6 +48,9 @@ class AllPorts(ClosesOnExit):
     async def reopen_run(self, run_id: int, *, max_turns: int | None) -> None:
         await self.transcript.reopen_run(run_id, max_turns=max_turns)
 
+    async def pause_run(self, run_id: int, paused_at: datetime) -> None:
+        await self.transcript.pause_run(run_id, paused_at)
+
     async def running_runs(self) -> list[RunRecord]:
         return await self.transcript.running_runs()
 

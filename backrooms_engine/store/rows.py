@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from ..errors import StoreError, UnknownRunError
-from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
+from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, RunStatus, Usage
 from .rules import duplicate_reply, unknown_run, utc
 from .sql import Row
 
@@ -28,7 +28,7 @@ def _time(text: str | None) -> datetime | None:
 RUN_COLUMNS = (
     "id, models, template, max_turns, token_budget, started_by, surface, space, place, status, "
     "end_reason, end_actor, end_by, end_detail, end_turns, end_max_turns, created_at, ended_at, "
-    "log_path"
+    "log_path, paused_at"
 )
 INSERT_RUN = (
     "INSERT INTO runs (models, template, max_turns, token_budget, started_by, surface, space, "
@@ -87,6 +87,21 @@ def _end(row: Row) -> RunEnd | None:
     )
 
 
+# A paused run keeps status 'running' (it is resumable) and has a paused_at (migration 004).
+STATUS_CLAUSES = {
+    "running": "status = 'running' AND paused_at IS NULL",
+    "paused": "status = 'running' AND paused_at IS NOT NULL",
+    "ended": "status = 'ended'",
+}
+
+
+def status_of(row: Row) -> RunStatus:
+    """A paused run keeps status 'running' (it is resumable) and has a paused_at (migration 004)."""
+    if row["status"] == "running" and row["paused_at"] is not None:
+        return "paused"
+    return "ended" if row["status"] == "ended" else "running"
+
+
 def record_of(row: Row, participants: tuple[ParticipantInfo, ...]) -> RunRecord:
     spec = RunSpec(
         models=tuple(json.loads(row["models"])),
@@ -102,7 +117,7 @@ def record_of(row: Row, participants: tuple[ParticipantInfo, ...]) -> RunRecord:
         id=row["id"],
         spec=spec,
         participants=participants,
-        status=row["status"],
+        status=status_of(row),
         created_at=datetime.fromisoformat(row["created_at"]),
         log_path=row["log_path"],
         end=_end(row),

@@ -131,11 +131,22 @@ class SqlTranscript:
             run_id,
             "UPDATE runs SET status = 'running', end_reason = NULL, end_actor = NULL, "
             "end_by = NULL, end_detail = NULL, end_turns = NULL, end_max_turns = NULL, "
-            "ended_at = NULL, max_turns = ? WHERE id = ?",
+            "ended_at = NULL, paused_at = NULL, max_turns = ? WHERE id = ?",
             (max_turns, run_id),
         )
         if not changed:
             raise unknown_run(run_id)
+
+    async def pause_run(self, run_id: int, paused_at: datetime) -> None:
+        """Mark a running run paused: resumable, but no driving process claims it (a terminal
+        run stopped by SIGTERM). An ended run stays ended; `reopen_run` clears the pause."""
+        changed = await self._db.write(
+            run_id,
+            "UPDATE runs SET paused_at = ? WHERE id = ? AND status = 'running'",
+            (rows.iso_text(paused_at), run_id),
+        )
+        if not changed:
+            await self.get_run(run_id)  # raises UnknownRunError for an id that does not exist
 
     async def get_run(self, run_id: int) -> RunRecord:
         return await run_by_id(self._db, run_id)
@@ -143,7 +154,7 @@ class SqlTranscript:
     async def running_runs(self) -> list[RunRecord]:
         """Runs left running (by a crash or a restart), oldest first: the order to resume them."""
         async with self._db.using() as db:
-            return await load_runs(db, "status = 'running'", (), limit=None, order="ASC")
+            return await load_runs(db, rows.STATUS_CLAUSES["running"], (), limit=None, order="ASC")
 
     async def replies(self, run_id: int) -> list[Reply]:
         return await replies_of(self._db, run_id)

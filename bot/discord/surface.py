@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+import aiohttp
 import discord
 from discord.ext import commands
 
@@ -19,6 +20,7 @@ from backrooms_engine.errors import ConfigError
 from backrooms_engine.ports import Observer
 from backrooms_engine.records import RunRecord
 
+from ..failures import Unreachable
 from ..runtime import Runtime
 from ..settings import Settings
 from .cog import BackroomsCog, stop_command
@@ -73,6 +75,9 @@ class DiscordSurface:
             await bot.login(self._settings.discord.token or "")
         except discord.LoginFailure:
             raise ConfigError("Discord refused DISCORD_TOKEN (401): check the bot token") from None
+        except aiohttp.ClientConnectionError as exc:
+            base = discord.http.Route.BASE
+            raise Unreachable.at("Discord", base, "DISCORD_API_BASE_URL", exc) from None
         self._connection = asyncio.create_task(bot.connect(reconnect=True), name="discord")
         await self._wait_until_ready(bot, self._connection)
         await self._sync_commands(bot)

@@ -28,6 +28,7 @@ from backrooms_engine.errors import ConfigError
 from backrooms_engine.ports import Observer
 from backrooms_engine.records import RunRecord
 
+from ..failures import Unreachable
 from ..runtime import Runtime
 from ..settings import Settings, SlackSettings
 from . import texts
@@ -131,7 +132,10 @@ class SlackSurface:
     async def _start(self, rt: Runtime, mode: Mode, session: aiohttp.ClientSession) -> None:
         slack = self._settings.slack
         client = make_client(slack, session, self._rate_retries)
-        bot_name = await identify(client)
+        try:
+            bot_name = await identify(client)
+        except aiohttp.ClientConnectionError as exc:
+            raise Unreachable.at("Slack", client.base_url, "SLACK_API_URL", exc) from None
         if mode == "socket":
             await self._check_app_token(client)
         self._relay = Relay(rt, self._settings, client, bot_name, self._post_interval)

@@ -92,6 +92,8 @@ def _row(ctx: WebContext, run: RunRecord) -> dict[str, Any]:
 
 def _state(ctx: WebContext, run: RunRecord) -> str:
     """A short status word: live, paused (running in the store, not in this process) or the end."""
+    if run.status == "paused":
+        return "paused"
     if run.status == "running":
         return "live" if ctx.broker.is_live(run.id) else "paused"
     return end_label(run.end) if run.end else "ended"

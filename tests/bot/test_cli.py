@@ -50,7 +50,7 @@ async def test_unknown_model_exits_2_with_the_list(model_server, tmp_path):
     env = fake_env(model_server, tmp_path)
     code, _, err = await backrooms("run", "--lm", "opus", "gpt-9", env=env, cwd=tmp_path)
     assert code == 2
-    assert "unknown model 'gpt-9'; available:" in err and "gpt4o" in err
+    assert "unknown model 'gpt-9'" in err and "; available:" in err and "gpt4o" in err
     assert model_server.requests == []
 
 

@@ -1,5 +1,5 @@
 """A run survives its process: SIGKILL mid-run then `backrooms resume` gives the transcript and log
-of an uninterrupted run; SIGTERM pauses cleanly (exit 0, resumable)."""
+of an uninterrupted run; SIGTERM pauses cleanly (exit 143, shown `paused`, resumable)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ async def test_sigkill_then_resume_equals_an_uninterrupted_run(model_server, tmp
         assert out.count(f"{r.text}\n") <= 1
 
 
-async def test_sigterm_pauses_the_run_and_exits_0(model_server, tmp_path):
+async def test_sigterm_pauses_the_run_and_exits_143(model_server, tmp_path):
     model_server.set_responder(by_message_count)
     model_server.chunk_delay = 0.1
     env = fake_env(model_server, tmp_path)
@@ -79,11 +79,11 @@ async def test_sigterm_pauses_the_run_and_exits_0(model_server, tmp_path):
     run_id = await _replies_stored(tmp_path / "backrooms.db", 1)
     proc.send_signal(signal.SIGTERM)
     _, err = await asyncio.wait_for(proc.communicate(), 25)
-    assert proc.returncode == 0, err.decode()
+    assert proc.returncode == 143, err.decode()
     assert f"backrooms resume {run_id}" in err.decode()
 
     run, replies = await _final(tmp_path / "backrooms.db", run_id)
-    assert run.status == "running"  # resumable
+    assert run.status == "paused" and run.end is None  # resumable
     assert "Conversation" not in Path(run.log_path).read_text()
 
     model_server.chunk_delay = 0

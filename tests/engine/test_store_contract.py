@@ -230,6 +230,26 @@ async def test_running_runs_are_oldest_first_without_ended_ones(ports: Ports) ->
     assert [r.id for r in await ports.transcript.running_runs()] == [ids[0], ids[2]]
 
 
+async def test_a_paused_run_is_listed_paused_claimed_by_nobody_until_reopened(
+    ports: Ports,
+) -> None:
+    paused, going, ended = [await new_run(ports) for _ in range(3)]
+    await ports.transcript.finish_run(ended, RunEnd(reason="max_turns", turns=1, max_turns=1), T0)
+    await ports.transcript.pause_run(paused, T0)
+    await ports.transcript.pause_run(ended, T0)  # an ended run stays ended
+    assert (await ports.archive.get_run(paused)).status == "paused"
+    assert (await ports.archive.get_run(paused)).end is None
+    assert (await ports.archive.get_run(ended)).status == "ended"
+    assert [r.id for r in await ports.transcript.running_runs()] == [going]
+    assert [r.id for r in await ports.archive.list_runs(status="paused")] == [paused]
+    assert [r.id for r in await ports.archive.list_runs(status="running")] == [going]
+    assert await found(ports, status="paused") == [paused]
+    assert await found(ports, status="running") == [going]
+    await ports.transcript.reopen_run(paused, max_turns=3)
+    assert (await ports.archive.get_run(paused)).status == "running"
+    assert [r.id for r in await ports.transcript.running_runs()] == [paused, going]
+
+
 async def test_delivery_cursor_starts_at_zero_and_is_kept_per_observer(ports: Ports) -> None:
     run_id, other = await new_run(ports), await new_run(ports)
     assert await ports.transcript.delivered(run_id, "discord") == 0
@@ -288,6 +308,7 @@ UNKNOWN_RUN_CALLS: dict[str, Callable[[Ports], Awaitable[object]]] = {
     "append_reply": lambda p: p.transcript.append_reply(reply(42, 0)),
     "finish_run": lambda p: p.transcript.finish_run(42, RunEnd(reason="stopped"), T0),
     "reopen_run": lambda p: p.transcript.reopen_run(42, max_turns=None),
+    "pause_run": lambda p: p.transcript.pause_run(42, T0),
     "replies": lambda p: p.transcript.replies(42),
     "delivered": lambda p: p.transcript.delivered(42, "discord"),
     "mark_delivered": lambda p: p.transcript.mark_delivered(42, "discord", 1),
@@ -346,7 +367,7 @@ async def test_list_runs_is_newest_first_and_filters(ports: Ports) -> None:
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
-    [({"status": "done"}, "use one of: running, ended"), ({"limit": 0}, "1 or more")],
+    [({"status": "done"}, "use one of: running, paused, ended"), ({"limit": 0}, "1 or more")],
 )
 async def test_list_runs_refuses_bad_arguments_saying_what_is_accepted(
     ports: Ports, arguments: dict[str, object], message: str

@@ -1,5 +1,9 @@
-"""With upstream's template files and the same model replies, every seed alias is sent exactly what
-the upstream script sends, and the log file is byte for byte upstream's."""
+"""With the same template files and model replies, every seed alias is sent exactly what the
+upstream script sends, and the log file is byte for byte upstream's.
+
+The templates are upstream's own (../shared/upstream-templates) where that folder exists; in a
+clone without it, the same comparisons run over this project's templates (same format, same
+loop), and only a template that exists upstream alone is skipped, saying so."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from backrooms_engine.records import RunSpec
-from tests.conftest import fake_env
+from backrooms_engine.templates import builtin_templates_dir
+from tests.conftest import UPSTREAM_TEMPLATES, fake_env
 from tests.engine import upstream_reference
 from tests.helpers import run_to_end, runtime
 
@@ -33,6 +38,20 @@ PAIRS = [
     ("opus", "opus"),
 ]
 TURNS = 2
+SOURCE = UPSTREAM_TEMPLATES if UPSTREAM_TEMPLATES.is_dir() else builtin_templates_dir()
+
+
+@pytest.fixture
+def upstream_templates() -> Path:
+    """Upstream's templates, else ours: the comparison with upstream's loop holds for both."""
+    return SOURCE
+
+
+def _template(directory: Path, name: str) -> Path:
+    path = directory / f"{name}.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{name}.jsonl exists only upstream, and {UPSTREAM_TEMPLATES} is absent here")
+    return path
 
 
 def _replies():
@@ -78,6 +97,7 @@ def _sent(model_server):
 async def test_requests_and_log_match_upstream(
     model_server, tmp_path, upstream_templates, template, aliases
 ):
+    _template(upstream_templates, template)
     record, end, _ = await _run_ours(model_server, tmp_path, upstream_templates, template, aliases)
 
     expected = upstream_reference.run(

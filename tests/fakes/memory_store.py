@@ -114,6 +114,12 @@ class MemoryStore(ClosesOnExit):
             run.record, spec=spec, status="running", end=None, ended_at=None
         )
 
+    async def pause_run(self, run_id: int, paused_at: datetime) -> None:
+        utc(paused_at)
+        run = self._run(run_id)
+        if run.record.status == "running":
+            run.record = dataclasses.replace(run.record, status="paused")
+
     async def get_run(self, run_id: int) -> RunRecord:
         return self._with_totals(self._run(run_id))
 

@@ -87,13 +87,14 @@
   });
 
   on("retry", (d) => {
-    showStatus(`${d.actor}: attempt ${d.attempt} failed (${d.reason}); trying again in ${Math.round(d.delay)} s`);
+    showStatus(`${d.actor}: attempt ${d.attempt} failed (${d.reason}); ${d.delay < 0.05 ? "trying again now" : `trying again in ${d.delay < 10 ? d.delay.toFixed(1) : Math.round(d.delay)} s`}`);
   });
 
   function showTotals(totals) {
     if (!totals) return;
     document.getElementById("turns").textContent = String(totals.turns);
     document.getElementById("replies").textContent = String(totals.replies);
+    document.getElementById("replies-noun").textContent = totals.replies === 1 ? "reply" : "replies";
     document.getElementById("input-tokens").textContent = String(totals.input_tokens);
     document.getElementById("output-tokens").textContent = String(totals.output_tokens);
   }

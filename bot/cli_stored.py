@@ -1,0 +1,132 @@
+"""`backrooms runs`, `show` and `export`: read the stored runs, change nothing.
+
+They open the store as a viewer (no owner lock, no lock file) and never create a database: where
+there is none, there is no run to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from backrooms_engine import export
+from backrooms_engine.errors import BackroomsError, StoreError
+from backrooms_engine.events import ReplyDelta, ReplyFinished, ReplyStarted, RunEnded, RunStarted
+from backrooms_engine.records import RunRecord
+from backrooms_engine.registry import Registry, load_registry
+from backrooms_engine.store import open_store, unknown_run
+
+from . import eventloop
+from .interrupts import Interrupts
+from .settings import Settings
+from .terminal import TerminalPrinter
+
+
+def cmd_runs(args: argparse.Namespace, settings: Settings, interrupts: Interrupts) -> int:
+    if not has_database(settings):
+        print(f"no runs yet in {settings.store.shown}; try: backrooms demo")
+        return 0
+    return eventloop.run(_list_runs(settings), settings.event_loop)
+
+
+async def _list_runs(settings: Settings) -> int:
+    async with await open_store(settings.store, owner=False) as store:
+        runs = await store.list_runs(limit=100)
+    if not runs:
+        print(f"no runs yet in {settings.store.shown}; try: backrooms demo")
+        return 0
+    print(
+        f"{'id':>5}  {'participants':28} {'template':14} {'status':26} {'turns':>5} "
+        f"{'tokens':>9}  started"
+    )
+    for run in runs:
+        print(_row(run))
+    return 0
+
+
+def _row(run: RunRecord) -> str:
+    who = " ".join(p.alias for p in run.participants)
+    status = run.end.reason if run.end else run.status
+    if run.end and run.end.reason == "ctrl_c":
+        status = f"^C^C by {run.end.actor}"
+    tokens = run.input_tokens + run.output_tokens
+    started = run.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
+    return (
+        f"{run.id:>5}  {who[:28]:28} {run.spec.template[:14]:14} {status[:26]:26} "
+        f"{run.turns:>5} {tokens:>9}  {started}"
+    )
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings, interrupts: Interrupts) -> int:
+    _check_stored(settings, args.run_id)
+    return eventloop.run(_show(settings, args.run_id), settings.event_loop)
+
+
+async def _show(settings: Settings, run_id: int) -> int:
+    async with await open_store(settings.store, owner=False) as store:
+        run = await store.get_run(run_id)
+        replies = await store.replies(run_id)
+    printer = TerminalPrinter(stored_colours(load_registry(settings.models_file), run))
+    await printer.handle(RunStarted(run))
+    for r in replies:
+        await printer.handle(ReplyStarted(run.id, r.seq, r.turn, r.position, r.actor))
+        await printer.handle(ReplyDelta(run.id, r.seq, r.position, r.actor, r.text, r.text))
+        await printer.handle(ReplyFinished(r))
+    if run.end is not None:
+        await printer.handle(RunEnded(run.id, run.end))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings, interrupts: Interrupts) -> int:
+    _check_stored(settings, args.run_id)
+    text = eventloop.run(_export(settings, args.run_id, args.format), settings.event_loop)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as exc:  # a missing folder, no permission: say so, no traceback
+            raise BackroomsError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+async def _export(settings: Settings, run_id: int, fmt: str) -> str:
+    async with await open_store(settings.store, owner=False) as store:
+        run = await store.get_run(run_id)
+        return export.render(run, await store.replies(run_id), fmt)
+
+
+def _check_stored(settings: Settings, run_id: int) -> None:
+    if not has_database(settings):
+        raise unknown_run(run_id)
+
+
+def has_database(settings: Settings) -> bool:
+    """Whether there is a store to read: a PostgreSQL store is always there to ask; a SQLite
+    file may not exist yet, and a read-only command must not create it."""
+    return settings.store.dialect != "sqlite" or exists(settings.store.path)
+
+
+def exists(db: Path) -> bool:
+    """Whether there is a database to read; a path where none could ever be is an error."""
+    if db.is_file():
+        return True
+    if db.is_dir():
+        raise StoreError(f"cannot use {db}: it is a directory; set BACKROOMS_DB to a file path")
+    parent = next((p for p in db.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise StoreError(
+            f"cannot use {db}: {parent} is a file, not a directory; "
+            "set BACKROOMS_DB to a writable path"
+        )
+    return False
+
+
+def stored_colours(registry: Registry, run: RunRecord) -> dict[str, str]:
+    return {
+        p.actor: registry.models[p.alias].colour
+        for p in run.participants
+        if p.alias in registry.models
+    }
