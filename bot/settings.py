@@ -53,6 +53,7 @@ class Settings:
     chat_max_turns: int
     token_budget: int | None
     shutdown_deadline: float
+    chat_lag: int = 1  # replies a chat may be behind before its run waits (BACKROOMS_CHAT_LAG)
     public_url: str | None = None  # the web viewer's address, for links in chat
     web_token: str | None = field(default=None, repr=False)
     port: int | None = None
@@ -88,6 +89,7 @@ class Settings:
             chat_max_turns=_int(env, "BACKROOMS_CHAT_MAX_TURNS", 50, minimum=1),
             token_budget=_int(env, "BACKROOMS_TOKEN_BUDGET", 0, minimum=0) or None,
             shutdown_deadline=_float(env, "BACKROOMS_SHUTDOWN_DEADLINE", 20.0),
+            chat_lag=_int(env, "BACKROOMS_CHAT_LAG", 1, minimum=0),
             public_url=(env.get("BACKROOMS_PUBLIC_URL") or "").rstrip("/") or None,
             web_token=env.get("BACKROOMS_WEB_TOKEN") or None,
             port=_int(env, "PORT", 0, minimum=0) or None,

@@ -64,6 +64,7 @@ class ThreadGone(Exception):
 
 class ThreadPoster:
     name = SURFACE
+    durable = True  # shown from the store and its cursor; the run waits for it (delivery.py)
 
     def __init__(
         self,

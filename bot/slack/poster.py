@@ -66,6 +66,7 @@ class _Streaming:
 
 class SlackPoster:
     name = SURFACE
+    durable = True  # shown from the store and its cursor; the run waits for it (delivery.py)
 
     def __init__(
         self,
