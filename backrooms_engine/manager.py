@@ -261,22 +261,25 @@ class RunManager:
     ) -> int:
         """Show the rest of the newest `recent` ended runs whose chat poster still owes their
         closing line (a crash or a shutdown came first): replies from its cursor on, then the
-        closing line. Returns how many runs it took up."""
+        closing line. A run's chat poster is named after the run's surface, so only runs that
+        owe one are rebuilt. Returns how many runs it took up."""
         taken = 0
         for record in reversed(await self.store.list_runs(status="ended", limit=recent)):
             if record.id in self._runs or record.id in self._starting or record.end is None:
                 continue
             if self._deliveries.get(record.id):
                 continue
+            if not await self._owes_closing(record.id, record.spec.surface):
+                continue
             observers = [o for o in (await observers_for(record) or ()) if is_durable(o)]
-            owed = [o for o in observers if await self._owes_closing(record.id, o)]
+            owed = [o for o in observers if await self._owes_closing(record.id, o.name)]
             if owed:
                 await self._deliver_only(record, owed)
                 taken += 1
         return taken
 
-    async def _owes_closing(self, run_id: int, observer: Observer) -> bool:
-        return await self.store.delivered(run_id, closing_cursor(observer.name)) == CLOSING_OWED
+    async def _owes_closing(self, run_id: int, observer_name: str) -> bool:
+        return await self.store.delivered(run_id, closing_cursor(observer_name)) == CLOSING_OWED
 
     async def _deliver_only(self, record: RunRecord, observers: Sequence[Observer]) -> None:
         assert record.end is not None
