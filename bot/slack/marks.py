@@ -6,15 +6,13 @@ closing line its run. A process killed between Slack's answer and the store's re
 leaves a message no stored post names; the next start reads the run's thread once
 (conversations.replies with include_all_metadata, scope channels:history) and adopts each such
 message as the exact part it was, instead of posting it again. A root message whose thread was
-never recorded is found the same way in the channel's history (conversations.history), from the
-run's creation on.
+never recorded is found the same way among the channel's newest messages (conversations.history).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -27,6 +25,7 @@ log = logging.getLogger(__name__)
 ROOT, PART, CLOSING = "backrooms_root", "backrooms_part", "backrooms_closing"
 PAGE = 200  # messages per page of conversations.replies / history (Slack allows up to 1,000)
 MAX_PAGES = 20  # a run of 50 turns of 2 long replies fits in a few pages; bounded anyway
+ROOT_PAGES = 2  # the newest 400 messages of a channel, for a root a crash left unrecorded
 
 
 def root_mark(run_id: int) -> dict[str, Any]:
@@ -62,12 +61,13 @@ def _payload(message: dict[str, Any], kind: str, run_id: int) -> dict[str, Any] 
     return payload
 
 
-async def _pages(client: AsyncWebClient, method: str, **args: Any) -> list[dict[str, Any]]:
+async def _thread(client: AsyncWebClient, channel: str, root_ts: str) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     cursor = None
     for _ in range(MAX_PAGES):
-        call = client.conversations_replies if method == "replies" else client.conversations_history
-        response = await call(include_all_metadata=True, limit=PAGE, cursor=cursor, **args)
+        response = await client.conversations_replies(
+            channel=channel, ts=root_ts, include_all_metadata=True, limit=PAGE, cursor=cursor
+        )
         messages += response.get("messages") or []
         cursor = (response.get("response_metadata") or {}).get("next_cursor")
         if not response.get("has_more") or not cursor:
@@ -79,7 +79,7 @@ async def read_thread(client: AsyncWebClient, run_id: int, channel: str, root_ts
     """Our marked messages in a run's thread; nothing found when Slack refuses to show it (the
     restart then trusts the store alone, as before)."""
     try:
-        messages = await _pages(client, "replies", channel=channel, ts=root_ts)
+        messages = await _thread(client, channel, root_ts)
     except SlackApiError as exc:
         why = texts.error_code(exc)
         log.warning("run %s: thread not read (%s); unrecorded posts may repeat", run_id, why)
@@ -97,17 +97,22 @@ async def read_thread(client: AsyncWebClient, run_id: int, channel: str, root_ts
     return Found(parts, frozenset(closings))
 
 
-async def find_root(
-    client: AsyncWebClient, run_id: int, channel: str, since: datetime
-) -> str | None:
-    """The ts of a run's root message in `channel`, posted after `since`, if there is one."""
-    try:
-        oldest = f"{since.timestamp() - 60:.6f}"  # a minute of clock skew between us and Slack
-        messages = await _pages(client, "history", channel=channel, oldest=oldest)
-    except SlackApiError as exc:
-        log.warning("run %s: channel history not read (%s)", run_id, texts.error_code(exc))
-        return None
-    for message in messages:
-        if _payload(message, ROOT, run_id) is not None:
-            return str(message["ts"])
+async def find_root(client: AsyncWebClient, run_id: int, channel: str) -> str | None:
+    """The ts of a run's root message among the newest of `channel`, if it is there. The root
+    of a run left unrecorded by a crash was posted just before it, so a few pages suffice."""
+    cursor = None
+    for _ in range(ROOT_PAGES):
+        try:
+            response = await client.conversations_history(
+                channel=channel, include_all_metadata=True, limit=PAGE, cursor=cursor
+            )
+        except SlackApiError as exc:
+            log.warning("run %s: channel history not read (%s)", run_id, texts.error_code(exc))
+            return None
+        for message in response.get("messages") or []:
+            if _payload(message, ROOT, run_id) is not None:
+                return str(message["ts"])
+        cursor = (response.get("response_metadata") or {}).get("next_cursor")
+        if not response.get("has_more") or not cursor:
+            return None
     return None

@@ -86,7 +86,7 @@ class Relay:
         channel = record.spec.place
         if not channel:
             return None
-        root_ts = await marks.find_root(self.client, record.id, channel, record.created_at)
+        root_ts = await marks.find_root(self.client, record.id, channel)
         if root_ts is None:
             return None
         thread = Thread(channel, root_ts)
