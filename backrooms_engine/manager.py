@@ -286,7 +286,9 @@ class RunManager:
         history = await self.store.replies(record.id)
         for observer in observers:
             cursor = await self.store.delivered(record.id, observer.name)
-            log.info("run %s: showing what %s missed from reply %s", record.id, observer.name, cursor)
+            log.info(
+                "run %s: showing what %s missed from reply %s", record.id, observer.name, cursor
+            )
             delivery = Delivery(
                 record.id, observer, self.store, history=history, cursor=cursor, end=record.end
             )
@@ -555,11 +557,11 @@ class RunManager:
             await asyncio.gather(*(asyncio.shield(t) for t in tasks))
 
 
-async def _within(tasks: Sequence[asyncio.Task], timeout: float) -> None:
-    """Wait for `tasks` up to `timeout` seconds, then cancel (and reap) the ones still going."""
+async def _within(tasks: Sequence[asyncio.Task], seconds: float) -> None:
+    """Wait for `tasks` up to `seconds`, then cancel (and reap) the ones still going."""
     if not tasks:
         return
-    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    _, pending = await asyncio.wait(tasks, timeout=seconds)
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)

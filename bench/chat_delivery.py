@@ -54,9 +54,7 @@ def unique_reply(api: str, body: dict) -> str:
 
 
 def expected_parts(replies: list) -> dict[str, tuple[int, int]]:
-    return {
-        text: (r.seq, i) for r in replies for i, text in enumerate(prepare_for_slack(r.text))
-    }
+    return {text: (r.seq, i) for r in replies for i, text in enumerate(prepare_for_slack(r.text))}
 
 
 def tally(thread: list[dict], replies: list) -> dict[str, int]:
@@ -83,7 +81,7 @@ def _increasing(items: list[tuple[int, int]]) -> int:
         while lo < hi:
             mid = (lo + hi) // 2
             lo, hi = (mid + 1, hi) if tails[mid] < item else (lo, mid)
-        tails[lo:lo + 1] = [item]
+        tails[lo : lo + 1] = [item]
     return len(tails)
 
 
@@ -91,7 +89,11 @@ def shown(thread: list[dict], replies: list) -> set[int]:
     """Replies whose last part is in the thread."""
     want = expected_parts(replies)
     last = {seq: max(p for s, p in want.values() if s == seq) for seq, _ in want.values()}
-    return {want[m["text"]][0] for m in thread if m["text"] in want and want[m["text"]][1] == last[want[m["text"]][0]]}
+    return {
+        want[m["text"]][0]
+        for m in thread
+        if m["text"] in want and want[m["text"]][1] == last[want[m["text"]][0]]
+    }
 
 
 async def _end_of(svc: Any, run_id: int) -> None:
@@ -126,16 +128,24 @@ async def lag_scenario(turns: int) -> None:
             transcripts = {r: await svc.rt.store.replies(r) for r in ids}
         seconds = [
             landed[(r, x.seq)] - x.finished_at.timestamp()
-            for r, rs in transcripts.items() for x in rs if (r, x.seq) in landed
+            for r, rs in transcripts.items()
+            for x in rs
+            if (r, x.seq) in landed
         ]
         totals = [tally(fake.thread(GENERAL, roots[r]), transcripts[r]) for r in ids]
         print(f"lag: 3 runs x {turns} turns in one channel, 1 post/s")
-        print(f"  parts never shown: {sum(t['missing'] for t in totals)} of {sum(t['parts'] for t in totals)}")
-        print(f"  duplicated: {sum(t['duplicated'] for t in totals)}, misplaced: {sum(t['misplaced'] for t in totals)}")
+        print(
+            f"  parts never shown: {sum(t['missing'] for t in totals)} of {sum(t['parts'] for t in totals)}"
+        )
+        print(
+            f"  duplicated: {sum(t['duplicated'] for t in totals)}, misplaced: {sum(t['misplaced'] for t in totals)}"
+        )
         print(f"  closing lines: {sum(min(t['closing'], 1) for t in totals)} of 3")
         print(f"  lag in replies: max {max(samples)}, median {statistics.median(samples)}")
         if seconds:
-            print(f"  lag in seconds (commit to last part shown): max {max(seconds):.1f}, median {statistics.median(seconds):.1f}")
+            print(
+                f"  lag in seconds (commit to last part shown): max {max(seconds):.1f}, median {statistics.median(seconds):.1f}"
+            )
 
 
 async def stop_scenario() -> None:
@@ -146,7 +156,9 @@ async def stop_scenario() -> None:
             run_id = await svc.start("opus gpt4o cli 20")
             root = svc.root(run_id)["ts"]
             async with asyncio.timeout(LIMIT):
-                while len(shown(fake.thread(GENERAL, root), await svc.rt.store.replies(run_id))) < 2:
+                while (  # noqa: ASYNC110 (polls the store and the fake)
+                    len(shown(fake.thread(GENERAL, root), await svc.rt.store.replies(run_id))) < 2
+                ):
                     await asyncio.sleep(0.1)
             asked = time.monotonic()
             await svc.command(f"stop {run_id}")
@@ -161,9 +173,13 @@ async def stop_scenario() -> None:
         buttons = any(b.get("type") == "actions" for b in fake.messages(GENERAL)[0]["blocks"] or [])
         print("stop: one run stopped after two replies are shown")
         print(f"  answer to the stopper after {answered - asked:.1f} s")
-        print(f"  posts after the answer: {len(thread) - posts}, the last {max(after, default=answered) - answered:.1f} s after it")
+        print(
+            f"  posts after the answer: {len(thread) - posts}, the last {max(after, default=answered) - answered:.1f} s after it"
+        )
         print(f"  model requests after the answer: {len(models.requests) - requests}")
-        print(f"  missing parts: {counts['missing']}, closing lines: {counts['closing']}, Stop button left: {buttons}")
+        print(
+            f"  missing parts: {counts['missing']}, closing lines: {counts['closing']}, Stop button left: {buttons}"
+        )
 
 
 async def kill_trial(where: str, seed: int) -> dict[str, int]:
@@ -242,7 +258,10 @@ async def kill_scenario(trials: int) -> None:
                 results.append({"timed_out": 1})
         keys = ("parts", "duplicated", "missing", "misplaced", "closing", "timed_out")
         sums = {k: sum(r.get(k, 0) for r in results) for k in keys}
-        print(f"kill ({where}, {len(results)} trial(s)): " + ", ".join(f"{k} {v}" for k, v in sums.items()))
+        print(
+            f"kill ({where}, {len(results)} trial(s)): "
+            + ", ".join(f"{k} {v}" for k, v in sums.items())
+        )
 
 
 async def main() -> None:

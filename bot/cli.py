@@ -24,6 +24,7 @@ from backrooms_engine.registry import Registry, load_registry
 from backrooms_engine.store import SqliteStore
 
 from . import eventloop, logs
+from .faces import distinct_colours
 from .runtime import Runtime, open_runtime, template_dirs
 from .settings import Settings
 from .terminal import TerminalPrinter
@@ -213,8 +214,11 @@ def _report(settings: Settings, handle: RunHandle, end: RunEnd, demo: bool) -> N
 def _actor_colours(registry: Registry, aliases: Sequence[str]) -> dict[str, str]:
     from backrooms_engine.conversation import participants_for
 
-    specs = registry.resolve(aliases)
-    return {p.actor: p.spec.colour for p in participants_for(specs)}
+    seats = participants_for(registry.resolve(aliases))
+    # Two seats of one alias would share the registry's colour: each repeat is shaded apart.
+    return dict(
+        zip((p.actor for p in seats), distinct_colours([p.spec.colour for p in seats]), strict=True)
+    )
 
 
 # -- listings ----------------------------------------------------------------------------------
@@ -298,11 +302,9 @@ async def _show(settings: Settings, run_id: int) -> int:
 
 
 def _stored_colours(registry: Registry, run: RunRecord) -> dict[str, str]:
-    return {
-        p.actor: registry.models[p.alias].colour
-        for p in run.participants
-        if p.alias in registry.models
-    }
+    seats = [p for p in run.participants if p.alias in registry.models]
+    colours = distinct_colours([registry.models[p.alias].colour for p in seats])
+    return dict(zip((p.actor for p in seats), colours, strict=True))
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:

@@ -43,6 +43,7 @@ STREAM_INTERVAL = 2.0
 class Persona:
     username: str
     icon_url: str | None
+    icon_emoji: str | None = None  # when there is no picture to point at (faces.py)
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,8 @@ class SlackPoster:
         identity: dict[str, Any] = {"username": persona.username}
         if persona.icon_url:
             identity["icon_url"] = persona.icon_url
+        elif persona.icon_emoji:
+            identity["icon_emoji"] = persona.icon_emoji
         async with self._spacing:
             response = await self._call(
                 self._client.chat_postMessage(

@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from backrooms_engine.errors import UnknownModelError
 from backrooms_engine.records import RunRecord
 
+from .. import faces
 from ..pacing import SlidingWindow, Spacing
 from ..runtime import Runtime
 from ..settings import Settings
@@ -156,13 +157,26 @@ class Relay:
         )
 
     def personas(self, record: RunRecord) -> dict[str, Persona]:
-        personas = {}
+        """Each seat's name and face: the model's own avatar_url, else our picture of its company
+        at BACKROOMS_PUBLIC_URL, else the company's emoji (faces.py)."""
+        companies, icons = [], []
         for p in record.participants:
             try:
-                icon = self.rt.registry.get(p.alias).avatar_url or None
+                spec = self.rt.registry.get(p.alias)
+                companies.append(faces.company_of(spec.company, spec.provider.name))
+                icons.append(spec.avatar_url or None)
             except UnknownModelError:  # an alias since removed from the registry
-                icon = None
-            personas[p.actor] = Persona(persona_name(p.actor, platform="slack"), icon)
+                companies.append(faces.company_of("", p.provider))
+                icons.append(None)
+        public = self.settings.public_url
+        personas = {}
+        for p, face, icon in zip(
+            record.participants, faces.seat_faces(companies), icons, strict=True
+        ):
+            url = icon or (face.url(public) if public else None)
+            personas[p.actor] = Persona(
+                persona_name(p.actor, platform="slack"), url, None if url else face.emoji()
+            )
         return personas
 
     async def _record_post(self, run_id: int, seq: int, part: int, ts: str) -> None:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backrooms_engine.errors import UnknownRunError
 
+from .. import faces
 from ..runtime import Runtime
 from . import control, live, pages
 from .broker import LiveBroker
@@ -50,6 +51,7 @@ def create_app(rt: Runtime, broker: LiveBroker, queries: RunQueries | None = Non
     routes = [
         Route("/", pages.index, name="index"),
         Route("/colours.css", pages.colours, name="colours"),
+        Route("/faces/{name:str}.png", _face, name="face"),
         Route("/runs", control.start_run, methods=["POST"], name="start"),
         Route("/runs/{run_id:int}", pages.run_page, name="run"),
         Route("/runs/{run_id:int}.{fmt:str}", pages.download, name="download"),
@@ -76,6 +78,15 @@ def _templates() -> Environment:
     env.globals["colour_class"] = colour_class
     env.filters["when"] = pages.when
     return env
+
+
+async def _face(request: Request) -> Response:
+    """A persona's picture (bot/faces.py), at a stable URL chat posts point at."""
+    face = faces.face_by_name(request.path_params["name"])
+    if face is None:
+        return PlainTextResponse("no such face\n", status_code=404)
+    headers = {"Cache-Control": "public, max-age=604800"}
+    return Response(faces.png(face), media_type="image/png", headers=headers)
 
 
 async def _unknown_run(request: Request, exc: Exception) -> Response:

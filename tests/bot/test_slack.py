@@ -533,7 +533,7 @@ async def test_a_shutdown_leaves_the_rest_of_an_ended_run_to_the_next_start(
         run_id = await svc.start("opus gpt4o cli 2")
         root = svc.root(run_id)
         async with asyncio.timeout(STEP):
-            while (await svc.rt.store.get_run(run_id)).end is None:
+            while (await svc.rt.store.get_run(run_id)).end is None:  # noqa: ASYNC110 (the store)
                 await asyncio.sleep(0.02)
     # The run ended in the store while its thread was still behind; the shutdown left it so.
     assert closing_lines(svc.thread(root)) == []

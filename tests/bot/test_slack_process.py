@@ -92,7 +92,9 @@ async def test_a_kill_between_a_part_landing_and_its_record_does_not_post_it_twi
     root = await crash_then_finish(fake, env, tmp_path, second_part_of_the_first_reply)
     thread = fake.thread(GENERAL, root)
     assert marked(thread) == EVERY_PART  # the unrecorded part was adopted, not posted again
-    assert closing_lines(thread) == ["Run 1: Reached maximum number of turns (1). Conversation ended."]
+    assert closing_lines(thread) == [
+        "Run 1: Reached maximum number of turns (1). Conversation ended."
+    ]
     assert fake.messages(GENERAL)[0]["text"].endswith("Conversation ended.*")
 
 
