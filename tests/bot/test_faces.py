@@ -104,3 +104,16 @@ async def test_slack_posts_point_at_our_pictures_with_a_public_url_and_the_users
         "https://relay.example/faces/openai-1.png",
     ]
     assert icons[mixed] == [CLAUDE_ICON, "https://relay.example/faces/openai-0.png"]
+
+
+async def test_discord_posts_wear_a_different_default_avatar_per_seat(model_server, tmp_path):
+    from tests.bot.discord_world import discord_world
+
+    async with discord_world(model_server, tmp_path) as w:
+        await w.followup_text(await w.command("start", {"models": "gpt4o gpt4o", "max_turns": 1}))
+        await w.run_ended(1)
+        posts = w.fake.webhook_executes(await w.thread_of(1))
+    assert [c.json.get("avatar_url") for c in posts] == [
+        "https://cdn.discordapp.com/embed/avatars/0.png",
+        "https://cdn.discordapp.com/embed/avatars/1.png",
+    ]
