@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 Emit = Callable[[Event], None]
 StopReason = Literal["stopped", "shutdown", "gone"]  # the ends a StopSignal can give
 ProviderFor = Callable[[ModelSpec], Provider]
+Pace = Callable[[int], Awaitable[None]]  # returns when reply `seq` may be asked for
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,13 @@ class Engine:
         store: TranscriptStore,
         *,
         retry: RetryPolicy | None = None,
+        pace: Pace | None = None,
     ):
+        """`pace(seq)` holds a run back before it asks for reply `seq` (a chat that lags)."""
         self._provider_for = provider_for
         self._store = store
         self._retry = retry or RetryPolicy()
+        self._pace = pace
 
     async def run(
         self,
@@ -226,6 +230,8 @@ class Engine:
 
         unwatch = stop.watch(interrupt)
         try:
+            if self._pace is not None:  # a stop while waiting for the chat ends the run here
+                await self._pace(seq)
             return await self._attempts(run_id, conversation, seq, emit)
         except asyncio.CancelledError:
             if interrupted and task.uncancel() == 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from . import logfile, templates
 from .conversation import Conversation, Participant, participants_for
+from .delivery import CLOSING_OWED, Delivery, closing_cursor, is_durable
 from .engine import Engine, RetryPolicy, StopReason, StopSignal
 from .errors import BackroomsError, ConfigError, StoreError
 from .events import Event, ReplyDelta, ReplyFinished, ReplyStarted, RunEnded
@@ -72,14 +74,22 @@ class RunManager:
         limits: Limits | None = None,
         observer_grace: float = 30.0,
         observer_queue: int = DEFAULT_QUEUE_SIZE,
+        chat_lag: int = 1,
     ):
+        """`observer_grace`: how long a run's end waits for its queued observers (the log file,
+        the terminal, the web feed). Chat posters are durable and never cut short: they go on
+        after the run's end, and a run asks for reply N only once every chat showing it has
+        shown all but `chat_lag` of the replies before N (BACKROOMS_CHAT_LAG)."""
         self.registry = registry
         self.template_dirs = list(template_dirs)
         self.store = store
         self.limits = limits or Limits()
         self._env = env
         self._log_dir = log_dir
-        self._engine = Engine(provider_for, store, retry=retry)
+        self._provider_for = provider_for
+        self._retry = retry
+        self._chat_lag = chat_lag
+        self._deliveries: dict[int, set[asyncio.Task[None]]] = {}  # chat posters still showing
         self._runs: dict[int, RunHandle] = {}
         self._created: dict[int, RunRecord] = {}  # stored, not launched yet (counted by caps)
         self._starting_specs: list[RunSpec] = []  # past the caps, not yet going (counted too)
@@ -126,8 +136,11 @@ class RunManager:
         return self._launch(record, conversation, observers, history=[])
 
     async def abandon(self, record: RunRecord, why: str) -> None:
-        """End a created run that could not be started (its thread could not be made)."""
+        """End a created run that could not be started (its thread could not be made). A run
+        that has ended already keeps its end."""
         self._created.pop(record.id, None)
+        if (await self.store.get_run(record.id)).end is not None:
+            return
         end = RunEnd("error", detail=why)
         await self.store.finish_run(record.id, end, now())
         logfile.LogFileWriter(Path(record.log_path)).append(end.closing_line())
@@ -226,7 +239,8 @@ class RunManager:
     ) -> list[RunHandle]:
         """Resume every run still marked running (oldest first). `observers_for` gives a run's
         observers, or None to leave the run for someone else (a surface not running here). A run
-        that cannot be resumed is ended with the reason instead of failing at every start."""
+        that cannot be resumed is ended with the reason instead of failing at every start.
+        Then finish showing the runs that ended while their chat was behind (`deliver_ended`)."""
         handles = []
         for record in await self.store.running_runs():
             if record.id in self._runs or record.id in self._starting:
@@ -239,7 +253,64 @@ class RunManager:
                     handles.append(await self._relaunch(record, observers, False))
                 except BackroomsError as exc:
                     log.warning("run %s: not resumed: %s", record.id, exc)
+        if observers_for is not None:
+            await self.deliver_ended(observers_for)
         return handles
+
+    async def deliver_ended(
+        self,
+        observers_for: Callable[[RunRecord], Awaitable[Sequence[Observer] | None]],
+        *,
+        recent: int = 200,
+    ) -> int:
+        """Show the rest of the newest `recent` ended runs whose chat poster still owes their
+        closing line (a crash or a shutdown came first): replies from its cursor on, then the
+        closing line. A run's chat poster is named after the run's surface, so only runs that
+        owe one are rebuilt. Returns how many runs it took up."""
+        taken = 0
+        for record in reversed(await self.store.recent_ended(recent)):
+            if record.id in self._runs or record.id in self._starting or record.end is None:
+                continue
+            if self._deliveries.get(record.id):
+                continue
+            if not await self._owes_closing(record.id, record.spec.surface):
+                continue
+            observers = [o for o in (await observers_for(record) or ()) if is_durable(o)]
+            owed = [o for o in observers if await self._owes_closing(record.id, o.name)]
+            if owed:
+                await self._deliver_only(record, owed)
+                taken += 1
+        return taken
+
+    async def _owes_closing(self, run_id: int, observer_name: str) -> bool:
+        return await self.store.delivered(run_id, closing_cursor(observer_name)) == CLOSING_OWED
+
+    async def _deliver_only(self, record: RunRecord, observers: Sequence[Observer]) -> None:
+        assert record.end is not None
+        history = await self.store.replies(record.id)
+        for observer in observers:
+            cursor = await self.store.delivered(record.id, observer.name)
+            log.info(
+                "run %s: showing what %s missed from reply %s", record.id, observer.name, cursor
+            )
+            delivery = Delivery(
+                record.id, observer, self.store, history=history, cursor=cursor, end=record.end
+            )
+            self._keep(record.id, [delivery])
+
+    def _keep(self, run_id: int, deliveries: Sequence[Delivery]) -> None:
+        """Hold on to chat deliveries until they are done; shutdown waits for them."""
+        tasks = self._deliveries.setdefault(run_id, set())
+        for delivery in deliveries:
+            tasks.add(delivery.task)
+            delivery.task.add_done_callback(functools.partial(self._delivered, run_id))
+
+    def _delivered(self, run_id: int, task: asyncio.Task[None]) -> None:
+        tasks = self._deliveries.get(run_id)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._deliveries[run_id]
 
     @contextlib.contextmanager
     def _counted(self, spec: RunSpec) -> Iterator[None]:
@@ -258,6 +329,10 @@ class RunManager:
         """Only one resume or extend of a run at a time: claimed before the first await."""
         if run_id in self._runs or run_id in self._starting:
             raise ConfigError(f"run {run_id} is already running in this process")
+        if self._deliveries.get(run_id):
+            raise ConfigError(
+                f"run {run_id} is still being posted; try again once its closing line is shown"
+            )
         self._starting.add(run_id)
         try:
             yield
@@ -292,6 +367,11 @@ class RunManager:
             resumed=True,
             extending=extending,
             replay=await self._missed(record.id, observers, history),
+            cursors={
+                o.name: await self.store.delivered(record.id, o.name)
+                for o in observers
+                if is_durable(o)
+            },
         )
 
     def _rebuild_parts(self, record: RunRecord) -> tuple[templates.Template, list[Participant]]:
@@ -320,9 +400,12 @@ class RunManager:
     async def _missed(
         self, run_id: int, observers: Sequence[Observer], history: Sequence[Reply]
     ) -> list[tuple[Observer, list[Event]]]:
-        """What each observer had not received before the restart, by its delivery cursor."""
+        """What each queued observer had not received before the restart, by its delivery
+        cursor (a chat poster's Delivery catches up by itself)."""
         missed = []
         for observer in observers:
+            if is_durable(observer):
+                continue
             cursor = await self.store.delivered(run_id, observer.name)
             events: list[Event] = []
             for r in history[cursor:]:
@@ -345,6 +428,7 @@ class RunManager:
         resumed: bool = False,
         extending: bool = False,
         replay: Sequence[tuple[Observer, list[Event]]] = (),
+        cursors: Mapping[str, int] | None = None,
     ) -> RunHandle:
         writer = writer or logfile.LogFileWriter(Path(record.log_path))
         tapped = [o for tap in self._taps if (o := tap(record)) is not None]
@@ -354,13 +438,23 @@ class RunManager:
             store=self.store,
             tracked=observers,
             maxsize=self._observer_queue,
+            history=history,
+            cursors=cursors,
         )
+        self._keep(record.id, hub.deliveries)
         for observer, events in replay:
             for event in events:
                 hub.emit_to(observer, event)
         stop = StopSignal()
+        lag = self._chat_lag
+        engine = Engine(
+            self._provider_for,
+            self.store,
+            retry=self._retry,
+            pace=lambda seq: hub.caught_up(seq, lag),
+        )
         task = asyncio.create_task(
-            self._drive(record, conversation, hub, stop, history, resumed, extending),
+            self._drive(engine, record, conversation, hub, stop, history, resumed, extending),
             name=f"run {record.id}",
         )
         handle = RunHandle(record, stop, task)
@@ -369,6 +463,7 @@ class RunManager:
 
     async def _drive(
         self,
+        engine: Engine,
         record: RunRecord,
         conversation: Conversation,
         hub: ObserverHub,
@@ -378,7 +473,7 @@ class RunManager:
         extending: bool,
     ) -> RunEnd:
         try:
-            end = await self._engine.run(
+            end = await engine.run(
                 record,
                 conversation,
                 hub.emit,
@@ -433,25 +528,47 @@ class RunManager:
         return StopResult(run_id, True, f"run {run_id}: {end.summary}")
 
     async def wait(self, run_id: int) -> RunEnd:
+        """The run's end, once it ended and every chat showing it has shown it all."""
         handle = self._runs.get(run_id)
         if handle is not None:
-            return await asyncio.shield(handle.task)
+            end = await asyncio.shield(handle.task)
+            await self.drain(run_id)
+            return end
         record = await self.store.get_run(run_id)
         if record.end is None:
             raise ConfigError(f"run {run_id} is not running in this process")
+        await self.drain(run_id)
         return record.end
 
     async def shutdown(self, deadline: float = 20.0) -> None:
-        """Take no new runs; pause the running ones (they stay resumable) within `deadline`."""
+        """Take no new runs; pause the running ones (they stay resumable), then let the chats
+        show what they can, all within `deadline`. What a chat has not shown by then is shown
+        by the next start, from its cursor."""
         self._accepting = False
+        loop = asyncio.get_running_loop()
+        until = loop.time() + deadline
         handles = list(self._runs.values())
         for handle in handles:
             handle.stop.set("shutdown", reason="shutdown")
-        if handles:
-            _, pending = await asyncio.wait([h.task for h in handles], timeout=deadline)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        await _within([h.task for h in handles], deadline)
+        left = [t for tasks in self._deliveries.values() for t in tasks]
+        await _within(left, max(0.0, until - loop.time()))
+
+    async def drain(self, run_id: int) -> None:
+        """Wait until every chat showing `run_id` has shown all it is going to."""
+        tasks = list(self._deliveries.get(run_id, ()))
+        if tasks:
+            await asyncio.gather(*(asyncio.shield(t) for t in tasks))
+
+
+async def _within(tasks: Sequence[asyncio.Task[object]], seconds: float) -> None:
+    """Wait for `tasks` up to `seconds`, then cancel (and reap) the ones still going."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=seconds)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _info(p: Participant) -> ParticipantInfo:

@@ -5,6 +5,10 @@ Each observer gets its own queue and task. The queue is bounded for text deltas:
 delta is merged into the delta waiting at its tail (the latest text wins, the delta pieces are joined),
 so a slow observer sees fewer, larger deltas. Structural events (reply started and finished, run
 started and ended) are never dropped or merged.
+
+A chat poster (`durable = True`) gets no queue: its `Delivery` (delivery.py) is driven by the
+committed replies and its cursor, is never cancelled by a grace timer, and outlives the run's task
+(the manager keeps it until it is done or the shutdown deadline passes).
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from .delivery import Delivery, is_durable
 from .errors import StoreError
 from .events import Event, ReplyDelta, ReplyFinished
 from .ports import Observer, TranscriptStore
+from .records import Reply
 
 log = logging.getLogger(__name__)
 
@@ -114,18 +120,36 @@ class ObserverHub:
         store: TranscriptStore | None = None,
         tracked: Sequence[Observer] = (),
         maxsize: int = DEFAULT_QUEUE_SIZE,
+        history: Sequence[Reply] = (),
+        cursors: Mapping[str, int] | None = None,
     ):
         """Observers in `tracked` get a delivery cursor in `store` (one write per reply each),
         so that what they missed can be replayed after a restart. The log file is rebuilt from
-        the store instead, and a live web feed catches up from it, so they need none."""
+        the store instead, and a live web feed catches up from it, so they need none. Durable
+        tracked observers (chat posters) get a Delivery from `history` on, after `cursors`."""
         self.run_id = run_id
+        durable = [o for o in tracked if is_durable(o)] if store is not None else []
         self._feeds = [
-            _Feed(run_id, o, store if o in tracked else None, maxsize) for o in observers
+            _Feed(run_id, o, store if o in tracked else None, maxsize)
+            for o in observers
+            if o not in durable
+        ]
+        self.deliveries = [
+            Delivery(run_id, o, store, history=history, cursor=(cursors or {}).get(o.name, 0))
+            for o in durable
+            if store is not None
         ]
 
     def emit(self, event: Event) -> None:
         for feed in self._feeds:
             feed.put(event)
+        for delivery in self.deliveries:
+            delivery.put(event)
+
+    async def caught_up(self, seq: int, lag: int) -> None:
+        """Backpressure: return once every chat poster is at most `lag` replies behind `seq`."""
+        for delivery in self.deliveries:
+            await delivery.caught_up(seq, lag)
 
     def emit_to(self, observer: Observer, event: Event) -> None:
         """Deliver to one observer only (replaying what it missed before a restart)."""
@@ -134,7 +158,8 @@ class ObserverHub:
                 feed.put(event)
 
     async def close(self, grace: float | None = None) -> None:
-        """Let every observer finish what is queued (up to `grace` seconds), then stop their tasks."""
+        """Let every queued observer finish (up to `grace` seconds), then stop their tasks. Chat
+        deliveries are not waited for here: they go on until done (see `deliveries`)."""
         for feed in self._feeds:
             feed.close()
         tasks = [feed.task for feed in self._feeds]

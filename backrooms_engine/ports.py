@@ -86,6 +86,10 @@ class TranscriptStore(Protocol):
         """Runs still marked running (left by a crash or a shutdown), oldest first."""
         ...
 
+    async def recent_ended(self, limit: int) -> list[RunRecord]:
+        """The newest `limit` ended runs, newest first: where a chat may still owe an ending."""
+        ...
+
 
 class SurfaceState(Protocol):
     """What chat surfaces remember: per-run metadata (a thread id, a webhook), the message that

@@ -18,6 +18,7 @@ from backrooms_engine.registry import Registry, load_registry
 from backrooms_engine.store import open_store, unknown_run
 
 from . import eventloop
+from .faces import distinct_colours
 from .interrupts import Interrupts
 from .settings import Settings
 from .terminal import TerminalPrinter
@@ -125,8 +126,6 @@ def exists(db: Path) -> bool:
 
 
 def stored_colours(registry: Registry, run: RunRecord) -> dict[str, str]:
-    return {
-        p.actor: registry.models[p.alias].colour
-        for p in run.participants
-        if p.alias in registry.models
-    }
+    seats = [p for p in run.participants if p.alias in registry.models]
+    colours = distinct_colours([registry.models[p.alias].colour for p in seats])
+    return dict(zip((p.actor for p in seats), colours, strict=True))

@@ -27,6 +27,7 @@ from backrooms_engine.store import unknown_run
 from . import eventloop
 from .cli import DEMO_TURNS
 from .cli_stored import has_database, stored_colours
+from .faces import distinct_colours
 from .interrupts import FAILED, OK, Interrupts
 from .runtime import Runtime, open_runtime, template_dirs
 from .settings import Settings
@@ -173,7 +174,7 @@ async def _in_terminal(
                 printer.colours.update(stored_colours(rt.registry, handle.record))
             end = await rt.manager.wait(handle.id)
             if end.reason == "shutdown":
-                await rt.store.pause_run(handle.id, now())
+                await rt.transcript.pause_run(handle.id, now())
         _report(settings, handle, end, demo)
     except asyncio.CancelledError:
         if interrupts.code is None:
@@ -199,5 +200,8 @@ def _report(settings: Settings, handle: RunHandle, end: RunEnd, demo: bool) -> N
 
 
 def _actor_colours(registry: Registry, aliases: Sequence[str]) -> dict[str, str]:
-    specs = registry.resolve(aliases)
-    return {p.actor: p.spec.colour for p in participants_for(specs)}
+    seats = participants_for(registry.resolve(aliases))
+    # Two seats of one alias would share the registry's colour: each repeat is shaded apart.
+    return dict(
+        zip((p.actor for p in seats), distinct_colours([p.spec.colour for p in seats]), strict=True)
+    )

@@ -62,6 +62,7 @@ async def open_runtime(
             chat_max_turns=settings.chat_max_turns,
             token_budget=settings.token_budget,
         ),
+        chat_lag=settings.chat_lag,
     )
     try:
         yield Runtime(

@@ -68,6 +68,7 @@ class Settings:
     token_budget: int | None
     shutdown_deadline: float
     offline_delay: float = 0.03  # read by the offline provider from env; checked here first
+    chat_lag: int = 1  # replies a chat may be behind before its run waits (BACKROOMS_CHAT_LAG)
     public_url: str | None = None  # the web viewer's address, for links in chat
     web_token: str | None = field(default=None, repr=False)
     port: int | None = None
@@ -132,6 +133,7 @@ _ENGINE_DEFAULTS: dict[str, Any] = {
     "token_budget": None,
     "shutdown_deadline": 20.0,
     "offline_delay": 0.03,
+    "chat_lag": 1,
 }
 
 
@@ -147,6 +149,7 @@ def _engine(env: Mapping[str, str]) -> dict[str, Any]:
         "token_budget": _int(env, "BACKROOMS_TOKEN_BUDGET", 0, minimum=0) or None,
         "shutdown_deadline": _float(env, "BACKROOMS_SHUTDOWN_DEADLINE", 20.0),
         "offline_delay": _float(env, "BACKROOMS_OFFLINE_DELAY", d["offline_delay"]),
+        "chat_lag": _int(env, "BACKROOMS_CHAT_LAG", d["chat_lag"], minimum=0),
     }
 
 

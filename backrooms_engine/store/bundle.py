@@ -54,6 +54,9 @@ class AllPorts(ClosesOnExit):
     async def running_runs(self) -> list[RunRecord]:
         return await self.transcript.running_runs()
 
+    async def recent_ended(self, limit: int) -> list[RunRecord]:
+        return await self.transcript.recent_ended(limit)
+
     async def delivered(self, run_id: int, observer: str) -> int:
         return await self.transcript.delivered(run_id, observer)
 

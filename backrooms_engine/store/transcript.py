@@ -14,7 +14,7 @@ from ..batching import GroupCommit
 from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
 from . import rows
 from .reading import load_runs, replies_of, run_by_id
-from .rules import check_count, check_participants, check_reply, unknown_run, utc
+from .rules import check_count, check_list_args, check_participants, check_reply, unknown_run, utc
 from .sql import SqlDatabase
 
 
@@ -155,6 +155,11 @@ class SqlTranscript:
         """Runs left running (by a crash or a restart), oldest first: the order to resume them."""
         async with self._db.using() as db:
             return await load_runs(db, rows.STATUS_CLAUSES["running"], (), limit=None, order="ASC")
+
+    async def recent_ended(self, limit: int) -> list[RunRecord]:
+        check_list_args(None, limit)
+        async with self._db.using() as db:
+            return await load_runs(db, rows.STATUS_CLAUSES["ended"], (), limit=limit, order="DESC")
 
     async def replies(self, run_id: int) -> list[Reply]:
         return await replies_of(self._db, run_id)

@@ -24,6 +24,7 @@ from backrooms_engine.events import (
 )
 from backrooms_engine.records import RunEnd
 
+from ..faces import discord_default_avatar
 from ..pacing import ChannelBudget
 from ..text import prepare_for_discord
 from .webhooks import WebhookPool
@@ -54,6 +55,7 @@ class _Posting:
     seq: int
     actor: str
     ids: list[int] = field(default_factory=list)
+    position: int = 0  # the seat: without an avatar_url, it picks Discord's default avatar
     shown: list[str] = field(default_factory=list)
     last_edit: float = 0.0
 
@@ -64,6 +66,7 @@ class ThreadGone(Exception):
 
 class ThreadPoster:
     name = SURFACE
+    durable = True  # shown from the store and its cursor; the run waits for it (delivery.py)
 
     def __init__(
         self,
@@ -111,17 +114,19 @@ class ThreadPoster:
 
     async def _dispatch(self, event: Event) -> None:
         match event:
-            case ReplyStarted(seq=seq, actor=actor):
+            case ReplyStarted(seq=seq, actor=actor, position=position):
                 current = self._current
                 if current is None or current.seq != seq:  # a retry keeps the messages it has
-                    self._current = _Posting(seq, actor, self._known_ids(seq))
+                    self._current = _Posting(seq, actor, self._known_ids(seq), position=position)
             case ReplyDelta(seq=seq, text=text) if self._streaming:
                 if self._current and self._current.seq == seq:
                     await self._show(self._current, text, final=False)
             case ReplyFinished(reply=reply):
                 posting = self._current
                 if posting is None or posting.seq != reply.seq:
-                    posting = _Posting(reply.seq, reply.actor, self._known_ids(reply.seq))
+                    posting = _Posting(
+                        reply.seq, reply.actor, self._known_ids(reply.seq), position=reply.position
+                    )
                 await self._show(posting, reply.text, final=True)
                 self._current = None
             case RunEnded(end=end):
@@ -177,7 +182,7 @@ class ThreadPoster:
             return await hook.send(
                 part,
                 username=persona.username,
-                avatar_url=persona.avatar_url or discord.utils.MISSING,
+                avatar_url=persona.avatar_url or discord_default_avatar(posting.position),
                 thread=self.thread,
                 wait=True,
                 allowed_mentions=NO_MENTIONS,

@@ -29,7 +29,7 @@ from backrooms_engine.records import RunEnd, RunRecord
 
 from ..pacing import SlidingWindow, Spacing
 from ..text import persona_name, prepare_for_slack
-from . import texts
+from . import marks, texts
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ STREAM_INTERVAL = 2.0
 class Persona:
     username: str
     icon_url: str | None
+    icon_emoji: str | None = None  # when there is no picture to point at (faces.py)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class _Streaming:
 
 class SlackPoster:
     name = SURFACE
+    durable = True  # shown from the store and its cursor; the run waits for it (delivery.py)
 
     def __init__(
         self,
@@ -82,7 +84,10 @@ class SlackPoster:
         streaming: bool = False,
         edits: SlidingWindow | None = None,
         reopen_root: bool = False,
+        closings: frozenset[tuple[int | None, int]] = frozenset(),
     ):
+        """`known_posts` are the parts already in the thread (stored, or found by their marks
+        after a crash); `closings` the closing lines found there by their marks."""
         self.record = record
         self.thread = thread
         self._client = client
@@ -99,6 +104,7 @@ class SlackPoster:
         self._reopen_root = reopen_root
         self._current: _Streaming | None = None
         self._gone = False
+        self._closings = closings
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, RunEnded):
@@ -175,6 +181,8 @@ class SlackPoster:
         identity: dict[str, Any] = {"username": persona.username}
         if persona.icon_url:
             identity["icon_url"] = persona.icon_url
+        elif persona.icon_emoji:
+            identity["icon_emoji"] = persona.icon_emoji
         async with self._spacing:
             response = await self._call(
                 self._client.chat_postMessage(
@@ -183,6 +191,7 @@ class SlackPoster:
                     text=part,
                     unfurl_links=False,
                     unfurl_media=False,
+                    metadata=marks.part_mark(self.record.id, *key),
                     **identity,
                 )
             )
@@ -209,28 +218,31 @@ class SlackPoster:
     # -- the end ------------------------------------------------------------------------------
 
     async def _end(self, end: RunEnd) -> None:
-        """The outcome as the thread's last line and on the root message, whose Stop button
-        goes. A shutdown is a pause, not an end: the next start continues the same thread."""
+        """The outcome on the root message, whose Stop button goes, and as the thread's last
+        line. A shutdown is a pause, not an end: the next start continues the same thread."""
         if end.reason == "shutdown":
             return
         outcome = texts.outcome_text(self.record.id, end, self._public_url)
-        if not self._gone:
-            await self._cut_off()
-            try:
-                async with self._spacing:
-                    await self._client.chat_postMessage(
-                        channel=self.thread.channel,
-                        thread_ts=self.thread.root_ts,
-                        text=outcome,
-                        unfurl_links=False,
-                        unfurl_media=False,
-                    )
-            except SlackApiError as exc:
-                log.warning(
-                    "run %s: closing line refused: %s", self.record.id, texts.error_code(exc)
-                )
         ended = texts.ended_root_text(self.record, *self._root_args(), outcome)
         await self._update_root(ended, False)
+        if self._gone:
+            return
+        await self._cut_off()
+        stretch = (self.record.spec.max_turns, end.turns)
+        if stretch in self._closings:  # posted before a crash that lost its record
+            return
+        try:
+            async with self._spacing:
+                await self._client.chat_postMessage(
+                    channel=self.thread.channel,
+                    thread_ts=self.thread.root_ts,
+                    text=outcome,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                    metadata=marks.closing_mark(self.record.id, *stretch),
+                )
+        except SlackApiError as exc:
+            log.warning("run %s: closing line refused: %s", self.record.id, texts.error_code(exc))
 
     async def _cut_off(self) -> None:
         """A reply being streamed when the run ended is not in the transcript: say so."""

@@ -20,11 +20,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from backrooms_engine.errors import UnknownModelError
 from backrooms_engine.records import RunRecord
 
+from .. import faces
 from ..pacing import SlidingWindow, Spacing
 from ..runtime import Runtime
 from ..settings import Settings
 from ..text import persona_name
-from . import texts
+from . import marks, texts
 from .poster import SURFACE, Persona, SlackPoster, Thread
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,23 @@ class Relay:
                 blocks=texts.root_blocks(text, record.id, stop_button=True),
                 unfurl_links=False,
                 unfurl_media=False,
+                metadata=marks.root_mark(record.id),
             )
         return Thread(str(response["channel"]), str(response["ts"]))
+
+    async def recover_thread(self, record: RunRecord) -> Thread | None:
+        """The thread of a run whose root message was posted but not recorded (a crash right
+        then), found by the root's mark in the channel; None when there is no such root."""
+        channel = record.spec.place
+        if not channel:
+            return None
+        root_ts = await marks.find_root(self.client, record.id, channel)
+        if root_ts is None:
+            return None
+        thread = Thread(channel, root_ts)
+        await self.remember_thread(record.id, thread)
+        log.info("run %s: found its unrecorded root message %s", record.id, root_ts)
+        return thread
 
     async def remember_starter(self, run_id: int, *, team: str, starter: str) -> None:
         await self.rt.surface_state.set_meta(run_id, STARTER, starter)
@@ -100,11 +116,20 @@ class Relay:
     async def poster(
         self, record: RunRecord, thread: Thread, *, reopen_root: bool = False
     ) -> SlackPoster:
-        """The poster of a run shown before: it knows which reply parts are posted already."""
+        """The poster of a run shown before: it knows which reply parts are posted already,
+        from the store and from the marks of posts a crash left unrecorded."""
         known = await self.rt.surface_state.posts(record.id, SURFACE)
+        found = await marks.read_thread(self.client, record.id, thread.channel, thread.root_ts)
+        for key, ts in found.parts.items():
+            if key not in known:
+                log.info("run %s: adopting unrecorded post %s of reply %s", record.id, key, ts)
+                await self._record_post(record.id, key[0], key[1], ts)
+                known[key] = ts
         if reopen_root:  # a reply cut short while streaming keeps its message above the end
             known = {key: ts for key, ts in known.items() if key[0] < record.replies}
-        return self.new_poster(record, thread, known, reopen_root=reopen_root)
+        return self.new_poster(
+            record, thread, known, reopen_root=reopen_root, closings=found.closings
+        )
 
     def new_poster(
         self,
@@ -113,6 +138,7 @@ class Relay:
         known: Mapping[tuple[int, int], str],
         *,
         reopen_root: bool = False,
+        closings: frozenset[tuple[int | None, int]] = frozenset(),
     ) -> SlackPoster:
         return SlackPoster(
             record=record,
@@ -127,16 +153,30 @@ class Relay:
             streaming=self.settings.slack.streaming,
             edits=self.edits,
             reopen_root=reopen_root,
+            closings=closings,
         )
 
     def personas(self, record: RunRecord) -> dict[str, Persona]:
-        personas = {}
+        """Each seat's name and face: the model's own avatar_url, else our picture of its company
+        at BACKROOMS_PUBLIC_URL, else the company's emoji (faces.py)."""
+        companies, icons = [], []
         for p in record.participants:
             try:
-                icon = self.rt.registry.get(p.alias).avatar_url or None
+                spec = self.rt.registry.get(p.alias)
+                companies.append(faces.company_of(spec.company, spec.provider.name))
+                icons.append(spec.avatar_url or None)
             except UnknownModelError:  # an alias since removed from the registry
-                icon = None
-            personas[p.actor] = Persona(persona_name(p.actor, platform="slack"), icon)
+                companies.append(faces.company_of("", p.provider))
+                icons.append(None)
+        public = self.settings.public_url
+        personas = {}
+        for p, face, icon in zip(
+            record.participants, faces.seat_faces(companies), icons, strict=True
+        ):
+            url = icon or (face.url(public) if public else None)
+            personas[p.actor] = Persona(
+                persona_name(p.actor, platform="slack"), url, None if url else face.emoji()
+            )
         return personas
 
     async def _record_post(self, run_id: int, seq: int, part: int, ts: str) -> None:

@@ -39,8 +39,9 @@ from .relay import Relay
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://slack.com/api/"
-# What a run needs; chat:write.customize missing is silent (replies show under the bot's name).
-NEEDED_SCOPES = ("commands", "chat:write", "chat:write.customize")
+# What a run needs; chat:write.customize missing is silent (replies show under the bot's name);
+# channels:history lets a restart read its own threads for posts a crash left unrecorded.
+NEEDED_SCOPES = ("commands", "chat:write", "chat:write.customize", "channels:history")
 CLOSE_GRACE = 5.0  # seconds for command tasks to finish at close
 Mode = Literal["socket", "http"]
 
@@ -198,11 +199,14 @@ class SlackSurface:
     # -- the Surface protocol -----------------------------------------------------------------
 
     async def observers_for(self, record: RunRecord) -> Sequence[Observer] | None:
-        """The poster of a run resumed at start, rebuilt from the run's meta. A run whose root
+        """The poster of a run resumed (or still being shown) at start, rebuilt from the run's
+        meta. A root message posted but not recorded is found by its mark; a run whose root
         message was never posted (the process died right then) has nowhere to go: it is ended."""
         if self._relay is None:
             raise RuntimeError("the Slack surface is not started")
         thread = await self._relay.thread_of(record.id)
+        if thread is None:
+            thread = await self._relay.recover_thread(record)
         if thread is None:
             log.warning("run %s: no Slack thread recorded; ending it", record.id)
             await self._relay.rt.manager.abandon(record, "its Slack thread was never made")

@@ -10,12 +10,15 @@ from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backrooms_engine.errors import UnknownRunError
 
+from .. import faces
 from ..runtime import Runtime
 from . import control, live, pages, respond
 from .broker import LiveBroker
@@ -64,6 +67,7 @@ def create_app(rt: Runtime, broker: LiveBroker) -> Starlette:
     routes = [
         Route("/", pages.index, name="index"),
         Route("/colours.css", pages.colours, name="colours"),
+        Route("/faces/{name:str}.png", _face, name="face"),
         Route("/runs", control.start_run, methods=["POST"], name="start"),
         Route("/runs/{run_id:run_id}", pages.run_page, name="run"),
         Route("/runs/{run_id:run_id}.{fmt:str}", pages.download, name="download"),
@@ -94,6 +98,15 @@ def _templates() -> Environment:
     env.globals["colour_class"] = colour_class
     env.filters["when"] = pages.when
     return env
+
+
+async def _face(request: Request) -> Response:
+    """A persona's picture (bot/faces.py), at a stable URL chat posts point at."""
+    face = faces.face_by_name(request.path_params["name"])
+    if face is None:
+        return respond.error(request, 404, "There is no such face.")
+    headers = {"Cache-Control": "public, max-age=604800"}
+    return Response(faces.png(face), media_type="image/png", headers=headers)
 
 
 class SecurityHeaders:

@@ -63,6 +63,7 @@ class World:
         while loop.time() < deadline:
             record = await self.rt.archive.get_run(run_id)
             if record.status == "ended" and self.rt.manager.get(run_id) is None:
+                await asyncio.wait_for(self.rt.manager.drain(run_id), deadline - loop.time())
                 return record
             await asyncio.sleep(0.05)
         raise AssertionError(f"run {run_id} did not end")

@@ -491,3 +491,113 @@ async def test_help_models_templates_list_and_restart_answers(model_server, fake
         await svc.surface.stop_accepting()
         assert "restarting" in (await svc.command("start opus gpt4o cli"))["text"]
     assert all(not a.late for a in fake.acks)
+
+
+# --------------------------------------------------------------------------- durable delivery
+
+
+def long_reply(api: str, body: dict) -> str:
+    """About 5,000 characters: two Slack messages a reply, produced at once."""
+    return f"{body.get('model', 'world')} at {len(body.get('messages', []))}: " + "word " * 1000
+
+
+def marked(thread: list[dict]) -> list[tuple[int, int]]:
+    """(reply, part) of every reply part in a thread, in the order they appear."""
+    out = []
+    for m in thread:
+        meta = m.get("metadata") or {}
+        if meta.get("event_type") == "backrooms_part":
+            out.append((meta["event_payload"]["reply"], meta["event_payload"]["part"]))
+    return out
+
+
+def closing_lines(thread: list[dict]) -> list[str]:
+    return [m["text"] for m in thread if m["username"] is None]
+
+
+def shown_replies(thread: list[dict]) -> int:
+    """Replies whose last part (part 1 of a two-part reply) is in the thread."""
+    return sum(1 for _, part in marked(thread) if part == 1)
+
+
+async def test_three_lagging_runs_show_every_part_once_in_order_and_never_run_ahead(
+    model_server, fake, tmp_path
+):
+    model_server.set_responder(long_reply)
+    env = slack_env(model_server, fake, tmp_path)
+    worst = 0
+    async with serving(env, fake, post_interval=0.1) as svc:
+        ids = [await svc.start("opus gpt4o cli 3") for _ in range(3)]
+        roots = [svc.root(r) for r in ids]
+
+        async def lag() -> int:
+            behind = []
+            for run_id, root in zip(ids, roots, strict=True):
+                committed = len(await svc.rt.store.replies(run_id))
+                behind.append(committed - shown_replies(svc.thread(root)))
+            return max(behind)
+
+        ended = asyncio.gather(*(svc.wait_end(r) for r in ids))
+        while not ended.done():
+            worst = max(worst, await lag())
+            await asyncio.sleep(0.05)
+        await ended
+    for index, root in enumerate(roots):
+        thread = svc.thread(root)
+        assert marked(thread) == [(seq, part) for seq in range(6) for part in (0, 1)]
+        assert closing_lines(thread) == [thread[-1]["text"]]
+        assert not has_stop_button(fake.messages(GENERAL)[index])
+    # BACKROOMS_CHAT_LAG=1: reply N is asked for once N-1 is being shown; N's commit may land
+    # while N-1's parts are still going out, so at most two replies are ever unseen.
+    assert worst <= 2
+
+
+async def test_a_stop_is_answered_at_once_and_ends_the_posting_with_the_outcome(
+    model_server, fake, tmp_path
+):
+    model_server.set_responder(long_reply)
+    async with serving(slack_env(model_server, fake, tmp_path), fake, post_interval=0.3) as svc:
+        run_id = await svc.start("opus gpt4o cli 10")
+        root = svc.root(run_id)
+        await fake.wait_for(lambda: shown_replies(svc.thread(root)) >= 2, STEP, "two replies")
+        asked = time.monotonic()
+        await svc.command(f"stop {run_id}")
+        await svc.wait_ephemeral("Conversation stopped by tester")
+        answered = time.monotonic() - asked
+        requests_at_stop = len(model_server.requests)
+        posted_at_stop = len(svc.thread(root))
+        await svc.wait_end(run_id)
+        stored = await svc.rt.store.replies(run_id)
+    assert answered < 3.0
+    assert len(model_server.requests) == requests_at_stop  # no model request after the stop
+    thread = svc.thread(root)
+    assert marked(thread) == [(r.seq, part) for r in stored for part in (0, 1)]
+    assert len(thread) - posted_at_stop <= 2 * 2 + 1  # at most LAG + 1 replies, then the end
+    assert closing_lines(thread) == [thread[-1]["text"]]
+    assert thread[-1]["text"].startswith(f"Run {run_id}: Conversation stopped by tester")
+    assert not has_stop_button(svc.root(run_id))
+
+
+async def test_a_shutdown_leaves_the_rest_of_an_ended_run_to_the_next_start(
+    model_server, fake, tmp_path
+):
+    model_server.set_responder(long_reply)
+    env = slack_env(model_server, fake, tmp_path, BACKROOMS_SHUTDOWN_DEADLINE="0")
+    async with serving(env, fake, post_interval=0.4) as svc:
+        run_id = await svc.start("opus gpt4o cli 2")
+        root = svc.root(run_id)
+        async with asyncio.timeout(STEP):
+            while (await svc.rt.store.get_run(run_id)).end is None:  # noqa: ASYNC110 (the store)
+                await asyncio.sleep(0.02)
+    # The run ended in the store while its thread was still behind; the shutdown left it so.
+    assert closing_lines(svc.thread(root)) == []
+    assert has_stop_button(svc.root(run_id))
+
+    async with serving(env, fake, resume=True) as svc:
+        end = await svc.wait_end(run_id)
+    thread = svc.thread(root)
+    assert marked(thread) == [(seq, part) for seq in range(4) for part in (0, 1)]
+    assert closing_lines(thread) == [
+        f"Run {run_id}: Reached maximum number of turns (2). Conversation ended."
+    ]
+    assert end.reason == "max_turns" and not has_stop_button(svc.root(run_id))

@@ -250,6 +250,15 @@ async def test_a_paused_run_is_listed_paused_claimed_by_nobody_until_reopened(
     assert [r.id for r in await ports.transcript.running_runs()] == [paused, going]
 
 
+async def test_recent_ended_runs_are_newest_first_and_only_ended(ports: Ports) -> None:
+    ids = [await new_run(ports) for _ in range(4)]
+    for run_id in ids[:3]:
+        await ports.transcript.finish_run(run_id, RunEnd(reason="stopped"), T0)
+    await ports.transcript.pause_run(ids[3], T0)
+    assert [r.id for r in await ports.transcript.recent_ended(2)] == [ids[2], ids[1]]
+    assert [r.id for r in await ports.transcript.recent_ended(10)] == [ids[2], ids[1], ids[0]]
+
+
 async def test_delivery_cursor_starts_at_zero_and_is_kept_per_observer(ports: Ports) -> None:
     run_id, other = await new_run(ports), await new_run(ports)
     assert await ports.transcript.delivered(run_id, "discord") == 0

@@ -136,6 +136,12 @@ class MemoryStore(ClosesOnExit):
         ]
         return [self._with_totals(run) for run in kept[:limit]]
 
+    async def recent_ended(self, limit: int) -> list[RunRecord]:
+        self._check_open()
+        check_list_args(None, limit)
+        ended = [run for _, run in sorted(self._runs.items()) if run.record.status == "ended"]
+        return [self._with_totals(run) for run in reversed(ended)][:limit]
+
     async def running_runs(self) -> list[RunRecord]:
         self._check_open()
         return [

@@ -74,7 +74,16 @@ Behaviour, beyond the happy path (each answer is ``{"ok": false, "error": ...}``
 * Waiting: :meth:`FakeSlack.wait_for` re-checks any predicate after every request, ack or
   socket change the fake sees, so ``await fake.wait_for(lambda: len(fake.thread(c, ts)) == 3)``
   waits for work a listener does after its ack.
-* Not modelled: message ``blocks`` synthesised from text, ``files.*``, pagination, archived
+* Message metadata: chat.postMessage takes ``metadata`` (``{"event_type": str, "event_payload":
+  {...}}``, a dict or its JSON; anything else ``invalid_metadata_format``). conversations.history
+  (a channel's root messages, newest first, from ``oldest``) and conversations.replies (the root,
+  then its replies, oldest first) return it only with ``include_all_metadata``; both need
+  ``channels:history``, page by ``limit`` (default 100) and ``cursor``
+  (``response_metadata.next_cursor``, ``has_more``); an unknown thread is ``thread_not_found``.
+* Crashes: ``on_post`` (if set) is called with each accepted chat.postMessage's message, after
+  the message exists and before the answer leaves, so a test can kill the caller exactly in the
+  window between Slack's answer and the caller's bookkeeping.
+* Not modelled: message ``blocks`` synthesised from text, ``files.*``, archived
   channels, private channels, ephemeral visibility rules beyond recording them.
 """
 
@@ -114,8 +123,17 @@ VERIFICATION_TOKEN: Final = "fake-verification-token"
 
 CUSTOMIZE_SCOPE: Final = "chat:write.customize"
 PUBLIC_SCOPE: Final = "chat:write.public"
+HISTORY_SCOPE: Final = "channels:history"
 DEFAULT_SCOPES: Final = frozenset(
-    {"chat:write", CUSTOMIZE_SCOPE, "channels:read", "channels:join", "users:read", "commands"}
+    {
+        "chat:write",
+        CUSTOMIZE_SCOPE,
+        "channels:read",
+        "channels:join",
+        "users:read",
+        "commands",
+        HISTORY_SCOPE,
+    }
 )
 DEFAULT_APP_SCOPES: Final = frozenset({"connections:write"})
 
@@ -231,6 +249,7 @@ class _Message:
     subtype: str | None = None
     reply_count: int = 0
     edits: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -245,9 +264,10 @@ class _Message:
             "subtype": self.subtype,
             "reply_count": self.reply_count,
             "edits": [dict(e) for e in self.edits],
+            "metadata": self.metadata,
         }
 
-    def wire(self) -> dict[str, Any]:
+    def wire(self, *, metadata: bool = False) -> dict[str, Any]:
         """The message object Slack returns: posted by the bot user, as its app."""
         out: dict[str, Any] = {
             "type": "message",
@@ -273,6 +293,8 @@ class _Message:
             out["thread_ts"], out["reply_count"] = self.ts, self.reply_count
         if self.edits:
             out["edited"] = {"user": BOT_USER_ID, "ts": self.edits[-1]["edited_ts"]}
+        if metadata and self.metadata is not None:
+            out["metadata"] = dict(self.metadata)
         return out
 
 
@@ -411,6 +433,36 @@ def _button_in(blocks: list[Any] | None, action_id: str) -> tuple[str, dict[str,
     return None
 
 
+def _metadata(raw: Any) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    value = _decode_json_field(raw, "invalid_metadata_format")
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("event_type"), str)
+        or not isinstance(value.get("event_payload", {}), dict)
+    ):
+        raise _ApiError("invalid_metadata_format")
+    return {"event_type": value["event_type"], "event_payload": value.get("event_payload", {})}
+
+
+def _page(messages: list[_Message], params: Mapping[str, Any]) -> dict[str, Any]:
+    """One page of `messages`, as conversations.history and conversations.replies give them."""
+    try:
+        limit = max(1, min(int(params.get("limit") or 100), 1000))
+        start = int(params.get("cursor") or 0)
+    except ValueError:
+        raise _ApiError("invalid_cursor") from None
+    with_metadata = _flag(params.get("include_all_metadata", False))
+    page = messages[start : start + limit]
+    more = start + limit < len(messages)
+    return {
+        "messages": [m.wire(metadata=with_metadata) for m in page],
+        "has_more": more,
+        "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+    }
+
+
 async def _read_params(request: web.Request) -> dict[str, Any]:
     params: dict[str, Any] = dict(request.query)
     if request.method != "POST" or not request.can_read_body:
@@ -458,6 +510,7 @@ class FakeSlack(StartsOnEntry):
         self.update_drops_username = False
         self.trigger_ttl = 3.0  # Slack: a trigger_id expires three seconds after it was issued
         self.answer_pings = True
+        self.on_post: Callable[[dict[str, Any]], None] | None = None
         self.calls: list[ApiCall] = []
         self.acks: list[Ack] = []
         self.responses: list[ResponsePost] = []
@@ -740,8 +793,12 @@ class FakeSlack(StartsOnEntry):
         thread_ts = params.get("thread_ts")
         if thread_ts is not None and not _THREAD_TS.match(str(thread_ts)):
             raise _ApiError("invalid_thread_ts")
+        metadata = _metadata(params.get("metadata"))
         message = self._store(channel, text, blocks, thread_ts and str(thread_ts), params)
+        message.metadata = metadata
         channel.last_post = now
+        if self.on_post is not None:
+            self.on_post(message.as_dict())
         return {"channel": channel.id, "ts": message.ts, "message": message.wire()}
 
     def _content(self, params: Mapping[str, Any]) -> tuple[str, list[Any] | None]:
@@ -845,6 +902,24 @@ class FakeSlack(StartsOnEntry):
             }
         channel.member = True
         return {"channel": channel.info()}
+
+    def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channels.get(str(params.get("channel", "")))
+        if channel is None:
+            raise _ApiError("channel_not_found")
+        oldest = float(params.get("oldest") or 0)
+        roots = [m for m in reversed(channel.roots) if float(m.ts) > oldest]
+        return _page(roots, params)
+
+    def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channels.get(str(params.get("channel", "")))
+        if channel is None:
+            raise _ApiError("channel_not_found")
+        ts = str(params.get("ts", ""))
+        root = channel.by_ts.get(ts)
+        if root is None or root.thread_ts is not None:
+            raise _ApiError("thread_not_found")
+        return _page([root, *channel.threads.get(ts, [])], params)
 
     def _users_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = self._users.get(str(params.get("user", "")))
@@ -1190,6 +1265,8 @@ _METHODS: Final[dict[str, tuple[TokenKind, str | None, _Handler]]] = {
     "chat.postEphemeral": ("bot", "chat:write", FakeSlack._post_ephemeral),
     "conversations.info": ("bot", "channels:read", FakeSlack._conversations_info),
     "conversations.join": ("bot", "channels:join", FakeSlack._conversations_join),
+    "conversations.history": ("bot", HISTORY_SCOPE, FakeSlack._conversations_history),
+    "conversations.replies": ("bot", HISTORY_SCOPE, FakeSlack._conversations_replies),
     "users.info": ("bot", "users:read", FakeSlack._users_info),
     "views.open": ("bot", None, FakeSlack._views_open),
     "apps.connections.open": ("app", "connections:write", FakeSlack._connections_open),
