@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-import httpx2  # the SDKs' HTTP client; a dropped stream surfaces as its TransportError
+# The SDKs' HTTP client (declared in pyproject.toml): a body read through an SDK's raw response
+# raises its TransportError unwrapped, whatever transport is under it.
+import httpx2
 
 from ..conversation import ModelRequest
 from ..records import Usage

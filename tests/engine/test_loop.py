@@ -49,6 +49,7 @@ def replies_text(replies):
 async def test_ctrl_c_split_across_two_chunks_ends_the_run(model_server, tmp_path):
     env = fake_env(model_server, tmp_path)
     model_server.chunk_count = 2
+    model_server.chunk_delay = 0.05  # apart, so that they reach the client in two reads
     # Split into two chunks of 6 characters: "bye ^C" + "^C now"
     model_server.queue_reply(OPUS, "bye ^C^C now")
     rec = RecordingObserver()
