@@ -16,7 +16,7 @@ What it measures (bench/README.md explains how to read every figure):
 
 Everything talks to 127.0.0.1 only. The service is built exactly as `backrooms` builds it:
 `open_runtime(Settings.from_mapping(env))`, warmed as the chat service warms it
-(`rt.providers.warm()`), runs started through `rt.manager.start(RunSpec(...))`.
+(`bot.service.warm(rt.providers)`), runs started through `rt.manager.start(RunSpec(...))`.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from backrooms_engine.registry import load_registry  # noqa: E402
 from backrooms_engine.store import SqliteStore  # noqa: E402
 from bot import eventloop  # noqa: E402
 from bot.runtime import Runtime, open_runtime  # noqa: E402
+from bot.service import warm  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 
 PAIRS = (("opus", "gpt4o"), ("sonnet", "o1-mini"))  # Anthropic then OpenAI SDK, in both orders
@@ -210,7 +211,7 @@ async def run_phase(
     _reset_peak_rss()
     try:
         async with open_runtime(Settings.from_mapping(service_env(server, db_dir))) as rt:
-            await rt.providers.warm()  # as bot.service.serve does before it takes commands
+            await warm(rt.providers)  # as bot.service.serve does before it takes commands
             await _measure(phase, rt, server, limit, profiler)
     finally:
         engine_log.removeHandler(counter)
