@@ -20,7 +20,7 @@ import httpx2
 from ..conversation import ModelRequest
 from ..records import Usage
 from ..registry import ProviderSpec
-from . import _errors
+from . import _errors, _text
 
 Event = tuple[str | None, str]  # (event name or None, data)
 
@@ -93,16 +93,18 @@ async def read_body(
     chunks: AsyncIterator[bytes], reader: StreamReader, request: ModelRequest, provider: str
 ) -> AsyncIterator[str | Usage]:
     """One text piece per network chunk that carried any, then the usage. A body that ends before
-    the API's end marker is a lost connection: the reply may be incomplete."""
+    the API's end marker is a lost connection: the reply may be incomplete. Surrogates in the
+    text are mended (_text.py), a pair split across chunks joined."""
     decoder = EventDecoder()
+    mender = _text.StreamMender()
     async for chunk in chunks:
         pieces = [text for event in decoder.feed(chunk) if (text := reader.event(*event))]
-        if pieces:
-            yield "".join(pieces)
+        if pieces and (text := mender.piece("".join(pieces))):
+            yield text
     # Read to the end even after the end marker: a body read whole lets the connection be reused.
     pieces = [text for event in decoder.close() if (text := reader.event(*event))]
-    if pieces:
-        yield "".join(pieces)
+    if text := mender.piece("".join(pieces)) + mender.end():
+        yield text
     if not reader.finished:
         raise _errors.connection_lost(
             "the stream ended before the reply did", model=request.spec.alias, provider=provider

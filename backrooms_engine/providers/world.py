@@ -16,7 +16,7 @@ from ..conversation import ModelRequest
 from ..errors import PermanentProviderError
 from ..records import Usage
 from ..registry import ProviderSpec
-from . import _errors
+from . import _errors, _text
 
 
 class WorldInterfaceProvider:
@@ -69,7 +69,7 @@ class WorldInterfaceProvider:
             ) from exc
         try:
             body = json.loads(text)
-            return str(body["choices"][0]["message"]["content"])
+            return _text.mend(str(body["choices"][0]["message"]["content"]))
         except (ValueError, KeyError, IndexError, TypeError):
             raise PermanentProviderError(
                 f"{self._url} did not answer as the world interface does: {text[:200]!r}",
