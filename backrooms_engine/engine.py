@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .conversation import STOP_SEQUENCE, Conversation, ModelRequest
 from .errors import PermanentProviderError, TransientProviderError
@@ -37,11 +38,20 @@ ProviderFor = Callable[[ModelSpec], Provider]
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff for transient errors; a server's retry-after wins when given."""
+    """Bounded exponential backoff for transient errors; a server's retry-after wins when given.
+
+    `deadline` bounds a whole reply, every attempt and wait included, from its first request to
+    its last byte: a read timeout alone never ends a stream that sends keep-alive comments
+    (OpenRouter does while it waits) or trickles bytes, and attempts that each time out add up.
+    Past it the run ends, with a message that names `deadline_setting`, where the user can raise
+    it. (A stall, no byte at all for the providers' shorter read timeout, is a transient error
+    and retried within the deadline.)"""
 
     attempts: int = 6
     base_delay: float = 1.0
     max_delay: float = 60.0
+    deadline: float | None = None
+    deadline_setting: str = "BACKROOMS_REQUEST_TIMEOUT"
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -223,7 +233,10 @@ class Engine:
 
         unwatch = stop.watch(interrupt)
         try:
-            return await self._attempts(run_id, conversation, seq, emit)
+            return await self._within_deadline(
+                self._attempts(run_id, conversation, seq, emit),
+                conversation.participants[seq % len(conversation.participants)].spec,
+            )
         except asyncio.CancelledError:
             if interrupted and task.uncancel() == 0:
                 raise _Stopped from None
@@ -275,6 +288,24 @@ class Engine:
                 usage=usage,
             )
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _within_deadline(
+        self, attempts: Coroutine[Any, Any, Reply], spec: ModelSpec
+    ) -> Reply:
+        deadline = self._retry.deadline
+        if deadline is None:
+            return await attempts
+        try:
+            async with asyncio.timeout(deadline) as scope:
+                return await attempts
+        except TimeoutError:
+            if not scope.expired():
+                raise  # not ours
+            raise PermanentProviderError(
+                f"no complete reply within {deadline:g} s ({self._retry.deadline_setting})",
+                model=spec.alias,
+                provider=spec.provider.name,
+            ) from None
 
     @staticmethod
     async def _stream(

@@ -48,6 +48,7 @@ class Settings:
     retry_attempts: int
     retry_base_delay: float
     request_timeout: float
+    read_timeout: float  # no byte for this long: a stalled stream, retried (providers/)
     max_runs: int
     max_runs_per_space: int
     chat_max_turns: int
@@ -83,6 +84,7 @@ class Settings:
             retry_attempts=_int(env, "BACKROOMS_RETRY_ATTEMPTS", 6, minimum=1),
             retry_base_delay=_float(env, "BACKROOMS_RETRY_BASE_DELAY", 1.0),
             request_timeout=_float(env, "BACKROOMS_REQUEST_TIMEOUT", 600.0),
+            read_timeout=_float(env, "BACKROOMS_READ_TIMEOUT", 300.0),
             max_runs=_int(env, "BACKROOMS_MAX_RUNS", 20, minimum=1),
             max_runs_per_space=_int(env, "BACKROOMS_MAX_RUNS_PER_SPACE", 3, minimum=1),
             chat_max_turns=_int(env, "BACKROOMS_CHAT_MAX_TURNS", 50, minimum=1),

@@ -14,7 +14,11 @@ from ..registry import ModelSpec, ProviderSpec
 
 
 class ProviderPool:
-    def __init__(self, env: Mapping[str, str], *, timeout: float = 600.0):
+    """`timeout`: seconds an attempt may wait for a connection or for the next byte; past it the
+    attempt is a lost connection, which the engine retries (its deadline bounds the whole
+    reply)."""
+
+    def __init__(self, env: Mapping[str, str], *, timeout: float = 300.0):
         self._env = env
         self._timeout = timeout
         self._clients: dict[str, Provider] = {}

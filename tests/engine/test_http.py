@@ -29,7 +29,7 @@ from backrooms_engine.registry import load_registry
 from backrooms_engine.templates import Message
 from tests.conftest import fake_env
 from tests.fakes.model_server import FakeModelServer
-from tests.helpers import RecordingObserver, run_to_end, runtime
+from tests.helpers import RecordingObserver, backrooms, run_to_end, runtime
 
 REQUEST = (Message("user", "hello"),)
 FORTY_WORDS = " ".join(f"w{i}" for i in range(40))
@@ -58,8 +58,8 @@ async def pieces(provider, spec) -> tuple[list[str], Usage | None]:
     return got, usage
 
 
-async def one_reply(alias: str, base_url: str, request_timeout: float = 30) -> str:
-    spec, provider = provider_for(alias, base_url, request_timeout)
+async def one_reply(alias: str, base_url: str, read_timeout: float = 30) -> str:
+    spec, provider = provider_for(alias, base_url, read_timeout)
     try:
         got, _ = await pieces(provider, spec)
     finally:
@@ -97,8 +97,10 @@ async def test_many_concurrent_streams_through_one_provider_all_arrive_whole(ali
 class RawServer:
     """A bare HTTP/1.1 server on 127.0.0.1 for what the fake model server does not do: it answers
     every request with a Chat Completions stream of `words`, then, per `after`, keeps the
-    connection ("keep"), closes it soon after, as an idle timeout on a server would ("close"), or
-    stops sending in the middle of the body on the first request ("stall")."""
+    connection ("keep"), closes it soon after, as an idle timeout on a server would ("close"),
+    stops sending in the middle of the body on the first request ("stall"), or never ends the
+    body but keeps it alive: with SSE comments, as OpenRouter does while it waits ("comments"),
+    or with one more word every tenth of a second ("trickle")."""
 
     def __init__(self, words: list[str], after: str) -> None:
         self.words, self.after = words, after
@@ -126,6 +128,9 @@ class RawServer:
                     await writer.drain()
                     await asyncio.sleep(30)  # the client's timeout comes first
                     return
+                if self.after in ("comments", "trickle"):
+                    await self._never_end(writer)
+                    return
                 writer.write(completion_end())
                 await writer.drain()
                 if self.after == "close":
@@ -135,6 +140,15 @@ class RawServer:
             return
         finally:
             writer.close()
+
+    async def _never_end(self, writer: asyncio.StreamWriter) -> None:
+        for _ in range(600):  # a minute at most; the client's deadline comes first
+            comment = b": OPENROUTER PROCESSING\n\n"
+            writer.write(b"%x\r\n%s\r\n" % (len(comment), comment))
+            if self.after == "trickle":
+                writer.write(_word("more "))
+            await writer.drain()
+            await asyncio.sleep(0.1)
 
 
 async def _read_request(reader: asyncio.StreamReader) -> None:
@@ -201,7 +215,7 @@ async def test_a_stream_that_stops_sending_times_out_as_a_transient_error():
         loop = asyncio.get_running_loop()
         began = loop.time()
         with pytest.raises(TransientProviderError, match="connection lost"):
-            await one_reply("gpt4o", base_url, request_timeout=0.5)
+            await one_reply("gpt4o", base_url, read_timeout=0.5)
     assert loop.time() - began < 5  # the 0.5 s timeout, not the server's 30 s stall
 
 
@@ -211,7 +225,7 @@ async def test_a_stalled_stream_is_retried_and_the_reply_completes(tmp_path):
     async with FakeModelServer() as model_server, RawServer(["all ", "of it"], "stall") as url:
         env = fake_env(model_server, tmp_path) | {
             "OPENAI_BASE_URL": url,
-            "BACKROOMS_REQUEST_TIMEOUT": "0.5",
+            "BACKROOMS_READ_TIMEOUT": "0.5",
         }
         rec = RecordingObserver()
         async with runtime(env) as rt:
@@ -220,6 +234,46 @@ async def test_a_stalled_stream_is_retried_and_the_reply_completes(tmp_path):
     assert end.reason == "max_turns"
     assert stored[0].text == "all of it"
     assert len(rec.of(ReplyRetrying)) == 1
+
+
+@pytest.mark.parametrize("after", ["comments", "trickle"])
+async def test_a_stream_that_never_ends_meets_the_reply_deadline(tmp_path, after):
+    # Bytes keep coming, so no read ever times out; the whole reply has a deadline, and the run
+    # ends with a message that names it and its setting, once, without a retry.
+    server = RawServer(["a "], after=after)
+    async with FakeModelServer() as model_server, server as url:
+        env = fake_env(model_server, tmp_path) | {
+            "OPENAI_BASE_URL": url,
+            "BACKROOMS_REQUEST_TIMEOUT": "1",
+        }
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        async with runtime(env) as rt:
+            run_id, end = await run_to_end(rt, RunSpec(models=("gpt4o", "opus"), max_turns=1))
+            stored = await rt.store.replies(run_id)
+        took = loop.time() - began
+    assert end.reason == "error"
+    assert end.detail == (
+        "gpt4o (openai): no complete reply within 1 s (BACKROOMS_REQUEST_TIMEOUT)"
+    )
+    assert stored == []  # nothing of the unfinished reply is kept
+    assert server.requests == 1
+    assert took < 5
+
+
+async def test_the_terminal_says_the_deadline_passed_in_one_line(tmp_path):
+    async with FakeModelServer() as model_server, RawServer(["a "], "comments") as url:
+        env = fake_env(model_server, tmp_path) | {
+            "OPENAI_BASE_URL": url,
+            "BACKROOMS_REQUEST_TIMEOUT": "1",
+        }
+        code, out, err = await backrooms(
+            "run", "--lm", "gpt4o", "opus", "--max-turns", "1", env=env, cwd=tmp_path
+        )
+    line = "gpt4o (openai): no complete reply within 1 s (BACKROOMS_REQUEST_TIMEOUT)"
+    assert line in out + err
+    assert "ReadTimeout" not in out + err and "Traceback" not in err
+    assert code != 0
 
 
 def _free_port() -> int:
@@ -234,7 +288,7 @@ async def test_nothing_listening_is_a_lost_connection_with_the_reason():
     with pytest.raises(
         TransientProviderError, match=r"connection lost: .*(Connect call failed|refused)"
     ):
-        await one_reply("gpt4o", url, request_timeout=5)
+        await one_reply("gpt4o", url, read_timeout=5)
 
 
 class LoopbackProxy:
@@ -381,7 +435,7 @@ async def test_tls_to_a_server_that_closes_at_once_fails_at_once():
     began = loop.time()
     try:
         with pytest.raises(TransientProviderError, match="connection lost"):
-            await one_reply("opus", f"https://127.0.0.1:{port}/anthropic", request_timeout=5)
+            await one_reply("opus", f"https://127.0.0.1:{port}/anthropic", read_timeout=5)
     finally:
         server.close()
     assert loop.time() - began < 2  # not the 5 s timeout
