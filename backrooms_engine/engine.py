@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .conversation import STOP_SEQUENCE, Conversation, ModelRequest
-from .errors import PermanentProviderError, TransientProviderError
+from .errors import PermanentProviderError, TransientProviderError, UnreachableProviderError
 from .events import (
     Event,
     ReplyDelta,
@@ -52,6 +52,7 @@ class RetryPolicy:
     max_delay: float = 60.0
     deadline: float | None = None
     deadline_setting: str = "BACKROOMS_REQUEST_TIMEOUT"
+    unreachable_for: float = 10.0  # seconds of retries, in all, for an address nobody answers at
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -192,7 +193,9 @@ class Engine:
             except _Stopped:
                 return self._stopped(stop, seq, size)
             except PermanentProviderError as exc:
-                log.warning("run %s: %s", record.id, exc.reason)
+                # The manager logs every run's end with its reason; a terminal shows it as the
+                # transcript's last line. A warning here printed it a third time, mid-transcript.
+                log.debug("run %s: %s", record.id, exc.reason)
                 return RunEnd("error", detail=exc.reason, turns=seq // size)
             await _settled(committing)  # a failed commit ends the run before this reply
             held.release()
@@ -252,6 +255,8 @@ class Engine:
         participant = conversation.participants[position]
         request = conversation.request(position)
         provider = self._provider_for(request.spec)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         for attempt in range(1, self._retry.attempts + 1):
             emit(ReplyStarted(run_id, seq, turn + 1, position, participant.actor, attempt))
             started_at = now()
@@ -260,14 +265,8 @@ class Engine:
                     run_id, seq, participant.actor, position, provider, request, emit
                 )
             except TransientProviderError as exc:
-                if attempt == self._retry.attempts:
-                    raise PermanentProviderError(
-                        f"gave up after {attempt} attempts: {exc.args[0]}",
-                        model=exc.model,
-                        provider=exc.provider,
-                        status=exc.status,
-                    ) from exc
                 delay = self._retry.delay(attempt, exc.retry_after)
+                self._give_up_if_due(exc, attempt, loop.time() - began + delay)
                 log.info("run %s: %s; retrying in %.1fs", run_id, exc.reason, delay)
                 emit(
                     ReplyRetrying(
@@ -288,6 +287,24 @@ class Engine:
                 usage=usage,
             )
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _give_up_if_due(self, exc: TransientProviderError, attempt: int, elapsed: float) -> None:
+        """Raise the permanent error that ends the run once retrying is no longer worth it:
+        attempts used up, or an unreachable address still unreachable after `unreachable_for`
+        seconds in all (`elapsed` counts the wait before the next attempt). An unreachable
+        address ends with its own message: it names the URL and the setting to fix."""
+        unreachable = isinstance(exc, UnreachableProviderError)
+        if unreachable and (
+            attempt == self._retry.attempts or elapsed > self._retry.unreachable_for
+        ):
+            message = exc.args[0]
+        elif attempt == self._retry.attempts:
+            message = f"gave up after {attempt} attempts: {exc.args[0]}"
+        else:
+            return
+        raise PermanentProviderError(
+            message, model=exc.model, provider=exc.provider, status=exc.status
+        ) from exc
 
     async def _within_deadline(
         self, attempts: Coroutine[Any, Any, Reply], spec: ModelSpec

@@ -118,12 +118,13 @@ async def through_sdk(
     request: ModelRequest,
     provider: ProviderSpec,
     *,
+    url: str,
     status_error: type[Exception],
     connection_error: type[Exception],
 ) -> AsyncIterator[str | Usage]:
-    """The SDK sends the request (`opening`: its with_streaming_response call) and raises its own
-    HTTP errors; the body is read here. Failures become the engine's two kinds of provider
-    error."""
+    """The SDK sends the request (`opening`: its with_streaming_response call, to `url`) and
+    raises its own HTTP errors; the body is read here. Failures become the engine's kinds of
+    provider error."""
     try:
         async with opening as response:
             async for item in read_body(response.iter_bytes(), reader(), request, provider.name):
@@ -131,6 +132,9 @@ async def through_sdk(
     except status_error as exc:
         raise _errors.from_sdk(exc, request, provider) from exc
     except (connection_error, httpx2.TransportError) as exc:
+        alias = request.spec.alias
+        if (nobody := _errors.unreachable(exc, url, model=alias, provider=provider)) is not None:
+            raise nobody from exc
         # The SDKs say only "Connection error."; the HTTP error under it says what happened.
         cause = exc.__cause__ if isinstance(exc.__cause__, httpx2.TransportError) else exc
         raise _errors.connection_lost(

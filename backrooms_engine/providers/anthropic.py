@@ -48,6 +48,7 @@ class AnthropicProvider:
             lambda: _Events(request, self._spec),
             request,
             self._spec,
+            url=str(self._client.base_url).rstrip("/"),
             status_error=anthropic.APIStatusError,
             connection_error=anthropic.APIConnectionError,
         ):

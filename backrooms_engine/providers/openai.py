@@ -48,6 +48,7 @@ class OpenAIProvider:
             lambda: _Chunks(request, self._spec),
             request,
             self._spec,
+            url=str(self._client.base_url).rstrip("/"),
             status_error=openai.APIStatusError,
             connection_error=openai.APIConnectionError,
         ):

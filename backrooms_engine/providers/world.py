@@ -58,6 +58,9 @@ class WorldInterfaceProvider:
                     )
                 text = await resp.text()
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            base = self._url.removesuffix("/v1/chat/completions")
+            if nobody := _errors.unreachable(exc, base, model=alias, provider=self._spec):
+                raise nobody from exc
             raise _errors.connection_lost(
                 f"{self._url}: {exc or type(exc).__name__}", model=alias, provider=self._spec.name
             ) from exc

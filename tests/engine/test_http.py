@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from backrooms_engine.conversation import ModelRequest
-from backrooms_engine.errors import TransientProviderError
+from backrooms_engine.errors import TransientProviderError, UnreachableProviderError
 from backrooms_engine.events import ReplyRetrying
 from backrooms_engine.providers.anthropic import AnthropicProvider
 from backrooms_engine.providers.openai import OpenAIProvider
@@ -282,12 +282,20 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-async def test_nothing_listening_is_a_lost_connection_with_the_reason():
+async def test_nothing_listening_names_the_address_and_the_reason():
     url = f"http://127.0.0.1:{_free_port()}/v1"
-    # The reason, not the SDK's bare "Connection error.": asyncio and uvloop word it apart.
-    with pytest.raises(
-        TransientProviderError, match=r"connection lost: .*(Connect call failed|refused)"
-    ):
+    # The reason and where, not the SDK's bare "Connection error.": retried for a few seconds
+    # only (an unreachable error), then the run ends with this message (tests/bot/).
+    with pytest.raises(UnreachableProviderError) as caught:
+        await one_reply("gpt4o", url, read_timeout=5)
+    assert str(caught.value) == (
+        f"cannot connect to {url} (connection refused); is the server running? (OPENAI_BASE_URL)"
+    )
+
+
+async def test_a_name_that_does_not_resolve_names_the_address():
+    url = "http://models.invalid/v1"  # RFC 6761: never resolves
+    with pytest.raises(UnreachableProviderError, match=r"cannot connect to .* \(name not found\)"):
         await one_reply("gpt4o", url, read_timeout=5)
 
 
