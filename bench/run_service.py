@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import cProfile
 import gc
-import importlib
 import itertools
 import logging
 import os
@@ -605,9 +604,6 @@ def environment_notes(args: argparse.Namespace) -> list[str]:
         f"open-files limit {soft} (a run holds one socket while it streams)",
         f"load average {_load()} (other processes on these cores make the figures noisy)",
     ]
-    for sdk in ("anthropic", "openai"):
-        limits = importlib.import_module(f"{sdk}._constants").DEFAULT_CONNECTION_LIMITS
-        notes.append(f"{sdk} SDK default pool per client: {limits}")
     if os.getloadavg()[0] > 0.5:
         notes.append("WARNING: this machine is busy; the service shares its cores, so expect lower")
         notes.append("  efficiency and a smaller search result than on an idle machine")
