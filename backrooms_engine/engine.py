@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from .conversation import STOP_SEQUENCE, Conversation, ModelRequest
-from .errors import PermanentProviderError, TransientProviderError
+from .errors import PermanentProviderError, TransientProviderError, UnreachableProviderError
 from .events import (
     Event,
     ReplyDelta,
@@ -40,11 +40,21 @@ Pace = Callable[[int], Awaitable[None]]  # returns when reply `seq` may be asked
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded exponential backoff for transient errors; a server's retry-after wins when given."""
+    """Bounded exponential backoff for transient errors; a server's retry-after wins when given.
+
+    `deadline` bounds a whole reply, every attempt and wait included, from its first request to
+    its last byte: a read timeout alone never ends a stream that sends keep-alive comments
+    (OpenRouter does while it waits) or trickles bytes, and attempts that each time out add up.
+    Past it the run ends, with a message that names `deadline_setting`, where the user can raise
+    it. (A stall, no byte at all for the providers' shorter read timeout, is a transient error
+    and retried within the deadline.)"""
 
     attempts: int = 6
     base_delay: float = 1.0
     max_delay: float = 60.0
+    deadline: float | None = None
+    deadline_setting: str = "BACKROOMS_REQUEST_TIMEOUT"
+    unreachable_for: float = 10.0  # seconds of retries, in all, for an address nobody answers at
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -189,7 +199,9 @@ class Engine:
             except _Stopped:
                 return self._stopped(stop, seq, size)
             except PermanentProviderError as exc:
-                log.warning("run %s: %s", record.id, exc.reason)
+                # The manager logs every run's end with its reason; a terminal shows it as the
+                # transcript's last line. A warning here printed it a third time, mid-transcript.
+                log.debug("run %s: %s", record.id, exc.reason)
                 return RunEnd("error", detail=exc.reason, turns=seq // size)
             await _settled(committing)  # a failed commit ends the run before this reply
             held.release()
@@ -232,7 +244,10 @@ class Engine:
         try:
             if self._pace is not None:  # a stop while waiting for the chat ends the run here
                 await self._pace(seq)
-            return await self._attempts(run_id, conversation, seq, emit)
+            return await self._within_deadline(
+                self._attempts(run_id, conversation, seq, emit),
+                conversation.participants[seq % len(conversation.participants)].spec,
+            )
         except asyncio.CancelledError:
             if interrupted and task.uncancel() == 0:
                 raise _Stopped from None
@@ -248,6 +263,8 @@ class Engine:
         participant = conversation.participants[position]
         request = conversation.request(position)
         provider = self._provider_for(request.spec)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         for attempt in range(1, self._retry.attempts + 1):
             emit(ReplyStarted(run_id, seq, turn + 1, position, participant.actor, attempt))
             started_at = now()
@@ -256,15 +273,8 @@ class Engine:
                     run_id, seq, participant.actor, position, provider, request, emit
                 )
             except TransientProviderError as exc:
-                if attempt == self._retry.attempts:
-                    tries = f"{attempt} attempt" + ("" if attempt == 1 else "s")
-                    raise PermanentProviderError(
-                        f"gave up after {tries}: {exc.args[0]}",
-                        model=exc.model,
-                        provider=exc.provider,
-                        status=exc.status,
-                    ) from exc
                 delay = self._retry.delay(attempt, exc.retry_after)
+                self._give_up_if_due(exc, attempt, loop.time() - began + delay)
                 log.info("run %s: %s; retrying in %.1fs", run_id, exc.reason, delay)
                 emit(
                     ReplyRetrying(
@@ -285,6 +295,43 @@ class Engine:
                 usage=usage,
             )
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _give_up_if_due(self, exc: TransientProviderError, attempt: int, elapsed: float) -> None:
+        """Raise the permanent error that ends the run once retrying is no longer worth it:
+        attempts used up, or an unreachable address still unreachable after `unreachable_for`
+        seconds in all (`elapsed` counts the wait before the next attempt). An unreachable
+        address ends with its own message: it names the URL and the setting to fix."""
+        unreachable = isinstance(exc, UnreachableProviderError)
+        if unreachable and (
+            attempt == self._retry.attempts or elapsed > self._retry.unreachable_for
+        ):
+            message = exc.args[0]
+        elif attempt == self._retry.attempts:
+            tries = f"{attempt} attempt" + ("" if attempt == 1 else "s")
+            message = f"gave up after {tries}: {exc.args[0]}"
+        else:
+            return
+        raise PermanentProviderError(
+            message, model=exc.model, provider=exc.provider, status=exc.status
+        ) from exc
+
+    async def _within_deadline(
+        self, attempts: Coroutine[Any, Any, Reply], spec: ModelSpec
+    ) -> Reply:
+        deadline = self._retry.deadline
+        if deadline is None:
+            return await attempts
+        try:
+            async with asyncio.timeout(deadline) as scope:
+                return await attempts
+        except TimeoutError:
+            if not scope.expired():
+                raise  # not ours
+            raise PermanentProviderError(
+                f"no complete reply within {deadline:g} s ({self._retry.deadline_setting})",
+                model=spec.alias,
+                provider=spec.provider.name,
+            ) from None
 
     @staticmethod
     async def _stream(

@@ -8,6 +8,7 @@
     │   └── MissingKeyError    an API key a chosen provider needs is not set (names the variable)
     ├── ProviderError          a model API call failed; carries the model alias and provider name
     │   ├── TransientProviderError   worth retrying (408, 409, 429, 5xx, 529, connection loss, timeout)
+    │   │   └── UnreachableProviderError  nothing answers at the address: retried for seconds only
     │   └── PermanentProviderError   ends the run with a clear reason (400, 401, 403, 404, ...)
     └── StoreError             the transcript store cannot be opened or written
 
@@ -66,6 +67,13 @@ class TransientProviderError(ProviderError):
     ):
         super().__init__(message, model=model, provider=provider, status=status)
         self.retry_after = retry_after
+
+
+class UnreachableProviderError(TransientProviderError):
+    """Nothing answers at the provider's address (connection refused, a name that does not
+    resolve). A local server may be starting, so it is retried, but only for a few seconds in
+    all (RetryPolicy.unreachable_for); then it ends the run, and the message names the URL and
+    the setting that holds it."""
 
 
 class PermanentProviderError(ProviderError):

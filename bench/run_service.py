@@ -16,7 +16,7 @@ What it measures (bench/README.md explains how to read every figure):
 
 Everything talks to 127.0.0.1 only. The service is built exactly as `backrooms` builds it:
 `open_runtime(Settings.from_mapping(env))`, warmed as the chat service warms it
-(`rt.providers.warm()`), runs started through `rt.manager.start(RunSpec(...))`.
+(`bot.service.warm(rt.providers)`), runs started through `rt.manager.start(RunSpec(...))`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import cProfile
 import gc
-import importlib
 import itertools
 import logging
 import os
@@ -55,6 +54,7 @@ from backrooms_engine.records import RunEnd, RunSpec  # noqa: E402
 from backrooms_engine.registry import load_registry  # noqa: E402
 from bot import eventloop  # noqa: E402
 from bot.runtime import Runtime, open_runtime  # noqa: E402
+from bot.service import warm  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 
 PAIRS = (("opus", "gpt4o"), ("sonnet", "o1-mini"))  # Anthropic then OpenAI SDK, in both orders
@@ -159,7 +159,6 @@ class Phase:
     ends: Counter[str] = field(default_factory=Counter)
     retries: int = 0
     lag_max: float = 0.0  # event-loop lag: how late a 0.25 s sleep woke up, worst case
-    socket_reads: int = 0  # reads of model connections during the phase
     fds_max: int = 0
     stream: list[float] = field(default_factory=list)  # per reply: started -> finished
     gap: list[float] = field(default_factory=list)  # finished -> next reply started (commit)
@@ -211,7 +210,7 @@ async def run_phase(
     _reset_peak_rss()
     try:
         async with open_runtime(Settings.from_mapping(service_env(server, db_dir))) as rt:
-            await rt.providers.warm()  # as bot.service.serve does before it takes commands
+            await warm(rt.providers)  # as bot.service.serve does before it takes commands
             await _measure(phase, rt, server, limit, profiler)
     finally:
         engine_log.removeHandler(counter)
@@ -226,7 +225,6 @@ async def _measure(
     """`limit` bounds the wait for the runs, in seconds; the unfinished count as timed out."""
     sampler = asyncio.create_task(_sample(phase, limit=limit + 60))
     cpu0, srv0, t0 = _cpu(), server.cpu_seconds(), time.perf_counter()
-    reads0 = rt.providers.socket_reads
     if profiler is not None:
         profiler.enable()
     started = await asyncio.gather(
@@ -240,7 +238,6 @@ async def _measure(
         profiler.disable()
     phase.wall = time.perf_counter() - t0
     phase.cpu, phase.server_cpu = _cpu() - cpu0, server.cpu_seconds() - srv0
-    phase.socket_reads = rt.providers.socket_reads - reads0
     sampler.cancel()
     for h in handles:  # the unfinished are stopped by open_runtime's shutdown on exit
         phase.ends[_end_reason(h, done)] += 1
@@ -357,7 +354,6 @@ def detail(p: Phase, reply_time: float) -> str:
         f"{'':<12}reply stream s: mean {_mean(p.stream):.3f} p95 {_pct(p.stream, 0.95):.3f} "
         f"max {_pct(p.stream, 1.0):.3f} | commit gap ms: mean {1000 * _mean(p.gap):.1f} "
         f"p95 {1000 * _pct(p.gap, 0.95):.1f} max {1000 * _pct(p.gap, 1.0):.1f}{per_run}"
-        f" | socket reads per reply {p.socket_reads / max(p.replies, 1):.1f}"
     )
 
 
@@ -428,10 +424,11 @@ def _step(
 
 # --- zero model latency, profiled ----------------------------------------------------------------
 
-# The SDKs and what only they use here: their HTTP stack, async layer and model library.
+# The SDKs and what only they use here: their HTTP stack (aiohttp under them), async layer and
+# model library. The world interface also uses aiohttp, but no benchmark run has a `cli` seat.
 _SDK_PACKAGES = frozenset(
     "anthropic openai httpx2 httpcore2 httpx httpcore anyio h11 sniffio pydantic pydantic_core "
-    "jiter distro typing_extensions".split()
+    "jiter distro typing_extensions aiohttp aiohappyeyeballs yarl multidict propcache".split()
 )
 BUCKETS = ("sdk", "store", "log", "engine", "event loop", "other")
 
@@ -607,9 +604,6 @@ def environment_notes(args: argparse.Namespace) -> list[str]:
         f"open-files limit {soft} (a run holds one socket while it streams)",
         f"load average {_load()} (other processes on these cores make the figures noisy)",
     ]
-    for sdk in ("anthropic", "openai"):
-        limits = importlib.import_module(f"{sdk}._constants").DEFAULT_CONNECTION_LIMITS
-        notes.append(f"{sdk} SDK default pool per client: {limits}")
     if os.getloadavg()[0] > 0.5:
         notes.append("WARNING: this machine is busy; the service shares its cores, so expect lower")
         notes.append("  efficiency and a smaller search result than on an idle machine")
@@ -711,7 +705,7 @@ def print_summary(args: argparse.Namespace, r: Report, took: float) -> None:
         f"Where the time went: reply stream mean {_mean(h.stream):.2f} s (p95 "
         f"{_pct(h.stream, 0.95):.2f} s), wait between a reply and the next mean "
         f"{1000 * _mean(h.gap):.0f} ms, starting all runs {h.start_wall:.1f} s, worst event-loop "
-        f"lag {h.lag_max:.2f} s; {h.socket_reads / max(h.replies, 1):.1f} socket reads per reply; "
+        f"lag {h.lag_max:.2f} s; "
         f"fake server {100 * h.server_cpu / h.wall:.0f}% of a core",
     ]
     if r.largest is not None:

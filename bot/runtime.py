@@ -47,7 +47,7 @@ async def open_runtime(
     registry = registry or load_registry(settings.models_file)
     dirs = template_dirs(settings, templates_dir)
     store = await open_store(settings.store, owner=True)
-    providers = ProviderPool(settings.env, timeout=settings.request_timeout)
+    providers = ProviderPool(settings.env, timeout=settings.read_timeout)
     manager = RunManager(
         registry=registry,
         template_dirs=dirs,
@@ -55,7 +55,11 @@ async def open_runtime(
         provider_for=providers.for_spec,
         env=settings.env,
         log_dir=settings.log_dir,
-        retry=RetryPolicy(attempts=settings.retry_attempts, base_delay=settings.retry_base_delay),
+        retry=RetryPolicy(
+            attempts=settings.retry_attempts,
+            base_delay=settings.retry_base_delay,
+            deadline=settings.request_timeout,
+        ),
         limits=Limits(
             max_runs=settings.max_runs,
             max_runs_per_space=settings.max_runs_per_space,

@@ -8,12 +8,14 @@ resumable) within the shutdown deadline, closes the surfaces and the store, and 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Sequence
 from typing import Protocol
 
 from backrooms_engine.ports import Observer
+from backrooms_engine.providers import ProviderPool
 from backrooms_engine.records import RunRecord
 
 from .runtime import Runtime, open_runtime
@@ -48,7 +50,7 @@ async def serve(settings: Settings, surfaces: Sequence[Surface]) -> int:
         loop.add_signal_handler(sig, stopping.set)
     async with open_runtime(settings) as rt:
         started: list[Surface] = []
-        await rt.providers.warm()
+        await warm(rt.providers)
         try:
             for surface in surfaces:
                 await surface.start(rt)
@@ -66,6 +68,28 @@ async def serve(settings: Settings, surfaces: Sequence[Surface]) -> int:
             for surface in reversed(started):
                 await surface.close()
     return 0
+
+
+async def warm(providers: ProviderPool) -> None:
+    """Ready the process before it takes commands: the model SDKs imported off the event loop
+    (ProviderPool.warm), then, once per process, everything alive (the SDKs' modules, classes and
+    schemas, a few hundred thousand objects that live as long as the process) moved out of the
+    cyclic garbage collector's sight. Otherwise each full collection walks them all, a stall of
+    about 0.2 s for every run and chat surface of the process (bench/). Process-wide, so it is
+    done here, in the application, not in the engine."""
+    await providers.warm()
+    _freeze_once()
+
+
+_frozen = False
+
+
+def _freeze_once() -> None:
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()  # what is garbage now is freed, not frozen
+        gc.freeze()
 
 
 def _owned_by(surfaces: dict[str, Surface]):

@@ -62,6 +62,7 @@ class Settings:
     retry_attempts: int
     retry_base_delay: float
     request_timeout: float
+    read_timeout: float  # no byte for this long: a stalled stream, retried (providers/)
     max_runs: int
     max_runs_per_space: int
     chat_max_turns: int
@@ -127,6 +128,7 @@ _ENGINE_DEFAULTS: dict[str, Any] = {
     "retry_attempts": 6,
     "retry_base_delay": 1.0,
     "request_timeout": 600.0,
+    "read_timeout": 300.0,
     "max_runs": 20,
     "max_runs_per_space": 3,
     "chat_max_turns": 50,
@@ -143,6 +145,7 @@ def _engine(env: Mapping[str, str]) -> dict[str, Any]:
         "retry_attempts": _int(env, "BACKROOMS_RETRY_ATTEMPTS", d["retry_attempts"], minimum=1),
         "retry_base_delay": _float(env, "BACKROOMS_RETRY_BASE_DELAY", d["retry_base_delay"]),
         "request_timeout": _float(env, "BACKROOMS_REQUEST_TIMEOUT", d["request_timeout"]),
+        "read_timeout": _float(env, "BACKROOMS_READ_TIMEOUT", d["read_timeout"]),
         "max_runs": _int(env, "BACKROOMS_MAX_RUNS", d["max_runs"], minimum=1),
         "max_runs_per_space": _int(env, "BACKROOMS_MAX_RUNS_PER_SPACE", 3, minimum=1),
         "chat_max_turns": _int(env, "BACKROOMS_CHAT_MAX_TURNS", d["chat_max_turns"], minimum=1),

@@ -56,6 +56,7 @@ class TerminalPrinter:
         self._colour = colour_enabled(self._out) if colour is None else colour
         self.colours = dict(colours)
         self._reader_left = False
+        self._line_open = False  # the last thing written did not end its line
 
     def header(self, actor: str) -> str:
         title = f"### {actor} ###"
@@ -69,24 +70,28 @@ class TerminalPrinter:
                 who = " ".join(p.actor for p in run.participants)
                 verb = "resumed" if resumed else "started"
                 self._note(f"run {run.id} {verb}: {who}, template {run.spec.template}")
-            case ReplyStarted(actor=actor, attempt=attempt):
-                if attempt > 1:
-                    self._write("\n")
+            case ReplyStarted(actor=actor, attempt=1):
+                # One header per reply: a retry goes on under it, after its note.
                 self._write(f"\n{self.header(actor)}\n")
             case ReplyDelta(delta=delta):
                 self._write(delta)
             case ReplyFinished():
                 self._write("\n")
             case ReplyRetrying(reason=reason, delay=delay):
-                self._note(f"\n[{reason}; {retry_words(delay)}]")
+                self._end_line()
+                self._note(f"[{reason}; {retry_words(delay)}]")
             case RunEnded(end=end):
                 self._write(end.closing_line())
 
     def _note(self, text: str) -> None:
         self._write(f"\033[2m{text}{RESET}\n" if self._colour else f"{text}\n")
 
+    def _end_line(self) -> None:
+        if self._line_open:
+            self._write("\n")
+
     def _write(self, text: str) -> None:
-        if self._reader_left:
+        if self._reader_left or not text:
             return
         try:
             self._out.write(text)
@@ -94,6 +99,8 @@ class TerminalPrinter:
         except BrokenPipeError:  # `backrooms run | head`: the transcript goes on in the log file
             self._reader_left = True
             _quiet_stdout(self._out)
+            return
+        self._line_open = not text.endswith("\n")
 
 
 def _quiet_stdout(stream: TextIO) -> None:

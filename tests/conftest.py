@@ -17,8 +17,8 @@ from tests.fakes.model_server import FakeModelServer
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 UPSTREAM_TEMPLATES = SHARED / "upstream-templates"
 
-# Modules whose async tests run on uvloop as well as on asyncio's loop: the network backend under
-# the SDKs is written on the loop's protocols, and the service runs on uvloop where it is installed.
+# Modules whose async tests run on uvloop as well as on asyncio's loop: the SDKs' HTTP runs on
+# the loop's own sockets, and the service runs on uvloop where it is installed.
 _ON_BOTH_LOOPS = {"test_http.py"}
 
 

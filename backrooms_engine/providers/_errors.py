@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +13,7 @@ from ..errors import (
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
+    UnreachableProviderError,
     is_transient_status,
 )
 from ..registry import ProviderSpec
@@ -79,6 +82,37 @@ def from_status(
 
 def connection_lost(message: str, *, model: str, provider: str) -> TransientProviderError:
     return TransientProviderError(f"connection lost: {message}", model=model, provider=provider)
+
+
+def unreachable(
+    exc: BaseException, url: str, *, model: str, provider: ProviderSpec
+) -> UnreachableProviderError | None:
+    """The error for an address nobody answers at, if that is what `exc` says happened: a
+    connection refused or a name that did not resolve, found anywhere in its chain of causes
+    (each HTTP layer wraps the one below). None for any other failure."""
+    why = _unreachable_reason(exc)
+    if why is None:
+        return None
+    setting = provider.base_url_env or f"base_url of [providers.{provider.name}] in models.toml"
+    hint = "is the server running?" if why == "connection refused" else "is the address right?"
+    return UnreachableProviderError(
+        f"cannot connect to {url} ({why}); {hint} ({setting})", model=model, provider=provider.name
+    )
+
+
+def _unreachable_reason(exc: BaseException) -> str | None:
+    current: BaseException | None = exc
+    for _ in range(16):  # a chain of causes is short; bounded all the same
+        if current is None:
+            return None
+        if isinstance(current, ConnectionRefusedError) or (
+            isinstance(current, OSError) and current.errno == errno.ECONNREFUSED
+        ):
+            return "connection refused"
+        if isinstance(current, socket.gaierror):
+            return "name not found"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def error_type_of(body: object) -> str | None:

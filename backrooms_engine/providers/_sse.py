@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-import httpx2  # the SDKs' HTTP client; a dropped stream surfaces as its TransportError
+# The SDKs' HTTP client (declared in pyproject.toml): a body read through an SDK's raw response
+# raises its TransportError unwrapped, whatever transport is under it.
+import httpx2
 
 from ..conversation import ModelRequest
 from ..records import Usage
 from ..registry import ProviderSpec
-from . import _errors
+from . import _errors, _text
 
 Event = tuple[str | None, str]  # (event name or None, data)
 
@@ -91,16 +93,18 @@ async def read_body(
     chunks: AsyncIterator[bytes], reader: StreamReader, request: ModelRequest, provider: str
 ) -> AsyncIterator[str | Usage]:
     """One text piece per network chunk that carried any, then the usage. A body that ends before
-    the API's end marker is a lost connection: the reply may be incomplete."""
+    the API's end marker is a lost connection: the reply may be incomplete. Surrogates in the
+    text are mended (_text.py), a pair split across chunks joined."""
     decoder = EventDecoder()
+    mender = _text.StreamMender()
     async for chunk in chunks:
         pieces = [text for event in decoder.feed(chunk) if (text := reader.event(*event))]
-        if pieces:
-            yield "".join(pieces)
+        if pieces and (text := mender.piece("".join(pieces))):
+            yield text
     # Read to the end even after the end marker: a body read whole lets the connection be reused.
     pieces = [text for event in decoder.close() if (text := reader.event(*event))]
-    if pieces:
-        yield "".join(pieces)
+    if text := mender.piece("".join(pieces)) + mender.end():
+        yield text
     if not reader.finished:
         raise _errors.connection_lost(
             "the stream ended before the reply did", model=request.spec.alias, provider=provider
@@ -114,12 +118,13 @@ async def through_sdk(
     request: ModelRequest,
     provider: ProviderSpec,
     *,
+    url: str,
     status_error: type[Exception],
     connection_error: type[Exception],
 ) -> AsyncIterator[str | Usage]:
-    """The SDK sends the request (`opening`: its with_streaming_response call) and raises its own
-    HTTP errors; the body is read here. Failures become the engine's two kinds of provider
-    error."""
+    """The SDK sends the request (`opening`: its with_streaming_response call, to `url`) and
+    raises its own HTTP errors; the body is read here. Failures become the engine's kinds of
+    provider error."""
     try:
         async with opening as response:
             async for item in read_body(response.iter_bytes(), reader(), request, provider.name):
@@ -127,6 +132,9 @@ async def through_sdk(
     except status_error as exc:
         raise _errors.from_sdk(exc, request, provider) from exc
     except (connection_error, httpx2.TransportError) as exc:
+        alias = request.spec.alias
+        if (nobody := _errors.unreachable(exc, url, model=alias, provider=provider)) is not None:
+            raise nobody from exc
         # The SDKs say only "Connection error."; the HTTP error under it says what happened.
         cause = exc.__cause__ if isinstance(exc.__cause__, httpx2.TransportError) else exc
         raise _errors.connection_lost(

@@ -3,6 +3,9 @@
 Differences from upstream forced by today's API, handled here:
 - the SDK no longer accepts `temperature`, so none is sent (upstream sent 1.0);
 - the SDK's own retries are off (max_retries=0): the engine is the one retry layer.
+
+The client talks through the SDK's documented aiohttp client (`DefaultAioHttpClient`, the
+`aiohttp` extra): proxies, TLS and keep-alive are the SDK's, as its README describes them.
 """
 
 from __future__ import annotations
@@ -16,48 +19,40 @@ import anthropic
 from ..conversation import ModelRequest
 from ..records import Usage
 from ..registry import ProviderSpec
-from . import _errors, _http, _sse
+from . import _errors, _sse
 
 log = logging.getLogger(__name__)
 
 
 class AnthropicProvider:
-    def __init__(
-        self,
-        spec: ProviderSpec,
-        env: Mapping[str, str],
-        *,
-        timeout: float,
-        pacing: _http.ReadPacing,
-    ):
+    def __init__(self, spec: ProviderSpec, env: Mapping[str, str], *, timeout: float):
         self._spec = spec
         # A missing key is caught before a run starts (registry.check_keys); an empty string here
         # would only fail at request time, with the API's 401.
-        self._clients = _http.sdk_clients(
-            anthropic.AsyncAnthropic,
-            anthropic.DefaultAsyncHttpxClient,
-            pacing=pacing,
+        self._client = anthropic.AsyncAnthropic(
             api_key=spec.key(env) or "missing-key",
             base_url=spec.resolve_base_url(env),
             timeout=timeout,
+            max_retries=0,
+            http_client=anthropic.DefaultAioHttpClient(),
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Usage]:
         """The SDK builds and sends the request and raises HTTP errors; the event stream itself
         is read here: the SDK's typed events cost most of a reply's CPU (bench/)."""
-        with self._clients.lease() as client:
-            opening = client.messages.with_streaming_response.create(
-                **self._params(request), stream=True
-            )
-            async for item in _sse.through_sdk(
-                opening,
-                lambda: _Events(request, self._spec),
-                request,
-                self._spec,
-                status_error=anthropic.APIStatusError,
-                connection_error=anthropic.APIConnectionError,
-            ):
-                yield item
+        opening = self._client.messages.with_streaming_response.create(
+            **self._params(request), stream=True
+        )
+        async for item in _sse.through_sdk(
+            opening,
+            lambda: _Events(request, self._spec),
+            request,
+            self._spec,
+            url=str(self._client.base_url).rstrip("/"),
+            status_error=anthropic.APIStatusError,
+            connection_error=anthropic.APIConnectionError,
+        ):
+            yield item
 
     @staticmethod
     def _params(request: ModelRequest) -> dict[str, Any]:
@@ -72,7 +67,7 @@ class AnthropicProvider:
         return params
 
     async def aclose(self) -> None:
-        await self._clients.aclose()
+        await self._client.close()
 
 
 class _Events:

@@ -5,6 +5,10 @@ Per model (registry): the output limit goes in `max_tokens` or `max_completion_t
 models answer 400 to the former); temperature is sent only when set; a system prompt is a `system`
 message (native), a `developer` message, or already inlined into the first user message (upstream's
 handling, done when the template is rendered). ^C^C is detected by the engine, never via `stop`.
+
+The client talks through the SDK's documented aiohttp client (`DefaultAioHttpClient`, the
+`aiohttp` extra, which the SDK's README recommends for concurrency); its own retries are off
+(max_retries=0): the engine is the one retry layer.
 """
 
 from __future__ import annotations
@@ -17,46 +21,38 @@ import openai
 from ..conversation import ModelRequest
 from ..records import Usage
 from ..registry import ProviderSpec
-from . import _errors, _http, _sse
+from . import _errors, _sse
 
 
 class OpenAIProvider:
-    def __init__(
-        self,
-        spec: ProviderSpec,
-        env: Mapping[str, str],
-        *,
-        timeout: float,
-        pacing: _http.ReadPacing,
-    ):
+    def __init__(self, spec: ProviderSpec, env: Mapping[str, str], *, timeout: float):
         self._spec = spec
         # The SDK refuses to start without a key; local servers (Ollama, vLLM) need none, so a
         # placeholder is sent to them.
-        self._clients = _http.sdk_clients(
-            openai.AsyncOpenAI,
-            openai.DefaultAsyncHttpxClient,
-            pacing=pacing,
+        self._client = openai.AsyncOpenAI(
             api_key=spec.key(env) or "not-needed",
             base_url=spec.resolve_base_url(env),
             timeout=timeout,
+            max_retries=0,
+            http_client=openai.DefaultAioHttpClient(),
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[str | Usage]:
         """The SDK builds and sends the request and raises HTTP errors; the chunks are read here:
         building the SDK's typed chunk objects cost most of a reply's CPU (bench/)."""
-        with self._clients.lease() as client:
-            opening = client.chat.completions.with_streaming_response.create(
-                **self._params(request)
-            )
-            async for item in _sse.through_sdk(
-                opening,
-                lambda: _Chunks(request, self._spec),
-                request,
-                self._spec,
-                status_error=openai.APIStatusError,
-                connection_error=openai.APIConnectionError,
-            ):
-                yield item
+        opening = self._client.chat.completions.with_streaming_response.create(
+            **self._params(request)
+        )
+        async for item in _sse.through_sdk(
+            opening,
+            lambda: _Chunks(request, self._spec),
+            request,
+            self._spec,
+            url=str(self._client.base_url).rstrip("/"),
+            status_error=openai.APIStatusError,
+            connection_error=openai.APIConnectionError,
+        ):
+            yield item
 
     @staticmethod
     def _params(request: ModelRequest) -> dict[str, Any]:
@@ -82,7 +78,7 @@ class OpenAIProvider:
         return params
 
     async def aclose(self) -> None:
-        await self._clients.aclose()
+        await self._client.close()
 
 
 class _Chunks:

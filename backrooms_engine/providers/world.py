@@ -16,7 +16,7 @@ from ..conversation import ModelRequest
 from ..errors import PermanentProviderError
 from ..records import Usage
 from ..registry import ProviderSpec
-from . import _errors
+from . import _errors, _text
 
 
 class WorldInterfaceProvider:
@@ -58,6 +58,9 @@ class WorldInterfaceProvider:
                     )
                 text = await resp.text()
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            base = self._url.removesuffix("/v1/chat/completions")
+            if nobody := _errors.unreachable(exc, base, model=alias, provider=self._spec):
+                raise nobody from exc
             raise _errors.connection_lost(
                 f"{self._url}: {exc or type(exc).__name__}", model=alias, provider=self._spec.name
             ) from exc
@@ -69,7 +72,7 @@ class WorldInterfaceProvider:
             ) from exc
         try:
             body = json.loads(text)
-            return str(body["choices"][0]["message"]["content"])
+            return _text.mend(str(body["choices"][0]["message"]["content"]))
         except (ValueError, KeyError, IndexError, TypeError):
             raise PermanentProviderError(
                 f"{self._url} did not answer as the world interface does: {text[:200]!r}",

@@ -193,6 +193,7 @@ async def test_a_paused_web_run_resumes_with_the_live_feed(site: Site) -> None:
 async def test_a_retry_is_announced_and_the_void_attempt_cleared(site: Site) -> None:
     await site.run("warm", "up")
     site.models.chunk_count, site.models.first_byte_delay = 4, 0.3  # time for the page to join
+    site.models.chunk_delay = 0.05  # the deltas and the error arrive apart, as a model sends them
     site.models.queue_error(OPUS, 529, after_chunks=2)  # fails mid-stream: asked for anew
     run_id = await site.run("second attempt", "answer", wait=False)
     events = await asyncio.wait_for(collect(site, run_id), WAIT)
