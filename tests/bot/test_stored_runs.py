@@ -632,7 +632,24 @@ def own_workdir() -> Iterator[Path]:
         yield path
 
 
-@pytest.mark.parametrize("command", [["runs"], ["demo"]])
+async def test_a_read_only_directory_without_a_database_has_no_runs_to_list(own_workdir):
+    locked = own_workdir / "locked"
+    locked.mkdir()
+    give(locked)
+    locked.chmod(0o555)
+    try:
+        env = {"BACKROOMS_DB": str(locked / "backrooms.db")}
+        result = await backrooms("runs", env=env, cwd=own_workdir, unprivileged=True)
+        assert result.code == 0, result.err
+        assert result.raw.decode().startswith("no runs yet in ")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "command", [["demo"], ["run", "--lm", "offline", "offline", "--max-turns", "1"]]
+)
 async def test_a_database_in_a_read_only_directory_is_a_clear_error(own_workdir, command):
     cwd = own_workdir
     locked = cwd / "locked"

@@ -109,7 +109,12 @@ async def test_a_sqlite_url_is_the_store_the_cli_uses(tmp_path: Path) -> None:
     env = {"BACKROOMS_DATABASE_URL": "sqlite:///data/mine.db"}
     code, out, err = await backrooms("runs", env=env, cwd=tmp_path)
     assert (code, out) == (0, "no runs yet in data/mine.db; try: backrooms demo\n"), err
+    assert not (tmp_path / "data").exists()  # a read-only command creates no database
+    code, out, err = await backrooms("demo", env=env, cwd=tmp_path)
+    assert code == 0, err
     assert (tmp_path / "data" / "mine.db").is_file()
+    code, out, err = await backrooms("runs", env=env, cwd=tmp_path)
+    assert code == 0 and "offline offline" in out, err
 
 
 async def test_an_unreachable_server_is_one_line_without_the_password(tmp_path: Path) -> None:
