@@ -501,3 +501,25 @@ def test_a_connection_closed_while_the_loop_was_busy_costs_at_most_one_transient
     assert texts == ["hi", "hi"]
     assert retries <= 1
     assert len(connections) == 2  # each reply had its own connection; none was answered twice
+
+
+async def test_a_world_interface_that_never_answers_says_it_timed_out():
+    # A timeout's own message is empty: the reason names the timeout rather than ending in ": ".
+    from backrooms_engine.providers.world import WorldInterfaceProvider
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)  # the client's 0.3 s deadline comes first
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    spec = load_registry().get("cli")
+    env = {spec.provider.base_url_env: f"http://127.0.0.1:{port}"}
+    provider = WorldInterfaceProvider(spec.provider, env, timeout=0.3)
+    try:
+        with pytest.raises(TransientProviderError) as caught:
+            await pieces(provider, spec)
+    finally:
+        await provider.aclose()
+        server.close()
+    assert str(caught.value).endswith("/v1/chat/completions: TimeoutError")
