@@ -41,7 +41,7 @@ class WorldInterfaceProvider:
         yield await self._post(alias, payload)
         yield Usage()
 
-    async def _post(self, alias: str, payload: dict[str, object]) -> str:
+    async def _post(self, alias: str, payload: Mapping[str, object]) -> str:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
