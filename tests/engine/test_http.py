@@ -230,7 +230,7 @@ async def test_a_stalled_stream_is_retried_and_the_reply_completes(tmp_path):
         rec = RecordingObserver()
         async with runtime(env) as rt:
             run_id, end = await run_to_end(rt, RunSpec(models=("gpt4o", "opus"), max_turns=1), rec)
-            stored = await rt.store.replies(run_id)
+            stored = await rt.archive.replies(run_id)
     assert end.reason == "max_turns"
     assert stored[0].text == "all of it"
     assert len(rec.of(ReplyRetrying)) == 1
@@ -250,7 +250,7 @@ async def test_a_stream_that_never_ends_meets_the_reply_deadline(tmp_path, after
         began = loop.time()
         async with runtime(env) as rt:
             run_id, end = await run_to_end(rt, RunSpec(models=("gpt4o", "opus"), max_turns=1))
-            stored = await rt.store.replies(run_id)
+            stored = await rt.archive.replies(run_id)
         took = loop.time() - began
     assert end.reason == "error"
     assert end.detail == (
