@@ -118,16 +118,18 @@ def _unreachable_reason(exc: BaseException) -> str | None:
 def error_type_of(body: object) -> str | None:
     if isinstance(body, dict):
         error = body.get("error", body)
-        if isinstance(error, dict) and isinstance(error.get("type"), str):
-            return error["type"]
+        kind = error.get("type") if isinstance(error, dict) else None
+        if isinstance(kind, str):
+            return kind
     return None
 
 
 def message_of(body: object, fallback: str) -> str:
     if isinstance(body, dict):
         error = body.get("error", body)
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
+        message = error.get("message") if isinstance(error, dict) else None
+        if isinstance(message, str):
+            return message
     return fallback
 
 

@@ -41,7 +41,7 @@ class WorldInterfaceProvider:
         yield await self._post(alias, payload)
         yield Usage()
 
-    async def _post(self, alias: str, payload: dict[str, object]) -> str:
+    async def _post(self, alias: str, payload: Mapping[str, object]) -> str:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
@@ -62,7 +62,9 @@ class WorldInterfaceProvider:
             if nobody := _errors.unreachable(exc, base, model=alias, provider=self._spec):
                 raise nobody from exc
             raise _errors.connection_lost(
-                f"{self._url}: {exc or type(exc).__name__}", model=alias, provider=self._spec.name
+                f"{self._url}: {str(exc) or type(exc).__name__}",
+                model=alias,
+                provider=self._spec.name,
             ) from exc
         except aiohttp.ClientError as exc:  # e.g. WORLD_INTERFACE_URL without http://
             raise PermanentProviderError(

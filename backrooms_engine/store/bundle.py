@@ -9,14 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol
 
 from ..lifecycle import ClosesOnExit
 from ..ports import PAGE_SIZE, Archive, Hit, RunFilter, SurfaceState, TranscriptStore
 from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
 
 
+class QueuedTranscript(TranscriptStore, Protocol):
+    """The transcript port as a store holds it: writes queue up and share a transaction
+    (batching.py), so `close` first waits for what was already handed over."""
+
+    async def idle(self) -> None: ...
+
+
 class AllPorts(ClosesOnExit):
-    transcript: TranscriptStore
+    transcript: QueuedTranscript
     surface_state: SurfaceState
     archive: Archive
 

@@ -36,14 +36,16 @@ class SqlDatabase(Protocol):
 
     def transaction(self) -> AbstractAsyncContextManager[Session]: ...
 
-    async def fetch(self, query: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    # Sequence, not list: a list is invariant, so each driver's list of its own row type
+    # (sqlite3.Row, PgRow) would not be a list[Row]; callers only iterate, index and test it.
+    async def fetch(self, query: str, params: Sequence[Any] = ()) -> Sequence[Row]: ...
 
     async def write(self, run_id: int, statement: str, values: Sequence[Any]) -> int:
         """One statement about run `run_id` in its own transaction: how many rows it changed.
         A missing run is an UnknownRunError."""
         ...
 
-    async def read_for(self, run_id: int, query: str, params: Sequence[Any]) -> list[Row]:
+    async def read_for(self, run_id: int, query: str, params: Sequence[Any]) -> Sequence[Row]:
         """Rows about one run; none at all for a run that does not exist is an UnknownRunError."""
         ...
 

@@ -230,7 +230,7 @@ async def test_a_stalled_stream_is_retried_and_the_reply_completes(tmp_path):
         rec = RecordingObserver()
         async with runtime(env) as rt:
             run_id, end = await run_to_end(rt, RunSpec(models=("gpt4o", "opus"), max_turns=1), rec)
-            stored = await rt.store.replies(run_id)
+            stored = await rt.archive.replies(run_id)
     assert end.reason == "max_turns"
     assert stored[0].text == "all of it"
     assert len(rec.of(ReplyRetrying)) == 1
@@ -250,7 +250,7 @@ async def test_a_stream_that_never_ends_meets_the_reply_deadline(tmp_path, after
         began = loop.time()
         async with runtime(env) as rt:
             run_id, end = await run_to_end(rt, RunSpec(models=("gpt4o", "opus"), max_turns=1))
-            stored = await rt.store.replies(run_id)
+            stored = await rt.archive.replies(run_id)
         took = loop.time() - began
     assert end.reason == "error"
     assert end.detail == (
@@ -501,3 +501,25 @@ def test_a_connection_closed_while_the_loop_was_busy_costs_at_most_one_transient
     assert texts == ["hi", "hi"]
     assert retries <= 1
     assert len(connections) == 2  # each reply had its own connection; none was answered twice
+
+
+async def test_a_world_interface_that_never_answers_says_it_timed_out():
+    # A timeout's own message is empty: the reason names the timeout rather than ending in ": ".
+    from backrooms_engine.providers.world import WorldInterfaceProvider
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)  # the client's 0.3 s deadline comes first
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    spec = load_registry().get("cli")
+    env = {spec.provider.base_url_env: f"http://127.0.0.1:{port}"}
+    provider = WorldInterfaceProvider(spec.provider, env, timeout=0.3)
+    try:
+        with pytest.raises(TransientProviderError) as caught:
+            await pieces(provider, spec)
+    finally:
+        await provider.aclose()
+        server.close()
+    assert str(caught.value).endswith("/v1/chat/completions: TimeoutError")

@@ -7,9 +7,26 @@ import random
 import re
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TypedDict
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
+
+
+class TerminalData(TypedDict):
+    """offline_corpus/terminal.json: the word lists the terminal and the explorer pick from."""
+
+    dirs: list[str]
+    files: list[str]
+    owners: list[str]
+    processes: list[str]
+    log_tags: list[str]
+    programs: list[str]
+    explorer_commands: list[str]
+    exo_commands: list[str]
+    search_topics: list[str]
+    banner_words: list[str]
+    titles: list[str]
+    art: dict[str, str]  # a name for each picture
 
 
 class _Chain:
@@ -65,5 +82,7 @@ def _chain(*names: str) -> _Chain:
 
 
 @cache
-def _data() -> dict[str, Any]:
-    return json.loads(_corpus("terminal.json"))
+def _data() -> TerminalData:
+    # json.loads knows no shapes; the annotation states this file's, which the package ships.
+    data: TerminalData = json.loads(_corpus("terminal.json"))
+    return data
