@@ -118,14 +118,14 @@ async def lag_scenario(turns: int) -> None:
             ends = asyncio.gather(*(_end_of(svc, r) for r in ids))
             while not ends.done():
                 for r in ids:
-                    replies = await svc.rt.store.replies(r)
+                    replies = await svc.rt.archive.replies(r)
                     done = shown(fake.thread(GENERAL, roots[r]), replies)
                     samples.append(len(replies) - len(done))
                     for seq in done:
                         landed.setdefault((r, seq), time.time())
                 await asyncio.sleep(0.25)
             await asyncio.gather(ends, return_exceptions=True)
-            transcripts = {r: await svc.rt.store.replies(r) for r in ids}
+            transcripts = {r: await svc.rt.archive.replies(r) for r in ids}
         seconds = [
             landed[(r, x.seq)] - x.finished_at.timestamp()
             for r, rs in transcripts.items()
@@ -157,7 +157,7 @@ async def stop_scenario() -> None:
             root = svc.root(run_id)["ts"]
             async with asyncio.timeout(LIMIT):
                 while (  # noqa: ASYNC110 (polls the store and the fake)
-                    len(shown(fake.thread(GENERAL, root), await svc.rt.store.replies(run_id))) < 2
+                    len(shown(fake.thread(GENERAL, root), await svc.rt.archive.replies(run_id))) < 2
                 ):
                     await asyncio.sleep(0.1)
             asked = time.monotonic()
@@ -167,7 +167,7 @@ async def stop_scenario() -> None:
             requests = len(models.requests)
             await _end_of(svc, run_id)
             after = [c.at for c in fake.calls_to("chat.postMessage") if c.at > asked]
-            replies = await svc.rt.store.replies(run_id)
+            replies = await svc.rt.archive.replies(run_id)
         thread = fake.thread(GENERAL, root)
         counts = tally(thread, replies)
         buttons = any(b.get("type") == "actions" for b in fake.messages(GENERAL)[0]["blocks"] or [])

@@ -533,7 +533,7 @@ async def test_three_lagging_runs_show_every_part_once_in_order_and_never_run_ah
         async def lag() -> int:
             behind = []
             for run_id, root in zip(ids, roots, strict=True):
-                committed = len(await svc.rt.store.replies(run_id))
+                committed = len(await svc.rt.archive.replies(run_id))
                 behind.append(committed - shown_replies(svc.thread(root)))
             return max(behind)
 
@@ -567,7 +567,7 @@ async def test_a_stop_is_answered_at_once_and_ends_the_posting_with_the_outcome(
         requests_at_stop = len(model_server.requests)
         posted_at_stop = len(svc.thread(root))
         await svc.wait_end(run_id)
-        stored = await svc.rt.store.replies(run_id)
+        stored = await svc.rt.archive.replies(run_id)
     assert answered < 3.0
     assert len(model_server.requests) == requests_at_stop  # no model request after the stop
     thread = svc.thread(root)
@@ -587,7 +587,7 @@ async def test_a_shutdown_leaves_the_rest_of_an_ended_run_to_the_next_start(
         run_id = await svc.start("opus gpt4o cli 2")
         root = svc.root(run_id)
         async with asyncio.timeout(STEP):
-            while (await svc.rt.store.get_run(run_id)).end is None:  # noqa: ASYNC110 (the store)
+            while (await svc.rt.archive.get_run(run_id)).end is None:  # noqa: ASYNC110 (the store)
                 await asyncio.sleep(0.02)
     # The run ended in the store while its thread was still behind; the shutdown left it so.
     assert closing_lines(svc.thread(root)) == []

@@ -31,7 +31,7 @@ async def test_an_emoji_split_across_two_events_is_joined(model_server, tmp_path
     rec = RecordingObserver()
     async with runtime(fake_env(model_server, tmp_path)) as rt:
         run_id, end = await run_to_end(rt, RunSpec(models=(first, second), max_turns=1), rec)
-        stored = await rt.store.replies(run_id)
+        stored = await rt.archive.replies(run_id)
     assert end.reason == "max_turns"
     assert stored[0].text == "a 🌀 b"
     assert "".join(d.delta for d in rec.events if hasattr(d, "delta") and d.seq == 0) == "a 🌀 b"
@@ -44,7 +44,7 @@ async def test_a_lone_surrogate_becomes_the_replacement_character(model_server, 
     first, second = ("opus", "gpt4o") if model == OPUS else ("gpt4o", "opus")
     async with runtime(fake_env(model_server, tmp_path)) as rt:
         run_id, end = await run_to_end(rt, RunSpec(models=(first, second), max_turns=2))
-        stored = await rt.store.replies(run_id)
+        stored = await rt.archive.replies(run_id)
     assert end.reason == "max_turns"
     assert stored[0].text == "x\ufffdy"  # nothing else changed
     assert len(stored) == 4
@@ -56,7 +56,7 @@ async def test_a_first_half_at_the_very_end_of_a_reply_is_replaced(model_server,
     model_server.queue_reply(OPUS, "end \ud83c")
     async with runtime(fake_env(model_server, tmp_path)) as rt:
         run_id, end = await run_to_end(rt, RunSpec(models=("opus", "gpt4o"), max_turns=1))
-        stored = await rt.store.replies(run_id)
+        stored = await rt.archive.replies(run_id)
     assert end.reason == "max_turns"
     assert stored[0].text == "end \ufffd"
 
@@ -67,7 +67,7 @@ async def test_the_world_interface_mends_its_text_too(model_server, tmp_path):
         run_id, end = await run_to_end(
             rt, RunSpec(models=("opus", "cli"), template="cli_with_world_interface", max_turns=1)
         )
-        stored = await rt.store.replies(run_id)
+        stored = await rt.archive.replies(run_id)
     assert end.reason == "max_turns"
     assert stored[1].text == "ls \ufffd -la"
 
