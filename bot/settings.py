@@ -53,6 +53,7 @@ class Settings:
     chat_max_turns: int
     token_budget: int | None
     shutdown_deadline: float
+    lease_seconds: float = 10.0  # a run's lease; renewed every third of it (ARCHITECTURE.md)
     public_url: str | None = None  # the web viewer's address, for links in chat
     web_token: str | None = field(default=None, repr=False)
     port: int | None = None
@@ -88,6 +89,7 @@ class Settings:
             chat_max_turns=_int(env, "BACKROOMS_CHAT_MAX_TURNS", 50, minimum=1),
             token_budget=_int(env, "BACKROOMS_TOKEN_BUDGET", 0, minimum=0) or None,
             shutdown_deadline=_float(env, "BACKROOMS_SHUTDOWN_DEADLINE", 20.0),
+            lease_seconds=_lease_seconds(env),
             public_url=(env.get("BACKROOMS_PUBLIC_URL") or "").rstrip("/") or None,
             web_token=env.get("BACKROOMS_WEB_TOKEN") or None,
             port=_int(env, "PORT", 0, minimum=0) or None,
@@ -147,6 +149,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def _lease_seconds(env: Mapping[str, str]) -> float:
+    value = _float(env, "BACKROOMS_LEASE_SECONDS", 10.0)
+    if value < 0.3:  # renewed every third of it: below that, a busy loop could not keep up
+        raise ConfigError(f"BACKROOMS_LEASE_SECONDS must be at least 0.3, got {value}")
     return value
 
 

@@ -50,6 +50,25 @@ class Owner:
         return f"{self.host}:{self.pid}:{self.token}"
 
 
+def dead_here(owner: str | None) -> bool:
+    """True when `owner` names a process on this machine that no longer exists: a dead process
+    writes nothing, so its runs need not wait for the lease to lapse. (A reused pid only makes
+    this say alive, which is the safe side; a frozen process is alive.)"""
+    if owner is None:
+        return False
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _refuse_unless_held(table: str, when: str, run: str) -> str:
     """A trigger that refuses a write for run `run` unless this connection holds its epoch."""
     return (
@@ -110,21 +129,24 @@ class SqliteLeases:
             await db.execute("INSERT INTO temp.me VALUES (?, ?)", (self.owner.text, self.seconds))
 
     async def claim(self, run_id: int) -> int:
-        """Take a run nobody holds (or whose lease lapsed, or that is already ours): its new
-        epoch. Raises LeaseHeld naming the live holder, UnknownRunError for a bad id."""
+        """Take a run nobody holds (or whose lease lapsed, whose holder died on this machine, or
+        that is already ours): its new epoch. Raises LeaseHeld naming the live holder,
+        UnknownRunError for a bad id."""
         async with self._db.transaction() as db:
+            holder = await _holder(db, run_id)
+            # The holder is named in the UPDATE, so it takes only what was just looked at.
+            dead = dead_here(holder.owner)
             found = await db.execute_fetchall(
                 f"UPDATE runs SET owner = ?, epoch = epoch + 1, lease_until = {NOW} + ? "
                 f"WHERE id = ? AND (owner IS NULL OR lease_until IS NULL "
-                f"OR lease_until < {NOW} OR owner = ?) RETURNING epoch",
-                (self.owner.text, self.seconds, run_id, self.owner.text),
+                f"OR lease_until < {NOW} OR owner = ? OR (owner = ? AND ?)) RETURNING epoch",
+                (self.owner.text, self.seconds, run_id, self.owner.text, holder.owner, dead),
             )
             rows = list(found)
             if rows:
                 epoch = int(rows[0][0])
                 await _hold(db, run_id, epoch)
                 return epoch
-            holder = await _holder(db, run_id)
         assert holder.owner is not None
         raise LeaseHeld(run_id, holder.owner, holder.seconds_left or 0.0)
 
@@ -159,18 +181,18 @@ class SqliteLeases:
             await db.execute("DELETE FROM temp.fence WHERE run_id = ?", (run_id,))
 
     async def waiting(self, surfaces: frozenset[str]) -> list[int]:
-        """Runs of these surfaces that nobody drives: queued, released, or whose lease lapsed
-        (and not paused), oldest first."""
+        """Runs of these surfaces that nobody drives: queued, released, whose lease lapsed, or
+        whose holder died on this machine (and not paused), oldest first."""
         if not surfaces:
             return []
         marks = ", ".join("?" * len(surfaces))
         rows = await self._db.fetch(
-            f"SELECT id FROM runs WHERE status = 'running' AND paused_at IS NULL "
-            f"AND (owner IS NULL OR lease_until IS NULL OR lease_until < {NOW}) "
-            f"AND surface IN ({marks}) ORDER BY id",
-            sorted(surfaces),
+            f"SELECT id, owner, (owner IS NULL OR lease_until IS NULL OR lease_until < {NOW}) "
+            f"FROM runs WHERE status = 'running' AND paused_at IS NULL "
+            f"AND surface IN ({marks}) AND (owner IS NULL OR owner != ?) ORDER BY id",
+            [*sorted(surfaces), self.owner.text],
         )
-        return [int(row[0]) for row in rows]
+        return [int(row[0]) for row in rows if row[2] or dead_here(row[1])]
 
 
 async def _hold(db: aiosqlite.Connection, run_id: int, epoch: int) -> None:
