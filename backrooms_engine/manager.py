@@ -246,7 +246,7 @@ class RunManager:
         again, this is how a driving process claims the runs whose lease lapsed."""
         handles = []
         for record in await self._resumable(surfaces):
-            if record.id in self._runs or record.id in self._starting or not self._accepting:
+            if record.id in self._runs or record.id in self._starting:
                 continue
             with self._claim(record.id):
                 handle = await self._resume_one(record.id, observers_for)

@@ -129,6 +129,10 @@ class LiveText(Protocol):
 
     async def live(self, run_id: int) -> LiveLine | None: ...
 
+    async def driven(self, run_ids: Sequence[int]) -> set[int]:
+        """Those of `run_ids` that some process drives right now (a live lease)."""
+        ...
+
 
 class SurfaceState(Protocol):
     """What chat surfaces remember: per-run metadata (a thread id, a webhook), the message that

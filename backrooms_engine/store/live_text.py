@@ -7,9 +7,12 @@ count of finished replies is stale: that reply is in the transcript now.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..ports import LiveLine
 from .connection import Database
 from .leases import NOW
+from .rows import IDS_PER_LIST, chunks
 
 
 class SqliteLiveText:
@@ -31,3 +34,14 @@ class SqliteLiveText:
             "SELECT seq, actor, text FROM live_text WHERE run_id = ?", (run_id,)
         )
         return LiveLine(rows[0]["seq"], rows[0]["actor"], rows[0]["text"]) if rows else None
+
+    async def driven(self, run_ids: Sequence[int]) -> set[int]:
+        found: set[int] = set()
+        for some in chunks(list(run_ids), IDS_PER_LIST):
+            rows = await self._reader.fetch(
+                f"SELECT id FROM runs WHERE id IN ({', '.join('?' * len(some))}) "
+                f"AND status = 'running' AND owner IS NOT NULL AND lease_until > {NOW}",
+                list(some),
+            )
+            found.update(int(row[0]) for row in rows)
+        return found

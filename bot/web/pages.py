@@ -61,10 +61,11 @@ async def index(request: Request) -> Response:
     runs = [await ctx.rt.archive.get_run(run_id) for run_id in ids]
     hits = await ctx.rt.archive.hits(f.q, ids) if f.q else {}
     models, used_templates = await ctx.rt.archive.choices()
+    driven = await ctx.rt.live_text.driven(ids)  # live in another process, too
     return render(
         request,
         "index.html",
-        runs=[_row(ctx, run) for run in runs],
+        runs=[_row(ctx, run, driven) for run in runs],
         hits=hits,
         f=f,
         models=models,
@@ -76,18 +77,19 @@ async def index(request: Request) -> Response:
     )
 
 
-def _row(ctx: WebContext, run: RunRecord) -> dict[str, Any]:
+def _row(ctx: WebContext, run: RunRecord, driven: set[int]) -> dict[str, Any]:
     return {
         "run": run,
-        "state": _state(ctx, run),
+        "state": _state(ctx, run, driven),
         "classes": actor_classes(run.participants),
     }
 
 
-def _state(ctx: WebContext, run: RunRecord) -> str:
-    """A short status word: live, paused (running in the store, not in this process) or the end."""
+def _state(ctx: WebContext, run: RunRecord, driven: set[int]) -> str:
+    """A short status word: live (here, or in a process in `driven`), paused (running in the
+    store, driven by nobody) or the end."""
     if run.status == "running":
-        return "live" if ctx.broker.is_live(run.id) else "paused"
+        return "live" if ctx.broker.is_live(run.id) or run.id in driven else "paused"
     return end_label(run.end) if run.end else "ended"
 
 
@@ -109,7 +111,7 @@ async def run_page(request: Request) -> Response:
     run_id = request.path_params["run_id"]
     run = await ctx.rt.archive.get_run(run_id)  # UnknownRunError: 404 (see app.py)
     replies = await ctx.rt.archive.replies(run_id)
-    state = _state(ctx, run)
+    state = _state(ctx, run, await ctx.rt.live_text.driven([run_id]))
     return render(
         request,
         "run.html",
