@@ -25,6 +25,7 @@ from starlette.responses import Response, StreamingResponse
 
 from backrooms_engine.records import Reply
 
+from ..runtime import Runtime
 from .broker import LiveEvent, Snapshot, Subscriber, end_payload, totals_of
 from .context import web
 from .polled import follow
@@ -104,7 +105,7 @@ async def _archived(request: Request, run_id: int, after: int) -> AsyncIterator[
         yield frame(LiveEvent("paused", {"summary": summary}))
 
 
-async def _polled(rt, run_id: int, after: int) -> AsyncIterator[str]:
+async def _polled(rt: Runtime, run_id: int, after: int) -> AsyncIterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
     async for event in follow(rt, run_id, after):
         yield ": ping\n\n" if event is None else frame(event)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from backrooms_engine.ports import LiveLine
 from backrooms_engine.records import RunRecord
 
+from ..runtime import Runtime
 from .broker import LiveEvent, end_payload, totals_of
 from .render import reply_payload
 
@@ -30,7 +31,7 @@ class _Shown:
     live: LiveLine | None = None
 
 
-async def follow(rt, run_id: int, after: int) -> AsyncIterator[LiveEvent | None]:
+async def follow(rt: Runtime, run_id: int, after: int) -> AsyncIterator[LiveEvent | None]:
     """Events for the run after `after` replies, until its end (or its driver lets it go, which
     ends the stream; the browser reconnects and is told it is paused). None: a keep-alive."""
     shown = _Shown(after)
@@ -69,5 +70,5 @@ def _live_events(shown: _Shown, line: LiveLine | None) -> list[LiveEvent]:
     return events
 
 
-async def _still_driven(rt, run: RunRecord) -> bool:
+async def _still_driven(rt: Runtime, run: RunRecord) -> bool:
     return run.id in await rt.live_text.driven([run.id])

@@ -120,8 +120,8 @@ async def test_waiting_lists_running_runs_nobody_drives_of_the_given_surfaces(tm
         other = await new_run(server, "slack")
         ended = await new_run(b, "discord")
         await b.finish_run(ended, RunEnd("stopped"), moment())
+        paused = await new_run(server, "discord")
         with sqlite3.connect(path) as db:
-            paused = (await new_run(server, "discord"),)[0]
             db.execute("UPDATE runs SET paused_at = 'now' WHERE id = ?", (paused,))
         assert await leases_of(b).waiting(frozenset({"discord"})) == [queued]
         await asyncio.sleep(0.5)
