@@ -123,3 +123,32 @@ async def test_two_runs_side_by_side_in_one_folder(model_server, tmp_path):
             assert run.end is not None and run.end.reason == "max_turns"
             log = Path(run.log_path).read_text(encoding="utf-8")
             assert log == transcript_text(replies, run.end)
+
+
+async def test_resume_of_a_run_another_process_drives_names_that_process(model_server, tmp_path):
+    model_server.set_responder(by_message_count)
+    model_server.chunk_delay = 3.0  # the first run is still going while the resume is tried
+    env = fake_env(model_server, tmp_path)
+    first = await spawn_backrooms(
+        "run", "--lm", "opus", "gpt4o", "--max-turns", "1", env=env, cwd=tmp_path
+    )
+    try:
+        assert first.stdout is not None
+        await asyncio.wait_for(first.stdout.readuntil(b"### Claude 1 ###"), 60)
+        resume = await spawn_backrooms("resume", "1", env=env, cwd=tmp_path)
+        out, err = await asyncio.wait_for(resume.communicate(), 60)
+        assert first.returncode is None, "the first run ended before the resume was refused"
+        model_server.chunk_delay = 0.0
+        assert await asyncio.wait_for(first.wait(), 60) == 0
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+    assert resume.returncode == 2 and out == b""
+    assert f"run 1 is being driven by another process (pid {first.pid} on ".encode() in err
+    assert b"Traceback" not in err
+    async with await SqliteStore.open(tmp_path / "backrooms.db", owner=False) as store:
+        replies = await store.replies(1)
+        run = await store.get_run(1)
+    assert [r.actor for r in replies] == ["Claude 1", "GPT4o 2"]  # the first run lost nothing
+    assert Path(run.log_path).read_text(encoding="utf-8") == transcript_text(replies, run.end)
