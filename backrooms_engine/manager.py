@@ -497,7 +497,9 @@ class RunManager:
         """What the task of a run taken over by another process returns: nothing is stored or
         shown here, the new owner goes on with it."""
         self._keeper.lost(record.id, why, cancel=False)
-        return RunEnd("error", detail=f"run {record.id} is driven by another process now")
+        return RunEnd(
+            "error", detail=f"this process lost run {record.id}'s lease; another may drive it now"
+        )
 
     async def _turns(self, record: RunRecord) -> int:
         return len(await self.store.replies(record.id)) // len(record.participants)
