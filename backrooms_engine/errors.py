@@ -10,7 +10,9 @@
     │   ├── TransientProviderError   worth retrying (408, 409, 429, 5xx, 529, connection loss, timeout)
     │   │   └── UnreachableProviderError  nothing answers at the address: retried for seconds only
     │   └── PermanentProviderError   ends the run with a clear reason (400, 401, 403, 404, ...)
+    │   └── LeaseHeld          a run another process drives (names the process)
     └── StoreError             the transcript store cannot be opened or written
+        └── LeaseLost          a write refused: another process has taken the run over
 
 Retry logic looks only at TransientProviderError versus PermanentProviderError.
 """
@@ -84,6 +86,16 @@ class StoreError(BackroomsError):
     pass
 
 
+class LeaseLost(StoreError):
+    """A write for a run was refused because the epoch this process holds is no longer the run's:
+    another process has claimed it. The process drops the run at once (ARCHITECTURE.md, "Runs
+    owned by leases")."""
+
+    def __init__(self, run_id: int):
+        super().__init__(f"run {run_id} was taken over by another process; this one let it go")
+        self.run_id = run_id
+
+
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
 
@@ -94,3 +106,17 @@ def is_transient_status(status: int) -> bool:
 
 class UnknownRunError(ConfigError):
     pass
+
+
+class LeaseHeld(ConfigError):
+    """A claim refused: another live process holds the run's lease."""
+
+    def __init__(self, run_id: int, holder: str, seconds_left: float):
+        host, _, rest = holder.partition(":")
+        pid = rest.partition(":")[0]
+        super().__init__(
+            f"run {run_id} is being driven by another process (pid {pid} on {host}); stop that "
+            f"process first, or wait: its lease runs out in {max(seconds_left, 0):.0f} s if it died"
+        )
+        self.run_id = run_id
+        self.holder = holder

@@ -12,22 +12,36 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import logfile, templates
 from .conversation import Conversation, Participant, participants_for
 from .delivery import CLOSING_OWED, Delivery, closing_cursor, is_durable
 from .engine import Engine, RetryPolicy, StopReason, StopSignal
-from .errors import BackroomsError, ConfigError, StoreError
+from .errors import BackroomsError, ConfigError, LeaseHeld, LeaseLost, StoreError
 from .events import Event, ReplyDelta, ReplyFinished, ReplyStarted, RunEnded
+from .leasing import Emit, LeaseKeeper
+from .live import LiveTextFeed
 from .observers import DEFAULT_QUEUE_SIZE, ObserverHub
-from .ports import Observer, Provider, TranscriptStore
+from .ports import Leases, LiveText, Observer, Provider, TranscriptStore
 from .records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, now
 from .registry import ModelSpec, Registry, check_keys
 
 log = logging.getLogger(__name__)
+
+ObserversFor = Callable[[RunRecord], Awaitable[Sequence[Observer] | None]]
 
 
 class LimitError(ConfigError):
@@ -75,11 +89,15 @@ class RunManager:
         observer_grace: float = 30.0,
         observer_queue: int = DEFAULT_QUEUE_SIZE,
         chat_lag: int = 1,
+        leases: Leases | None = None,
+        live_text: LiveText | None = None,
     ):
         """`observer_grace`: how long a run's end waits for its queued observers (the log file,
         the terminal, the web feed). Chat posters are durable and never cut short: they go on
         after the run's end, and a run asks for reply N only once every chat showing it has
-        shown all but `chat_lag` of the replies before N (BACKROOMS_CHAT_LAG)."""
+        shown all but `chat_lag` of the replies before N (BACKROOMS_CHAT_LAG).
+        `leases`: the runs this manager drives are claimed, renewed and fenced through it
+        (leasing.py); `live_text`: where their streaming text goes for viewers elsewhere."""
         self.registry = registry
         self.template_dirs = list(template_dirs)
         self.store = store
@@ -98,6 +116,9 @@ class RunManager:
         self._observer_grace = observer_grace
         self._observer_queue = observer_queue
         self._accepting = True
+        self._keeper = LeaseKeeper(leases, self._drop)
+        self._background: set[asyncio.Task[None]] = set()
+        self._live = live_text if leases is not None else None
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -121,10 +142,13 @@ class RunManager:
         created = now()
         path = logfile.allocate(self._log_dir, specs, spec.template, created)
         participants = participants_for(specs)
+        self._providers_ready(specs)
+        since = time.monotonic()
         with self._counted(spec):
             record = await self.store.create_run(
                 spec, [_info(p) for p in participants], str(path), created
             )
+        self._keeper.hold(record.id, since)  # the store made it ours in the same statement
         self._created[record.id] = record
         log.info("run %s: created by %s: %s", record.id, spec.started_by, " ".join(spec.models))
         return record
@@ -193,7 +217,8 @@ class RunManager:
     async def resume(self, run_id: int, observers: Sequence[Observer] = ()) -> RunHandle:
         """Continue a run left running by a crash or a shutdown, from the stored replies."""
         with self._claim(run_id):
-            return await self._resume(run_id, observers)
+            async with self._leased(run_id):
+                return await self._resume(run_id, observers)
 
     async def _resume(self, run_id: int, observers: Sequence[Observer]) -> RunHandle:
         record = await self.store.get_run(run_id)
@@ -216,7 +241,8 @@ class RunManager:
         if turns < 1:
             raise ConfigError(f"the number of extra turns must be at least 1, got {turns}")
         with self._claim(run_id):
-            return await self._extend(run_id, turns, observers)
+            async with self._leased(run_id):
+                return await self._extend(run_id, turns, observers)
 
     async def _extend(self, run_id: int, turns: int, observers: Sequence[Observer]) -> RunHandle:
         record = await self.store.get_run(run_id)
@@ -235,27 +261,82 @@ class RunManager:
 
     async def resume_all(
         self,
-        observers_for: Callable[[RunRecord], Awaitable[Sequence[Observer] | None]] | None = None,
+        observers_for: ObserversFor | None = None,
+        surfaces: frozenset[str] | None = None,
     ) -> list[RunHandle]:
-        """Resume every run still marked running (oldest first). `observers_for` gives a run's
-        observers, or None to leave the run for someone else (a surface not running here). A run
-        that cannot be resumed is ended with the reason instead of failing at every start.
-        Then finish showing the runs that ended while their chat was behind (`deliver_ended`)."""
+        """Resume every run still marked running that nobody drives (oldest first); with
+        `surfaces`, only runs of those. `observers_for` gives a run's observers, or None to
+        leave the run for someone else (a surface not running here). A run that cannot be
+        resumed is ended with the reason instead of failing at every start. Called again and
+        again, this is how a driving process claims the runs whose lease lapsed. Then finish
+        showing the runs that ended while their chat was behind (`deliver_ended`)."""
         handles = []
-        for record in await self.store.running_runs():
+        for record in await self._resumable(surfaces):
             if record.id in self._runs or record.id in self._starting:
                 continue
             with self._claim(record.id):
-                observers = () if observers_for is None else await observers_for(record)
-                if observers is None:
-                    continue
-                try:
-                    handles.append(await self._relaunch(record, observers, False))
-                except BackroomsError as exc:
-                    log.warning("run %s: not resumed: %s", record.id, exc)
+                handle = await self._resume_one(record.id, observers_for)
+            if handle is not None:
+                handles.append(handle)
         if observers_for is not None:
             await self.deliver_ended(observers_for)
         return handles
+
+    async def _resumable(self, surfaces: frozenset[str] | None) -> list[RunRecord]:
+        leases = self._keeper.leases
+        if leases is None or surfaces is None:
+            return await self.store.running_runs()
+        return [await self.store.get_run(run_id) for run_id in await leases.waiting(surfaces)]
+
+    async def _resume_one(
+        self, run_id: int, observers_for: ObserversFor | None
+    ) -> RunHandle | None:
+        try:
+            await self._providers_ready_for(run_id)
+            await self._keeper.take(run_id)
+        except LeaseHeld:
+            return None  # another process drives it
+        try:
+            record = await self.store.get_run(run_id)  # as it is now that it is ours
+            observers = () if observers_for is None else await observers_for(record)
+            if record.status == "running" and observers is not None:
+                return await self._relaunch(record, observers, False)
+        except BackroomsError as exc:
+            log.warning("run %s: not resumed: %s", run_id, exc)
+        await self._keeper.let_go(run_id)
+        return None
+
+    @contextlib.asynccontextmanager
+    async def _leased(self, run_id: int) -> AsyncIterator[None]:
+        """Hold a run's lease for a resume or an extension; let it go if that fails."""
+        await self._providers_ready_for(run_id)
+        await self._keeper.take(run_id)  # LeaseHeld names the process that drives it
+        try:
+            yield
+        except BaseException:
+            await self._keeper.let_go(run_id)
+            raise
+
+    def _providers_ready(self, specs: Sequence[ModelSpec]) -> None:
+        """Build the providers (importing their SDKs) before the lease's clock starts: an import
+        takes seconds under load and stalls the loop, and with it the lease's renewal."""
+        for spec in specs:
+            self._provider_for(spec)
+
+    async def _providers_ready_for(self, run_id: int) -> None:
+        if self._keeper.leases is None:
+            return
+        record = await self.store.get_run(run_id)
+        try:
+            self._providers_ready(self.registry.resolve([p.alias for p in record.participants]))
+        except ConfigError:
+            pass  # the resume itself reports it
+
+    def _drop(self, run_id: int) -> None:
+        """The run is no longer surely ours: end its task now (no end is stored, none shown)."""
+        handle = self._runs.get(run_id)
+        if handle is not None and not handle.task.done():
+            handle.task.cancel()
 
     async def deliver_ended(
         self,
@@ -286,7 +367,13 @@ class RunManager:
         return await self.store.delivered(run_id, closing_cursor(observer_name)) == CLOSING_OWED
 
     async def _deliver_only(self, record: RunRecord, observers: Sequence[Observer]) -> None:
+        """Show an ended run's rest; its posts and cursors are fenced, so its lease is taken
+        first (another process finishing the same delivery keeps it), and let go when done."""
         assert record.end is not None
+        try:
+            await self._keeper.take(record.id)
+        except LeaseHeld:
+            return
         history = await self.store.replies(record.id)
         for observer in observers:
             cursor = await self.store.delivered(record.id, observer.name)
@@ -311,6 +398,13 @@ class RunManager:
             tasks.discard(task)
             if not tasks:
                 del self._deliveries[run_id]
+                if run_id not in self._runs:  # the run's own task is done: its lease can go
+                    self._spawn(self._keeper.let_go(run_id), f"let go of run {run_id}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     @contextlib.contextmanager
     def _counted(self, spec: RunSpec) -> Iterator[None]:
@@ -432,11 +526,14 @@ class RunManager:
     ) -> RunHandle:
         writer = writer or logfile.LogFileWriter(Path(record.log_path))
         tapped = [o for tap in self._taps if (o := tap(record)) is not None]
+        live = [LiveTextFeed(record.id, self._live)] if self._live is not None else []
+        # Each observer fenced: it hears nothing once the run is no longer surely ours.
+        mine = {id(o): self._keeper.fenced(record.id, o) for o in [writer, *observers, *tapped]}
         hub = ObserverHub(
             record.id,
-            [writer, *observers, *tapped],
+            [*mine.values(), *live],
             store=self.store,
-            tracked=observers,
+            tracked=[mine[id(o)] for o in observers],
             maxsize=self._observer_queue,
             history=history,
             cursors=cursors,
@@ -444,8 +541,9 @@ class RunManager:
         self._keep(record.id, hub.deliveries)
         for observer, events in replay:
             for event in events:
-                hub.emit_to(observer, event)
+                hub.emit_to(mine[id(observer)], event)
         stop = StopSignal()
+        emit = self._keeper.guarded(record.id, hub.emit)
         lag = self._chat_lag
         engine = Engine(
             self._provider_for,
@@ -454,7 +552,7 @@ class RunManager:
             pace=lambda seq: hub.caught_up(seq, lag),
         )
         task = asyncio.create_task(
-            self._drive(engine, record, conversation, hub, stop, history, resumed, extending),
+            self._drive(engine, record, conversation, hub, emit, stop, history, resumed, extending),
             name=f"run {record.id}",
         )
         handle = RunHandle(record, stop, task)
@@ -467,6 +565,7 @@ class RunManager:
         record: RunRecord,
         conversation: Conversation,
         hub: ObserverHub,
+        emit: Emit,
         stop: StopSignal,
         history: Sequence[Reply],
         resumed: bool,
@@ -476,7 +575,7 @@ class RunManager:
             end = await engine.run(
                 record,
                 conversation,
-                hub.emit,
+                emit,
                 stop,
                 history=history,
                 resumed=resumed,
@@ -484,6 +583,15 @@ class RunManager:
             )
             log.info("run %s: %s", record.id, end.summary)
             return end
+        except LeaseLost as exc:
+            return self._lost(record, str(exc))
+        except asyncio.CancelledError:
+            if not self._keeper.was_lost(record.id):
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return self._lost(record, "its lease was lost")
         except Exception:  # the one supervisor of a run: record the failure, keep the transcript
             log.exception("run %s: failed", record.id)
             end = RunEnd(
@@ -492,15 +600,28 @@ class RunManager:
                 turns=await self._turns(record),
             )
             await self.store.finish_run(record.id, end, now())
-            hub.emit(RunEnded(record.id, end))
+            emit(RunEnded(record.id, end))
             return end
         finally:
             try:
-                await hub.close(self._observer_grace)
+                # A lost run's observers are cut off at once: they post nothing more for it.
+                lost = self._keeper.was_lost(record.id)
+                await hub.close(0 if lost else self._observer_grace)
+                if lost or not self._deliveries.get(record.id):
+                    await self._keeper.let_go(record.id)  # ended or paused: others may claim
+                # else the lease goes once its chats have shown the rest (_delivered)
             finally:  # also when a shutdown cancels this task while observers drain
                 mine = self._runs.get(record.id)
                 if mine is not None and mine.task is asyncio.current_task():
                     del self._runs[record.id]
+
+    def _lost(self, record: RunRecord, why: str) -> RunEnd:
+        """What the task of a run taken over by another process returns: nothing is stored or
+        shown here, the new owner goes on with it."""
+        self._keeper.lost(record.id, why, cancel=False)
+        return RunEnd(
+            "error", detail=f"this process lost run {record.id}'s lease; another may drive it now"
+        )
 
     async def _turns(self, record: RunRecord) -> int:
         return len(await self.store.replies(record.id)) // len(record.participants)
@@ -553,6 +674,8 @@ class RunManager:
         await _within([h.task for h in handles], deadline)
         left = [t for tasks in self._deliveries.values() for t in tasks]
         await _within(left, max(0.0, until - loop.time()))
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._keeper.close()
 
     async def drain(self, run_id: int) -> None:
         """Wait until every chat showing `run_id` has shown all it is going to."""

@@ -44,8 +44,8 @@ class TranscriptStore(Protocol):
     """The transcript, for whoever drives runs: runs, their replies, delivery cursors and ends.
     A reply is committed here before any observer sees it finished.
 
-    Leases and desired state (ARCHITECTURE.md, "Runs owned by leases") will join this port; its
-    writes will then be fenced by the epoch the caller holds.
+    On a store opened by a driving process, every write for a run is fenced by the epoch of the
+    lease held on it (see `Leases`): a refused write raises LeaseLost.
     """
 
     async def create_run(
@@ -88,6 +88,57 @@ class TranscriptStore(Protocol):
 
     async def recent_ended(self, limit: int) -> list[RunRecord]:
         """The newest `limit` ended runs, newest first: where a chat may still owe an ending."""
+        ...
+
+
+class Leases(Protocol):
+    """Which process drives which run (ARCHITECTURE.md, "Runs owned by leases"). Times are the
+    store's clock. A run the caller creates through its TranscriptStore is already its own.
+
+    Every write the caller's store makes for a run (a reply, a delivery cursor, a post, live text,
+    the end) is fenced: refused with LeaseLost unless the run's epoch is still the one claimed
+    here. Desired state (stop and pause requests as rows) is not part of this port yet."""
+
+    seconds: float  # how long a claim or a renewal lasts
+
+    async def claim(self, run_id: int) -> int:
+        """Take a run nobody holds, whose lease lapsed, or already ours: its new epoch.
+        Raises LeaseHeld (naming the live holder) or UnknownRunError."""
+        ...
+
+    async def renew(self) -> set[int]:
+        """Extend every lease held here: the ids of those lost instead (claimed elsewhere)."""
+        ...
+
+    async def release(self, run_id: int) -> None:
+        """Let a run go, so that another process may claim it at once; no-op if not held."""
+        ...
+
+    async def waiting(self, surfaces: frozenset[str]) -> list[int]:
+        """Runs of these surfaces that are running but driven by nobody (queued, released, or
+        lease lapsed), not paused, oldest first."""
+        ...
+
+
+@dataclass(frozen=True)
+class LiveLine:
+    """The reply being streamed in a run, as its driver last wrote it."""
+
+    seq: int
+    actor: str
+    text: str
+
+
+class LiveText(Protocol):
+    """Live text across processes: the driver overwrites one small row per run (at most about
+    once a second); viewers elsewhere poll it. Stale once `seq` is below the finished replies."""
+
+    async def write_live(self, run_id: int, seq: int, actor: str, text: str) -> None: ...
+
+    async def live(self, run_id: int) -> LiveLine | None: ...
+
+    async def driven(self, run_ids: Sequence[int]) -> set[int]:
+        """Those of `run_ids` that some process drives right now (a live lease)."""
         ...
 
 

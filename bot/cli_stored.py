@@ -1,6 +1,6 @@
 """`backrooms runs`, `show` and `export`: read the stored runs, change nothing.
 
-They open the store as a viewer (no owner lock, no lock file) and never create a database: where
+They open the store as a viewer (no lease, no lock file) and never create a database: where
 there is none, there is no run to read.
 """
 

@@ -3,7 +3,11 @@ from Settings and closed in the right order. Every subcommand that runs conversa
 
 The store is handed on as its three ports (backrooms_engine/ports.py): the manager drives runs
 through the transcript, chat surfaces keep their state through the surface state, viewers read
-the archive. Only this module knows which implementation provides them."""
+the archive. Only this module knows which implementation provides them.
+
+Any number of processes open one store (ARCHITECTURE.md, "Runs owned by leases"): the runs a
+process drives are leased to it, so a second `backrooms run` or a `backrooms serve` beside it
+share the folder's database."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from pathlib import Path
 from backrooms_engine import templates
 from backrooms_engine.engine import RetryPolicy
 from backrooms_engine.manager import Limits, RunManager
-from backrooms_engine.ports import Archive, SurfaceState, TranscriptStore
+from backrooms_engine.ports import Archive, Leases, LiveText, SurfaceState, TranscriptStore
 from backrooms_engine.providers import ProviderPool
 from backrooms_engine.registry import Registry, load_registry
 from backrooms_engine.store import open_store
@@ -33,6 +37,8 @@ class Runtime:
     archive: Archive
     providers: ProviderPool
     manager: RunManager
+    live_text: LiveText  # the text other processes' runs are streaming, for the web viewer
+    leases: Leases | None = None  # None: this process drives no run
 
 
 def template_dirs(settings: Settings, extra: Path | None = None) -> list[Path]:
@@ -42,11 +48,14 @@ def template_dirs(settings: Settings, extra: Path | None = None) -> list[Path]:
 
 @contextlib.asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, templates_dir: Path | None = None, registry: Registry | None = None
+    settings: Settings,
+    *,
+    templates_dir: Path | None = None,
+    registry: Registry | None = None,
 ) -> AsyncIterator[Runtime]:
     registry = registry or load_registry(settings.models_file)
     dirs = template_dirs(settings, templates_dir)
-    store = await open_store(settings.store, owner=True)
+    store = await open_store(settings.store, owner=True, lease_seconds=settings.lease_seconds)
     providers = ProviderPool(settings.env, timeout=settings.read_timeout)
     manager = RunManager(
         registry=registry,
@@ -67,6 +76,8 @@ async def open_runtime(
             token_budget=settings.token_budget,
         ),
         chat_lag=settings.chat_lag,
+        leases=store.leases,
+        live_text=store.live_text,
     )
     try:
         yield Runtime(
@@ -78,6 +89,8 @@ async def open_runtime(
             archive=store.archive,
             providers=providers,
             manager=manager,
+            live_text=store.live_text,
+            leases=store.leases,
         )
     finally:
         await manager.shutdown(settings.shutdown_deadline)

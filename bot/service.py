@@ -1,8 +1,11 @@
 """The long-running service: chat surfaces and the web viewer around one RunManager.
 
-One process owns the store (ARCHITECTURE.md, "One owner per store"): it resumes the runs its surfaces
-own at start, and on SIGTERM or SIGINT stops taking commands, pauses the running runs (they stay
-resumable) within the shutdown deadline, closes the surfaces and the store, and exits 0.
+Several services may share one store (ARCHITECTURE.md, "Runs owned by leases"): each drives the
+runs it starts, and about once a second claims the waiting runs of its surfaces (never claimed,
+released by a service that stopped, or whose owner died or stopped renewing its lease), rebuilding
+each from the store. On SIGTERM or SIGINT it stops taking commands, stops its runs within the
+shutdown deadline and releases their leases (another copy claims them at once), closes the
+surfaces and the store, and exits 0.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import signal
 from collections.abc import Sequence
 from typing import Protocol
 
+from backrooms_engine.errors import StoreError
 from backrooms_engine.ports import Observer
 from backrooms_engine.providers import ProviderPool
 from backrooms_engine.records import RunRecord
@@ -57,9 +61,12 @@ async def serve(settings: Settings, surfaces: Sequence[Surface]) -> int:
                 started.append(surface)
                 log.info("%s surface ready", surface.name)
             by_name = {s.name: s for s in surfaces}
-            resumed = await rt.manager.resume_all(_owned_by(by_name))
-            log.info("resumed %d runs", len(resumed))
-            await stopping.wait()
+            claiming = asyncio.create_task(_claim_waiting(rt, by_name), name="claim waiting runs")
+            try:
+                await stopping.wait()
+            finally:
+                claiming.cancel()
+                await asyncio.gather(claiming, return_exceptions=True)
             log.info("shutting down: pausing %d runs", len(rt.manager.active()))
         finally:
             for surface in started:
@@ -90,6 +97,24 @@ def _freeze_once() -> None:
         _frozen = True
         gc.collect()  # what is garbage now is freed, not frozen
         gc.freeze()
+
+
+CLAIM_EVERY = 1.0  # seconds between two looks for waiting runs, at most
+
+
+async def _claim_waiting(rt: Runtime, surfaces: dict[str, Surface]) -> None:
+    """Claim, again and again, the runs of these surfaces that nobody drives."""
+    period = min(CLAIM_EVERY, rt.settings.lease_seconds / 3)
+    names = frozenset(surfaces)
+    while True:
+        try:
+            resumed = await rt.manager.resume_all(_owned_by(surfaces), surfaces=names)
+        except StoreError as exc:  # the store is busy or gone for a moment: look again later
+            log.warning("cannot look for waiting runs: %s", exc)
+        else:
+            for handle in resumed:
+                log.info("run %s: claimed, going on from the store", handle.id)
+        await asyncio.sleep(period)
 
 
 def _owned_by(surfaces: dict[str, Surface]):

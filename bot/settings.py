@@ -70,6 +70,7 @@ class Settings:
     shutdown_deadline: float
     offline_delay: float = 0.03  # read by the offline provider from env; checked here first
     chat_lag: int = 1  # replies a chat may be behind before its run waits (BACKROOMS_CHAT_LAG)
+    lease_seconds: float = 10.0  # a run's lease; renewed every third of it (ARCHITECTURE.md)
     public_url: str | None = None  # the web viewer's address, for links in chat
     web_token: str | None = field(default=None, repr=False)
     port: int | None = None
@@ -136,6 +137,7 @@ _ENGINE_DEFAULTS: dict[str, Any] = {
     "shutdown_deadline": 20.0,
     "offline_delay": 0.03,
     "chat_lag": 1,
+    "lease_seconds": 10.0,
 }
 
 
@@ -153,6 +155,7 @@ def _engine(env: Mapping[str, str]) -> dict[str, Any]:
         "shutdown_deadline": _float(env, "BACKROOMS_SHUTDOWN_DEADLINE", 20.0),
         "offline_delay": _float(env, "BACKROOMS_OFFLINE_DELAY", d["offline_delay"]),
         "chat_lag": _int(env, "BACKROOMS_CHAT_LAG", d["chat_lag"], minimum=0),
+        "lease_seconds": _lease_seconds(env),
     }
 
 
@@ -276,6 +279,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a finite number of seconds, got {raw!r}")
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {raw}")
+    return value
+
+
+def _lease_seconds(env: Mapping[str, str]) -> float:
+    value = _float(env, "BACKROOMS_LEASE_SECONDS", 10.0)
+    if value < 0.3:  # renewed every third of it: below that, a busy loop could not keep up
+        raise ConfigError(f"BACKROOMS_LEASE_SECONDS must be at least 0.3, got {value}")
     return value
 
 

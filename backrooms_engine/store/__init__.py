@@ -37,7 +37,7 @@ The modules, by responsibility (each uses only the others' public names):
 from .bundle import AllPorts
 from .factory import open_store
 from .location import StoreLocation, redact, store_location
-from .opening import BUSY_TIMEOUT_MS, lock_path
+from .opening import BUSY_TIMEOUT_MS
 from .rules import (
     RUN_STATUSES,
     check_count,
@@ -67,7 +67,6 @@ __all__ = [
     "check_reply",
     "duplicate_reply",
     "load_migrations",
-    "lock_path",
     "open_store",
     "redact",
     "store_location",

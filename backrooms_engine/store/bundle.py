@@ -12,7 +12,16 @@ from datetime import datetime
 from typing import Protocol
 
 from ..lifecycle import ClosesOnExit
-from ..ports import PAGE_SIZE, Archive, Hit, RunFilter, SurfaceState, TranscriptStore
+from ..ports import (
+    PAGE_SIZE,
+    Archive,
+    Hit,
+    Leases,
+    LiveText,
+    RunFilter,
+    SurfaceState,
+    TranscriptStore,
+)
 from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
 
 
@@ -27,6 +36,8 @@ class AllPorts(ClosesOnExit):
     transcript: QueuedTranscript
     surface_state: SurfaceState
     archive: Archive
+    live_text: LiveText
+    leases: Leases | None = None  # set on a store opened by a process that drives runs
 
     async def close(self) -> None:
         raise NotImplementedError

@@ -7,7 +7,9 @@ from .location import StoreLocation
 from .sqlite import SqliteStore
 
 
-async def open_store(location: StoreLocation, *, owner: bool = True) -> AllPorts:
+async def open_store(
+    location: StoreLocation, *, owner: bool = True, lease_seconds: float = 10.0
+) -> AllPorts:
     """The store at `location` with its schema up to date. `owner=False` is a viewer's open: it
     creates the schema of an empty store but never upgrades one (the package's docstring)."""
     if location.dialect == "postgres":
@@ -15,4 +17,4 @@ async def open_store(location: StoreLocation, *, owner: bool = True) -> AllPorts
         from .postgres import PostgresStore
 
         return await PostgresStore.open(location, owner=owner)
-    return await SqliteStore.open(location.path, owner=owner)
+    return await SqliteStore.open(location.path, owner=owner, lease_seconds=lease_seconds)

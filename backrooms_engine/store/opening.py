@@ -1,8 +1,8 @@
-"""Opening a store file: path checks, the owner lock, the connection and its migrations."""
+"""Opening a store file: path checks, the connection and its migrations. No lock keeps a second
+process off the file: the runs each process drives are leased to it (leases.py)."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -16,10 +16,6 @@ from .rows import iso_text
 from .schema import MIGRATIONS_DIR, Migration, load_migrations, newer_schema, waiting_for_upgrade
 
 BUSY_TIMEOUT_MS = 5000  # a viewer's read or a second connection's write waits this long, then fails
-
-
-def lock_path(path: Path) -> Path:
-    return path.with_name(path.name + ".lock")
 
 
 def _cannot_create(path: Path, error: OSError) -> StoreError:
@@ -60,49 +56,6 @@ def _create_private(path: Path) -> None:
     except FileExistsError:
         return  # there already, or another process just made it
     os.close(fd)
-
-
-def _owned_elsewhere(path: Path, lock: Path, holder: str) -> StoreError:
-    if holder == str(os.getpid()):
-        return StoreError(f"this process already has {path} open as its owner (lock {lock})")
-    pid = f" (pid {holder})" if holder.isdigit() else ""
-    return StoreError(
-        f"another backrooms process{pid} owns {path}: it holds the lock on {lock}; "
-        "stop it first, or set BACKROOMS_DB to another file"
-    )
-
-
-def take_owner_lock(path: Path) -> int:
-    lock = lock_path(path)
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
-    except OSError as error:
-        raise _cannot_create(lock, error) from error
-    try:
-        _claim(fd, path, lock)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _claim(fd: int, path: Path, lock: Path) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        raise _owned_elsewhere(path, lock, holder) from None
-    try:
-        # The pid only feeds the message above: the flock, not the file's content, is the lock.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    except OSError as error:
-        raise StoreError(f"cannot write {lock}: {error.strerror}") from error
-
-
-def release_lock(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)  # closing the only descriptor releases the flock
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from ..errors import StoreError, UnknownRunError
+from ..errors import LeaseLost, StoreError, UnknownRunError
 from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, RunStatus, Usage
 from .rules import duplicate_reply, unknown_run, utc
 from .sql import Row
@@ -203,7 +203,12 @@ def reply_refused(error: sqlite3.IntegrityError, reply: Reply) -> StoreError | U
     return refused(error, reply.run_id)
 
 
+LEASE_LOST = "backrooms: lease lost"  # what the fence's triggers say (leases.py)
+
+
 def refused(error: sqlite3.IntegrityError, run_id: int) -> StoreError | UnknownRunError:
     if error.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
         return unknown_run(run_id)
+    if error.sqlite_errorname == "SQLITE_CONSTRAINT_TRIGGER" and LEASE_LOST in str(error):
+        return LeaseLost(run_id)
     return StoreError(f"run {run_id}: refused by the store: {error}")

@@ -4,7 +4,8 @@ Events: `start` {seq, actor} (a reply begins, or begins again after a failed att
 `delta` {seq, actor, text} (text to append), `retry` {seq, actor, attempt, delay, reason},
 `reply` {seq, turn, actor, text, segments, totals?} (finished; the event id is the number of
 replies finished), `end` {reason, label, summary, turns, totals}, and `paused` {summary} for a run that is not running in
-this process. `end` and `paused` close the stream.
+this process. `end` and `paused` close the stream. A run another process drives is followed
+through the store (polled.py), with the same events.
 
 No text is lost between the page and its stream. The page embeds how many replies it rendered
 (`after`); the stream first sends the finished replies after those (read from the store), then the
@@ -24,8 +25,10 @@ from starlette.responses import Response, StreamingResponse
 
 from backrooms_engine.records import Reply
 
+from ..runtime import Runtime
 from .broker import LiveEvent, Snapshot, Subscriber, end_payload, totals_of
 from .context import web
+from .polled import follow
 from .render import reply_payload
 from .respond import run_id_number
 
@@ -47,7 +50,10 @@ async def _stream(request: Request, run_id: int, after: int) -> AsyncIterator[st
     broker = web(request).broker
     joined = broker.subscribe(run_id, after)
     if joined is None:
-        async for chunk in _archived(request, run_id, after):
+        rt = web(request).rt
+        elsewhere = run_id in await rt.live_text.driven([run_id])  # by another process
+        chunks = _polled(rt, run_id, after) if elsewhere else _archived(request, run_id, after)
+        async for chunk in chunks:
             yield chunk
         return
     subscriber, snapshot = joined
@@ -99,6 +105,12 @@ async def _archived(request: Request, run_id: int, after: int) -> AsyncIterator[
     else:
         summary = "This run is paused: it is not running in this process right now."
         yield frame(LiveEvent("paused", {"summary": summary}))
+
+
+async def _polled(rt: Runtime, run_id: int, after: int) -> AsyncIterator[str]:
+    yield f"retry: {RETRY_MS}\n\n"
+    async for event in follow(rt, run_id, after):
+        yield ": ping\n\n" if event is None else frame(event)
 
 
 def _reply_event(reply: Reply) -> LiveEvent:

@@ -67,10 +67,11 @@ async def index(request: Request) -> Response:
     ids = [run.id for run in runs]
     hits = await ctx.rt.archive.hits(f.q, ids) if f.q else {}
     models, used_templates = await ctx.rt.archive.choices()
+    driven = await ctx.rt.live_text.driven(ids)  # live in another process, too
     return render(
         request,
         "index.html",
-        runs=[_row(ctx, run) for run in runs],
+        runs=[_row(ctx, run, driven) for run in runs],
         hits=hits,
         f=f,
         models=models,
@@ -82,20 +83,22 @@ async def index(request: Request) -> Response:
     )
 
 
-def _row(ctx: WebContext, run: RunRecord) -> dict[str, Any]:
+def _row(ctx: WebContext, run: RunRecord, driven: set[int]) -> dict[str, Any]:
     return {
         "run": run,
-        "state": _state(ctx, run),
+        "state": _state(ctx, run, driven),
         "classes": actor_classes(run.participants),
     }
 
 
-def _state(ctx: WebContext, run: RunRecord) -> str:
-    """A short status word: live, paused (running in the store, not in this process) or the end."""
+def _state(ctx: WebContext, run: RunRecord, driven: set[int]) -> str:
+    """A short status word: live (driven here, or by a process in `driven`), paused (paused, or
+    running in the store and driven by nobody: ARCHITECTURE.md's "waiting", not yet told apart
+    on the page) or the end."""
     if run.status == "paused":
         return "paused"
     if run.status == "running":
-        return "live" if ctx.broker.is_live(run.id) else "paused"
+        return "live" if ctx.broker.is_live(run.id) or run.id in driven else "paused"
     return end_label(run.end) if run.end else "ended"
 
 
@@ -117,7 +120,7 @@ async def run_page(request: Request) -> Response:
     run_id = request.path_params["run_id"]
     run = await ctx.rt.archive.get_run(run_id)  # UnknownRunError: 404 (see app.py)
     replies = await ctx.rt.archive.replies(run_id)
-    state = _state(ctx, run)
+    state = _state(ctx, run, await ctx.rt.live_text.driven([run_id]))
     return render(
         request,
         "run.html",

@@ -433,7 +433,10 @@ async def test_after_a_restart_the_run_goes_on_in_its_thread_without_reposting(
     # its bookkeeping: the restart replays every stored reply, and none may be posted again.
     async with await SqliteStore.open(tmp_path / "backrooms.db") as store:
         assert (await store.get_run(run_id)).status == "running"
+        assert store.leases is not None
+        await store.leases.claim(run_id)  # a driver writes only for a run it holds
         await store.mark_delivered(run_id, "slack", 0)
+        await store.leases.release(run_id)
     posted_before = len(svc.thread(root))
 
     async with serving(env, fake, resume=True) as svc:

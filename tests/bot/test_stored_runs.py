@@ -1,6 +1,6 @@
 """Stored runs as a user meets them: what the database and the log file hold after a run ends each
 way, `backrooms runs`, `show` and `export`, the offline demo with the network disabled, and bad
-input (an unknown run, a file that is not a database, paths that cannot be written, a second owner,
+input (an unknown run, a file that is not a database, paths that cannot be written,
 Ctrl-C) answered with clear errors and nothing lost.
 
 Commands run as real subprocesses (as tests/bot/test_cli.py does) against the fake model server,
@@ -688,37 +688,6 @@ async def test_a_database_whose_directory_became_read_only_loses_nothing(own_wor
         db.parent.chmod(0o755)
     [(_, replies)] = await stored(db)
     assert len(replies) == 6
-
-
-async def test_a_second_owner_is_refused_and_the_first_run_loses_nothing(model_server, tmp_path):
-    env = fake_env(model_server, tmp_path)
-    cwd = workdir(tmp_path)
-    model_server.chunk_delay = 1.0  # slow while the second process tries its luck
-    async with running(
-        "run", "--lm", "opus", "gpt4o", "--max-turns", "2", env=env, cwd=cwd
-    ) as first:
-        head = await read_until(first, b"### Claude 1 ###")
-        second = await backrooms(
-            "run", "--lm", "opus", "gpt4o", "--max-turns", "1", env=env, cwd=cwd
-        )
-        assert first.returncode is None, "the first run ended before the second one was refused"
-        model_server.chunk_delay = 0.0
-        done = await finish(first, head)
-
-    assert second.code == 2, second.err
-    no_traceback(second)
-    assert "another backrooms process" in second.err and "owns" in second.err
-    assert str(tmp_path / "backrooms.db") in second.err
-    assert second.out == ""
-
-    assert done.code == 0, done.err
-    assert done.out.endswith("\nReached maximum number of turns (2). Conversation ended.\n")
-    [(run, replies)] = await stored(tmp_path / "backrooms.db")
-    assert run.end.reason == "max_turns"
-    assert [r.actor for r in replies] == ["Claude 1", "GPT4o 2"] * 2
-    assert len(model_server.requests) == 4  # the refused process asked no model anything
-    [log] = (tmp_path / "BackroomsLogs").rglob("*.txt")
-    assert log.read_text(encoding="utf-8") == transcript_text(replies, run.end)
 
 
 async def test_ctrl_c_stops_the_run_and_keeps_the_transcript(model_server, tmp_path):

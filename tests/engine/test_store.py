@@ -10,7 +10,6 @@ import os
 import shutil
 import sqlite3
 import stat
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from backrooms_engine import store as store_module
 from backrooms_engine.errors import StoreError
 from backrooms_engine.records import ParticipantInfo, Reply, RunRecord, RunSpec, Usage
-from backrooms_engine.store import SqliteStore, lock_path
+from backrooms_engine.store import SqliteStore
 from backrooms_engine.store import opening as store_opening
 from backrooms_engine.store import rows as store_rows
 
@@ -275,18 +274,7 @@ async def test_a_newer_schema_is_refused(tmp_path: Path, owner: bool) -> None:
         await SqliteStore.open(path, owner=owner)
 
 
-# --- SQLite only: the owner lock ------------------------------------------------------------------
-
-
-async def test_a_second_owner_is_refused_until_the_first_closes(tmp_path: Path) -> None:
-    path = tmp_path / "backrooms.db"
-    first = await SqliteStore.open(path)
-    with pytest.raises(StoreError, match=f"already has {path} open as its owner"):
-        await SqliteStore.open(path)
-    async with await SqliteStore.open(path, owner=False) as viewer:  # viewers take no lock
-        assert await viewer.list_runs() == []
-    await first.close()
-    await (await SqliteStore.open(path)).close()
+# --- SQLite only: a viewer beside the driver (leases: tests/engine/test_leases.py) ----------------
 
 
 async def test_a_viewer_sees_what_the_owner_committed(tmp_path: Path) -> None:
@@ -296,49 +284,6 @@ async def test_a_viewer_sees_what_the_owner_committed(tmp_path: Path) -> None:
         await owner.append_reply(reply(run_id, 0))
         async with await SqliteStore.open(path, owner=False) as viewer:
             assert (await viewer.get_run(run_id)).replies == 1
-
-
-CHILD_OWNER = """
-import asyncio, sys
-from datetime import UTC, datetime
-from pathlib import Path
-from backrooms_engine.records import RunSpec
-from backrooms_engine.store import SqliteStore
-
-async def main() -> None:
-    store = await SqliteStore.open(Path(sys.argv[1]))
-    run = await store.create_run(RunSpec(models=("opus",)), [], "log.txt", datetime.now(UTC))
-    print(run.id, flush=True)
-    await asyncio.sleep(120)
-
-asyncio.run(main())
-"""
-
-
-async def test_the_lock_dies_with_an_owner_killed_by_sigkill(tmp_path: Path) -> None:
-    path = tmp_path / "backrooms.db"
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD_OWNER, str(path),
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert child.stdout is not None
-        line = await asyncio.wait_for(child.stdout.readline(), timeout=30)
-        assert line.strip() == b"1", "the child did not open the store"
-        with pytest.raises(
-            StoreError, match=f"another backrooms process \\(pid {child.pid}\\) owns"
-        ):
-            await SqliteStore.open(path)
-        child.kill()  # SIGKILL: no cleanup code runs in the child
-        await asyncio.wait_for(child.wait(), timeout=10)
-    finally:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
-    async with await SqliteStore.open(path) as heir:
-        assert [r.id for r in await heir.running_runs()] == [1]  # left running, ready to resume
-    assert lock_path(path).exists()  # the file stays; only the kernel's lock went away
 
 
 # --- SQLite only: paths that cannot work ----------------------------------------------------------
@@ -404,7 +349,7 @@ def modes(path: Path) -> dict[str, int]:
     return {
         p.name: stat.S_IMODE(p.stat().st_mode)
         for p in path.parent.iterdir()
-        if p.name.startswith(path.name) and p.name != lock_path(path).name
+        if p.name.startswith(path.name)
     }
 
 

@@ -52,6 +52,8 @@ async def test_the_migration_backfills_replies_stored_before_it(
         assert before.execute("SELECT max(version) FROM schema_migrations").fetchone() == (2,)
     monkeypatch.undo()
     async with await SqliteStore.open(path) as store:  # the owner applies 003
+        assert store.leases is not None
+        await store.leases.claim(run_id)  # a driver writes only for a run it holds
         await add(store, run_id, 1, "a new reply about a harbour")
         assert await ids_of(store.archive, RunFilter(q="lighthouse")) == [run_id]
         assert await ids_of(store.archive, RunFilter(q="harbour")) == [run_id]

@@ -14,6 +14,7 @@ from psycopg import errors as pg_errors
 from ...errors import StoreError
 from ...records import Reply
 from ..bundle import AllPorts
+from ..live_text import SqlLiveText
 from ..location import StoreLocation
 from ..rules import duplicate_reply
 from ..surface_state import SqliteSurfaceState
@@ -21,6 +22,9 @@ from ..transcript import SqlTranscript
 from .connection import PgDatabase, refused
 from .opening import connect, migrate
 from .search import PgArchive
+
+# Seconds since 1970 by the server's clock (clock_timestamp: the moment of the statement).
+PG_NOW = "EXTRACT(EPOCH FROM clock_timestamp())"
 
 
 class PgTranscript(SqlTranscript):
@@ -43,6 +47,10 @@ class PostgresStore(AllPorts):
         self.transcript = PgTranscript(self._writer)
         self.surface_state = SqliteSurfaceState(self._writer)
         self.archive = PgArchive(self._reader)
+        # Live text across processes works as on SQLite. Leases are not built on PostgreSQL yet
+        # (issue 15): `leases` stays None, so a process here drives its runs unfenced, as one
+        # process per store did before leases.
+        self.live_text = SqlLiveText(self._writer, self._reader, now=PG_NOW)
 
     @classmethod
     async def open(cls, location: StoreLocation, *, owner: bool = True) -> PostgresStore:
