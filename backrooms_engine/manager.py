@@ -356,24 +356,32 @@ class RunManager:
                 continue
             if not await self._owes_closing(record.id, record.spec.surface):
                 continue
-            observers = [o for o in (await observers_for(record) or ()) if is_durable(o)]
-            owed = [o for o in observers if await self._owes_closing(record.id, o.name)]
+            # Its posts and cursors are fenced writes: the lease first (a surface's observers_for
+            # may already record a post it adopts), kept until the chat has shown the rest.
+            try:
+                await self._keeper.take(record.id)
+            except LeaseHeld:
+                continue  # another process is finishing this delivery
+            try:
+                observers = [o for o in (await observers_for(record) or ()) if is_durable(o)]
+                owed = [o for o in observers if await self._owes_closing(record.id, o.name)]
+            except BaseException:
+                await self._keeper.let_go(record.id)
+                raise
             if owed:
                 await self._deliver_only(record, owed)
                 taken += 1
+            else:
+                await self._keeper.let_go(record.id)
         return taken
 
     async def _owes_closing(self, run_id: int, observer_name: str) -> bool:
         return await self.store.delivered(run_id, closing_cursor(observer_name)) == CLOSING_OWED
 
     async def _deliver_only(self, record: RunRecord, observers: Sequence[Observer]) -> None:
-        """Show an ended run's rest; its posts and cursors are fenced, so its lease is taken
-        first (another process finishing the same delivery keeps it), and let go when done."""
+        """Show an ended run's rest, under its lease (taken by `deliver_ended`; let go once the
+        chats are done, `_delivered`)."""
         assert record.end is not None
-        try:
-            await self._keeper.take(record.id)
-        except LeaseHeld:
-            return
         history = await self.store.replies(record.id)
         for observer in observers:
             cursor = await self.store.delivered(record.id, observer.name)

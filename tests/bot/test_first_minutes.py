@@ -134,11 +134,12 @@ async def test_reading_and_refused_commands_create_nothing_here(tmp_path):
     assert "no run with id 1" in one_line(err)
 
 
-async def test_the_lock_file_is_left_in_place(tmp_path):
+async def test_a_run_leaves_no_lock_file(tmp_path):
+    """No lock keeps a second process off a database any more: runs are leased in the store."""
     code, _, err = await backrooms(*OFFLINE_RUN, env={}, cwd=tmp_path)
     assert code == 0, err
-    # Unlinking a lock file another process may hold would let two processes both hold it.
-    assert (tmp_path / "backrooms.db.lock").exists()
+    assert (tmp_path / "backrooms.db").is_file()
+    assert not (tmp_path / "backrooms.db.lock").exists()
 
 
 def test_git_ignores_what_a_run_leaves_in_the_folder():
@@ -147,7 +148,7 @@ def test_git_ignores_what_a_run_leaves_in_the_folder():
         for line in (REPO / ".gitignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    for name in ("backrooms.db", "backrooms.db-wal", "backrooms.db.lock", ".env"):
+    for name in ("backrooms.db", "backrooms.db-wal", ".env"):
         assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
 
 
