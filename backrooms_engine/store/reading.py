@@ -40,11 +40,11 @@ async def load_runs(
         limit="" if limit is None else f"LIMIT {int(limit)}",
     )
     rows = list(await db.execute_fetchall(query, params))
-    cast = await _participants(db, [row["id"] for row in rows])
+    cast = await participants_of(db, [row["id"] for row in rows])
     return [record_of(row, cast.get(row["id"], ())) for row in rows]
 
 
-async def _participants(
+async def participants_of(
     db: aiosqlite.Connection, run_ids: list[int]
 ) -> dict[int, tuple[ParticipantInfo, ...]]:
     found: dict[int, list[ParticipantInfo]] = {}
