@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -83,11 +84,15 @@ async def index(request: Request) -> Response:
 
 
 def _row(ctx: WebContext, run: RunRecord) -> dict[str, Any]:
-    return {
-        "run": run,
-        "state": _state(ctx, run),
-        "classes": actor_classes(run.participants),
-    }
+    """A run of the list and its row's HTML, rendered once for what it shows: the record (cast,
+    totals, end) and the status word. A new reply or an end makes a new record, so a new row."""
+    state = _state(ctx, run)
+
+    def html() -> Markup:
+        row = ctx.templates.get_template("_run_row.html")
+        return Markup(row.render(run=run, state=state, classes=actor_classes(run.participants)))
+
+    return {"run": run, "html": ctx.rows.get((run, state), html)}
 
 
 def _state(ctx: WebContext, run: RunRecord) -> str:
