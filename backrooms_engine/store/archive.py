@@ -74,22 +74,27 @@ class SqliteArchive:
         return [self._known.record(row) for row in rows]
 
     async def hits(self, words: str, run_ids: Sequence[int]) -> dict[int, Hit]:
-        """The best-ranked (bm25) matching reply of each run, with an excerpt of 16 words."""
+        """The best-ranked (bm25) matching reply of each run, with an excerpt of 16 words.
+        Ranked in Python over the page's matches only: ORDER BY rank would rank every reply
+        that matches (all of them, for a word in nearly every reply) to keep a few hundred."""
         match = fts_query(words)
         if match is None or not run_ids:
             return {}
         marks = ", ".join("?" * len(run_ids))
         rows = await self._db.fetch(
-            "SELECT run_id, seq, snippet(reply_search, 0, ?, ?, '…', 16) AS excerpt "
-            f"FROM reply_search WHERE reply_search MATCH ? AND run_id IN ({marks}) ORDER BY rank",
+            "SELECT run_id, seq, rank, snippet(reply_search, 0, ?, ?, '…', 16) AS excerpt "
+            f"FROM reply_search WHERE reply_search MATCH ? AND run_id IN ({marks})",
             [HIT_START, HIT_END, match, *run_ids],
         )
-        found: dict[int, Hit] = {}
+        best: dict[int, sqlite3.Row] = {}
         for row in rows:
-            run_id = int(row["run_id"])
-            if run_id not in found:
-                found[run_id] = Hit(run_id, int(row["seq"]), excerpt_parts(row["excerpt"]))
-        return found
+            kept = best.get(row["run_id"])
+            if kept is None or (row["rank"], row["seq"]) < (kept["rank"], kept["seq"]):
+                best[row["run_id"]] = row
+        return {
+            int(run_id): Hit(int(run_id), int(row["seq"]), excerpt_parts(row["excerpt"]))
+            for run_id, row in best.items()
+        }
 
     async def choices(self) -> tuple[list[str], list[str]]:
         """Kept up to date rather than scanned: only the runs created since the last call are

@@ -178,3 +178,23 @@ async def test_the_filter_menus_follow_new_runs_without_scanning_the_archive(
             assert len(statements) == 1 and statements[0].endswith("WHERE runs.id > 1")
         finally:
             await reader.close()
+
+
+async def test_the_excerpt_is_of_the_best_matching_reply_of_each_run(tmp_path: Path) -> None:
+    path = tmp_path / "backrooms.db"
+    async with await SqliteStore.open(path) as store:
+        runs = [await new_run(store) for _ in range(3)]
+        filler = " ".join(["corridor"] * 40)
+        for run_id in runs:
+            await add(store, run_id, 0, f"a lantern in the {filler}")
+            await add(store, run_id, 1, "lantern, lantern, lantern")  # denser: ranks first
+            await add(store, run_id, 2, "no light here")
+        hits = await store.archive.hits("lantern", runs[:2])
+    assert {run_id: hit.seq for run_id, hit in hits.items()} == {runs[0]: 1, runs[1]: 1}
+    assert hits[runs[0]].parts == (
+        ("lantern", True),
+        (", ", False),
+        ("lantern", True),
+        (", ", False),
+        ("lantern", True),
+    )
