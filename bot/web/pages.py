@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 from pathlib import Path
@@ -68,7 +69,7 @@ async def index(request: Request) -> Response:
     ids = [run.id for run in runs]
     hits = await ctx.rt.archive.hits(f.q, ids) if f.q else {}
     models, used_templates = await ctx.rt.archive.choices()
-    return render(
+    page = render(
         request,
         "index.html",
         runs=[_row(ctx, run) for run in runs],
@@ -81,6 +82,21 @@ async def index(request: Request) -> Response:
         start_templates=template_sizes(ctx),
         max_turns=ctx.rt.settings.chat_max_turns,
     )
+    return unless_unchanged(request, page)
+
+
+def unless_unchanged(request: Request, page: Response) -> Response:
+    """The page with an ETag of its bytes; an empty 304 to a browser that holds those bytes
+    already (it asks again each time: no-cache), so an unchanged list is not sent again."""
+    tag = '"' + hashlib.blake2b(page.body, digest_size=12).hexdigest() + '"'
+    headers = {"etag": tag, "cache-control": "no-cache"}
+    held = {
+        c.strip().removeprefix("W/") for c in request.headers.get("if-none-match", "").split(",")
+    }
+    if tag in held or "*" in held:
+        return Response(status_code=304, headers=headers)
+    page.headers.update(headers)
+    return page
 
 
 def _row(ctx: WebContext, run: RunRecord) -> dict[str, Any]:
@@ -121,7 +137,7 @@ async def run_page(request: Request) -> Response:
     run = await ctx.rt.archive.get_run(run_id)  # UnknownRunError: 404 (see app.py)
     replies = await ctx.rt.archive.replies(run_id)
     state = _state(ctx, run)
-    return render(
+    page = render(
         request,
         "run.html",
         run=run,
@@ -131,6 +147,7 @@ async def run_page(request: Request) -> Response:
         classes=actor_classes(run.participants),
         can_stop=state == "live" and ctx.web_token is not None,
     )
+    return unless_unchanged(request, page)
 
 
 async def download(request: Request) -> Response:

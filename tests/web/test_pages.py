@@ -78,6 +78,23 @@ async def test_the_list_shows_a_new_reply_an_end_and_a_new_run_on_the_next_load(
     assert run_links(await page(site, "/")) == [newer, running]
 
 
+async def test_an_unchanged_page_is_not_sent_again(site: Site) -> None:
+    first = await site.run("one", "two")
+    async with site.http.get("/") as response:
+        tag = response.headers["etag"]
+        assert response.headers["cache-control"] == "no-cache"  # the browser asks every time
+    async with site.http.get("/", headers={"if-none-match": tag}) as response:
+        assert response.status == 304 and await response.read() == b""
+    newer = await site.run("three", "four")
+    async with site.http.get("/", headers={"if-none-match": tag}) as response:
+        assert response.status == 200 and response.headers["etag"] != tag
+        assert run_links(await response.text()) == [newer, first]
+    async with site.http.get(f"/runs/{first}") as response:
+        run_tag = response.headers["etag"]
+    async with site.http.get(f"/runs/{first}", headers={"if-none-match": run_tag}) as response:
+        assert response.status == 304
+
+
 async def test_search_finds_a_word_in_a_reply(site: Site) -> None:
     await site.run("nothing to see", "still nothing")
     wanted = await site.run("the fluorescent hum", "a xylophone in the walls")
