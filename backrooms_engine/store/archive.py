@@ -11,18 +11,25 @@ this connection sees every committed reply while the owner writes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..ports import PAGE_SIZE, Hit, RunFilter
-from ..records import Reply, RunRecord
-from .reading import load_runs, replies_of, run_by_id
-from .rows import STATUS_CLAUSES
+from ..records import ParticipantInfo, Reply, RunRecord
+from .reading import load_runs, participants_of, replies_of, run_by_id
+from .rows import RUN_COLUMNS, RUNS_PAGE, STATUS_CLAUSES, record_of
 from .rules import check_list_args
 from .search import HIT_END, HIT_START, excerpt_parts, fts_query
-from .sql import SqlDatabase
+from .sql import Row, SqlDatabase
 
+KEPT = 20_000  # runs whose records and casts are kept: some 10 MB
 _WITH_MODEL = "EXISTS (SELECT 1 FROM participants p WHERE p.run_id = runs.id AND p.alias = ?)"
 _MATCHING = "id IN (SELECT run_id FROM reply_search WHERE reply_search MATCH ?)"
+# A run and its participants are written in one transaction, so a run seen here has its cast.
+_NEW_CHOICES = (
+    "SELECT runs.id, runs.template, participants.alias FROM runs "
+    "LEFT JOIN participants ON participants.run_id = runs.id WHERE runs.id > ?"
+)
 
 
 Clause = tuple[str, list[Any]]  # a WHERE fragment of the store's own and its parameters
@@ -31,6 +38,8 @@ Clause = tuple[str, list[Any]]  # a WHERE fragment of the store's own and its pa
 class SqlArchive:
     def __init__(self, database: SqlDatabase) -> None:
         self._db = database
+        self._choices = _Choices()
+        self._known = _Known()
 
     def matching(self, words: str) -> Clause | None:
         """Runs where one reply matches `words` (ports.RunFilter's rules) as a condition on
@@ -60,19 +69,31 @@ class SqlArchive:
             return await load_runs(db, where, params, limit=limit, order="DESC")
 
     async def find_runs(self, f: RunFilter, limit: int = PAGE_SIZE) -> list[RunRecord]:
-        """Two queries, whatever the page's size: the page with its totals, then its casts."""
+        """One query for the page with its totals, and one for the casts of runs not seen yet
+        (a cast never changes). A row as it was last time gives back the same record."""
         check_list_args(None, limit)
         where = _where(f, self.matching)
         if where is None:
             return []
         clauses, params = where
+        query = RUNS_PAGE.format(
+            columns=RUN_COLUMNS, where=clauses, order="DESC", limit=f"LIMIT {int(limit)}"
+        )
         async with self._db.using() as db:
-            return await load_runs(db, clauses, params, limit=limit, order="DESC")
+            rows = list(await db.execute_fetchall(query, params))
+            new = [row["id"] for row in rows if row["id"] not in self._known.casts]
+            if new:
+                self._known.make_room(len(new))
+                self._known.casts.update(dict.fromkeys(new, ()))  # a run without a cast: ()
+                self._known.casts.update(await participants_of(db, new))
+        return [self._known.record(row) for row in rows]
 
     async def choices(self) -> tuple[list[str], list[str]]:
-        models = await self._db.fetch("SELECT DISTINCT alias FROM participants ORDER BY alias")
-        names = await self._db.fetch("SELECT DISTINCT template FROM runs ORDER BY template")
-        return [r["alias"] for r in models], [r["template"] for r in names]
+        """Kept up to date rather than scanned: only the runs created since the last call are
+        read (an index seek, usually no row). A run's cast and template never change, and the
+        store never deletes a run; one deleted by hand stays in the menus until a restart."""
+        rows = await self._db.fetch(_NEW_CHOICES, [self._choices.seen])
+        return self._choices.add(rows)
 
 
 class SqliteArchive(SqlArchive):
@@ -81,22 +102,68 @@ class SqliteArchive(SqlArchive):
         return None if match is None else (_MATCHING, [match])
 
     async def hits(self, words: str, run_ids: Sequence[int]) -> dict[int, Hit]:
-        """The best-ranked (bm25) matching reply of each run, with an excerpt of 16 words."""
+        """The best-ranked (bm25) matching reply of each run, with an excerpt of 16 words.
+        Ranked in Python over the page's matches only: ORDER BY rank would rank every reply
+        that matches (all of them, for a word in nearly every reply) to keep a few hundred."""
         match = fts_query(words)
         if match is None or not run_ids:
             return {}
         marks = ", ".join("?" * len(run_ids))
         rows = await self._db.fetch(
-            "SELECT run_id, seq, snippet(reply_search, 0, ?, ?, '…', 16) AS excerpt "
-            f"FROM reply_search WHERE reply_search MATCH ? AND run_id IN ({marks}) ORDER BY rank",
+            "SELECT run_id, seq, rank, snippet(reply_search, 0, ?, ?, '…', 16) AS excerpt "
+            f"FROM reply_search WHERE reply_search MATCH ? AND run_id IN ({marks})",
             [HIT_START, HIT_END, match, *run_ids],
         )
-        found: dict[int, Hit] = {}
+        best: dict[int, Row] = {}
         for row in rows:
-            run_id = int(row["run_id"])
-            if run_id not in found:
-                found[run_id] = Hit(run_id, int(row["seq"]), excerpt_parts(row["excerpt"]))
-        return found
+            kept = best.get(row["run_id"])
+            if kept is None or (row["rank"], row["seq"]) < (kept["rank"], kept["seq"]):
+                best[row["run_id"]] = row
+        return {
+            int(run_id): Hit(int(run_id), int(row["seq"]), excerpt_parts(row["excerpt"]))
+            for run_id, row in best.items()
+        }
+
+
+@dataclass
+class _Known:
+    """The casts and records of runs already read, by run id (a run's cast never changes; the
+    rest of its record is only reused while its row reads the same). At most KEPT of each."""
+
+    casts: dict[int, tuple[ParticipantInfo, ...]] = field(default_factory=dict)
+    records: dict[int, tuple[tuple[Any, ...], RunRecord]] = field(default_factory=dict)
+
+    def make_room(self, runs: int) -> None:
+        """Forget the runs read first, before a page's new ones come in."""
+        for kept in (self.records, self.casts):
+            while kept and len(kept) + runs > KEPT:
+                del kept[next(iter(kept))]
+
+    def record(self, row: Row) -> RunRecord:
+        run_id, values = int(row["id"]), tuple(row[key] for key in row.keys())
+        known = self.records.get(run_id)
+        if known is not None and known[0] == values:
+            return known[1]
+        record = record_of(row, self.casts.get(run_id, ()))
+        self.records[run_id] = (values, record)
+        return record
+
+
+@dataclass
+class _Choices:
+    """The aliases and templates of the runs up to id `seen`."""
+
+    seen: int = 0
+    models: set[str] = field(default_factory=set)
+    templates: set[str] = field(default_factory=set)
+
+    def add(self, rows: Sequence[Row]) -> tuple[list[str], list[str]]:
+        for row in rows:
+            self.seen = max(self.seen, int(row["id"]))
+            self.templates.add(row["template"])
+            if row["alias"] is not None:
+                self.models.add(row["alias"])
+        return sorted(self.models), sorted(self.templates)
 
 
 def _where(f: RunFilter, matching: Callable[[str], Clause | None]) -> Clause | None:

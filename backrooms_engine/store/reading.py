@@ -38,11 +38,13 @@ async def load_runs(
         limit="" if limit is None else f"LIMIT {int(limit)}",
     )
     rows = list(await db.execute_fetchall(query, params))
-    cast = await _participants(db, [row["id"] for row in rows])
+    cast = await participants_of(db, [row["id"] for row in rows])
     return [record_of(row, cast.get(row["id"], ())) for row in rows]
 
 
-async def _participants(db: Session, run_ids: list[int]) -> dict[int, tuple[ParticipantInfo, ...]]:
+async def participants_of(
+    db: Session, run_ids: list[int]
+) -> dict[int, tuple[ParticipantInfo, ...]]:
     found: dict[int, list[ParticipantInfo]] = {}
     for chunk in chunks(run_ids, IDS_PER_LIST):
         rows = await db.execute_fetchall(

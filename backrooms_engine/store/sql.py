@@ -18,6 +18,8 @@ class Row(Protocol):
 
     def __getitem__(self, key: str | int, /) -> Any: ...
 
+    def keys(self) -> list[str]: ...
+
 
 class Session(Protocol):
     """A connection held by one task: inside `using()` or `transaction()`."""

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jinja2 import Environment
+from markupsafe import Markup
 from starlette.requests import Request
+
+from backrooms_engine.records import RunRecord
 
 from ..runtime import Runtime
 from .broker import LiveBroker
+from .cache import Lru
+
+ROWS_KEPT = 4096  # a few pages of each filter; a row is about 600 bytes
 
 
 @dataclass
@@ -21,6 +27,8 @@ class WebContext:
     web_token: str | None
     templates: Environment
     accepting: bool = True  # False once the service stops taking commands
+    # A row of the run list as HTML, by the record and status word it shows (pages.py).
+    rows: Lru[tuple[RunRecord, str], Markup] = field(default_factory=lambda: Lru(ROWS_KEPT))
 
 
 def web(request: Request) -> WebContext:

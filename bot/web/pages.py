@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -68,7 +70,7 @@ async def index(request: Request) -> Response:
     hits = await ctx.rt.archive.hits(f.q, ids) if f.q else {}
     models, used_templates = await ctx.rt.archive.choices()
     driven = await ctx.rt.live_text.driven(ids)  # live in another process, too
-    return render(
+    page = render(
         request,
         "index.html",
         runs=[_row(ctx, run, driven) for run in runs],
@@ -81,14 +83,33 @@ async def index(request: Request) -> Response:
         start_templates=template_sizes(ctx),
         max_turns=ctx.rt.settings.chat_max_turns,
     )
+    return unless_unchanged(request, page)
+
+
+def unless_unchanged(request: Request, page: Response) -> Response:
+    """The page with an ETag of its bytes; an empty 304 to a browser that holds those bytes
+    already (it asks again each time: no-cache), so an unchanged list is not sent again."""
+    tag = '"' + hashlib.blake2b(page.body, digest_size=12).hexdigest() + '"'
+    headers = {"etag": tag, "cache-control": "no-cache"}
+    held = {
+        c.strip().removeprefix("W/") for c in request.headers.get("if-none-match", "").split(",")
+    }
+    if tag in held or "*" in held:
+        return Response(status_code=304, headers=headers)
+    page.headers.update(headers)
+    return page
 
 
 def _row(ctx: WebContext, run: RunRecord, driven: set[int]) -> dict[str, Any]:
-    return {
-        "run": run,
-        "state": _state(ctx, run, driven),
-        "classes": actor_classes(run.participants),
-    }
+    """A run of the list and its row's HTML, rendered once for what it shows: the record (cast,
+    totals, end) and the status word. A new reply or an end makes a new record, so a new row."""
+    state = _state(ctx, run, driven)
+
+    def html() -> Markup:
+        row = ctx.templates.get_template("_run_row.html")
+        return Markup(row.render(run=run, state=state, classes=actor_classes(run.participants)))
+
+    return {"run": run, "html": ctx.rows.get((run, state), html)}
 
 
 def _state(ctx: WebContext, run: RunRecord, driven: set[int]) -> str:
@@ -121,7 +142,7 @@ async def run_page(request: Request) -> Response:
     run = await ctx.rt.archive.get_run(run_id)  # UnknownRunError: 404 (see app.py)
     replies = await ctx.rt.archive.replies(run_id)
     state = _state(ctx, run, await ctx.rt.live_text.driven([run_id]))
-    return render(
+    page = render(
         request,
         "run.html",
         run=run,
@@ -131,6 +152,7 @@ async def run_page(request: Request) -> Response:
         classes=actor_classes(run.participants),
         can_stop=state == "live" and ctx.web_token is not None,
     )
+    return unless_unchanged(request, page)
 
 
 async def download(request: Request) -> Response:

@@ -13,7 +13,7 @@ import pytest
 from backrooms_engine import store as store_module
 from backrooms_engine.errors import StoreError
 from backrooms_engine.ports import PAGE_SIZE, Archive, RunFilter
-from backrooms_engine.records import ParticipantInfo, Reply, RunSpec, now
+from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunSpec, now
 from backrooms_engine.store import SqliteStore
 from backrooms_engine.store import opening as store_opening
 from backrooms_engine.store.archive import SqliteArchive
@@ -131,3 +131,72 @@ async def test_a_page_of_runs_costs_the_same_few_queries_however_many_it_lists(
         finally:
             await reader.close()
     assert costs == {1: 3, 5: 3, 50: 3}, costs  # the page, its casts, its excerpts
+
+
+async def test_a_page_read_again_is_one_query_and_shows_what_changed_since(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "backrooms.db"
+    async with await SqliteStore.open(path) as store:
+        first = await new_run(store)
+        await add(store, first, 0, "the first reply")
+        statements: list[str] = []
+        reader = Database.read_only(path, trace=statements.append)
+        archive = SqliteArchive(reader)
+        try:
+            await archive.find_runs(RunFilter())
+            statements.clear()
+            again = await archive.find_runs(RunFilter())
+            assert len(statements) == 1  # the page; its casts are known
+            # A reply, an end and a new run since: the next read shows each of them.
+            await add(store, first, 1, "a second reply")
+            await store.finish_run(first, RunEnd(reason="max_turns", turns=2), now())
+            second = await new_run(store, template="gallery")
+            now_listed = await archive.find_runs(RunFilter())
+            assert [run.id for run in again] == [first]
+            assert now_listed == [await store.get_run(second), await store.get_run(first)]
+            assert now_listed[1].replies == 2 and now_listed[1].status == "ended"
+        finally:
+            await reader.close()
+
+
+async def test_the_filter_menus_follow_new_runs_without_scanning_the_archive(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "backrooms.db"
+    async with await SqliteStore.open(path) as store:
+        await new_run(store, template="cli")
+        statements: list[str] = []
+        reader = Database.read_only(path, trace=statements.append)
+        archive = SqliteArchive(reader)
+        try:
+            assert await archive.choices() == (["opus"], ["cli"])
+            cast = (ParticipantInfo(0, "gpt4o", "GPT 1", "y", "openai"),)
+            spec = RunSpec(models=("gpt4o",), template="gallery")
+            await store.create_run(spec, cast, "/dev/null", now())
+            statements.clear()
+            assert await archive.choices() == (["gpt4o", "opus"], ["cli", "gallery"])
+            # One query, for the runs after the last one it had read.
+            assert len(statements) == 1 and statements[0].endswith("WHERE runs.id > 1")
+        finally:
+            await reader.close()
+
+
+async def test_the_excerpt_is_of_the_best_matching_reply_of_each_run(tmp_path: Path) -> None:
+    path = tmp_path / "backrooms.db"
+    async with await SqliteStore.open(path) as store:
+        runs = [await new_run(store) for _ in range(3)]
+        filler = " ".join(["corridor"] * 40)
+        for run_id in runs:
+            await add(store, run_id, 0, f"a lantern in the {filler}")
+            await add(store, run_id, 1, "lantern, lantern, lantern")  # denser: ranks first
+            await add(store, run_id, 2, "no light here")
+        hits = await store.archive.hits("lantern", runs[:2])
+    assert {run_id: hit.seq for run_id, hit in hits.items()} == {runs[0]: 1, runs[1]: 1}
+    assert hits[runs[0]].parts == (
+        ("lantern", True),
+        (", ", False),
+        ("lantern", True),
+        (", ", False),
+        ("lantern", True),
+    )

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from markupsafe import escape
 
 from backrooms_engine.records import RunSpec
-from tests.web.conftest import Site
+from tests.web.conftest import OPUS, Site
 
 SCRIPT = "<script>alert(1)</script>"
 
@@ -45,6 +45,54 @@ async def test_the_list_filters_by_model_template_and_status(site: Site) -> None
     assert run_links(await page(site, "/?template=gallery")) == []
     assert run_links(await page(site, "/?status=ended")) == [handle.id, opus_run]
     assert run_links(await page(site, "/?status=running")) == []
+
+
+def row_of(body: str, run_id: int) -> str:
+    found = re.search(rf'<tr class="run[^"]*">\s*<td><a href="/runs/{run_id}">.*?</tr>', body, re.S)
+    assert found, f"no row for run {run_id}"
+    return found[0]
+
+
+def turns_in(row: str) -> int:
+    return int(re.search(r'data-label="turns">(\d+)<', row)[1])  # type: ignore[index]
+
+
+async def test_the_list_shows_a_new_reply_an_end_and_a_new_run_on_the_next_load(
+    site: Site,
+) -> None:
+    # Rows are rendered once and kept: what changes in a run must still show at once.
+    site.models.chunk_count = 10
+    for text, delay in (("one", None), ("two", None), ("three", 0.2), ("four", None)):
+        site.models.queue_reply(OPUS, text, chunk_delay=delay)
+    spec = RunSpec(models=("opus", "opus"), template="cli", max_turns=2, surface="web")
+    running = (await site.rt.manager.start(spec)).id
+    seen: list[tuple[int, str]] = []
+    while not seen or seen[-1] != (1, "live"):  # the first turn stored, the second streaming
+        assert len(seen) < 500, seen
+        row = row_of(await page(site, "/"), running)
+        seen.append((turns_in(row), re.search(r'class="badge">([^<]+)<', row)[1]))  # type: ignore[index]
+    await site.wait(running)
+    row = row_of(await page(site, "/"), running)
+    assert turns_in(row) == 2 and "turn limit" in row and "live" not in row
+    newer = await site.run("five", "six")
+    assert run_links(await page(site, "/")) == [newer, running]
+
+
+async def test_an_unchanged_page_is_not_sent_again(site: Site) -> None:
+    first = await site.run("one", "two")
+    async with site.http.get("/") as response:
+        tag = response.headers["etag"]
+        assert response.headers["cache-control"] == "no-cache"  # the browser asks every time
+    async with site.http.get("/", headers={"if-none-match": tag}) as response:
+        assert response.status == 304 and await response.read() == b""
+    newer = await site.run("three", "four")
+    async with site.http.get("/", headers={"if-none-match": tag}) as response:
+        assert response.status == 200 and response.headers["etag"] != tag
+        assert run_links(await response.text()) == [newer, first]
+    async with site.http.get(f"/runs/{first}") as response:
+        run_tag = response.headers["etag"]
+    async with site.http.get(f"/runs/{first}", headers={"if-none-match": run_tag}) as response:
+        assert response.status == 304
 
 
 async def test_search_finds_a_word_in_a_reply(site: Site) -> None:
