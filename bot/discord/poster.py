@@ -2,7 +2,10 @@
 under the participant's persona, streamed by editing, split at 2,000 characters, paced per channel.
 
 Each reply part is remembered in the store by (run, seq, part), so a replay after a restart edits
-what is already there instead of posting it again.
+what is already there instead of posting it again. Before a part is sent, the part it is (its seq
+and index) is written down as the run's pending send; a process killed between Discord's answer and
+the record leaves one webhook message newer than every recorded one, and the next start adopts it
+as exactly that part (relay.py), whatever its text.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import discord
@@ -40,12 +43,23 @@ UNKNOWN_WEBHOOK = 10015
 UNKNOWN_CHANNEL = 10003
 ARCHIVED_THREAD = 50083
 MISSING_PERMISSIONS = 50013
+OLD_MESSAGE_EDITS = 30046  # "Maximum number of edits to messages older than 1 hour reached"
 
 
 @dataclass(frozen=True)
 class Persona:
     username: str
     avatar_url: str | None
+
+
+@dataclass(frozen=True)
+class Unrecorded:
+    """The webhook message a crash left without its record, and the part it was sent as."""
+
+    seq: int
+    part: int
+    message_id: int
+    content: str
 
 
 @dataclass
@@ -80,13 +94,14 @@ class ThreadPoster:
         streaming: bool,
         known_posts: Mapping[tuple[int, int], str],
         record_post: Callable[[int, int, str], Awaitable[None]],
+        record_sending: Callable[[int, int], Awaitable[None]],
         on_gone: Callable[[str], Awaitable[None]],
         on_end: Callable[[RunEnd], Awaitable[None]],
-        unclaimed: Sequence[tuple[int, str, str]] = (),
+        unrecorded: Unrecorded | None = None,
     ):
-        """`unclaimed`: (message id, username, content) of webhook messages found in the thread
-        after a restart that no stored post names. A crash between a post and its record leaves
-        such a message; the replay adopts it instead of posting the same part twice."""
+        """`record_sending(seq, part)` writes down the part about to be sent; `unrecorded` is the
+        message a crash left between a send and its record, found after a restart: the replay
+        adopts it when it reaches that part instead of posting the part twice."""
         self.run_id = run_id
         self.thread = discord.Object(id=thread_id)
         self._channel_id = channel_id
@@ -97,11 +112,13 @@ class ThreadPoster:
         self.wants_deltas = streaming  # without streaming, no wake-up per chunk
         self._known = dict(known_posts)
         self._record_post = record_post
+        self._record_sending = record_sending
         self._on_gone = on_gone
         self._on_end = on_end
         self._current: _Posting | None = None
         self._gone = False
-        self._unclaimed = list(unclaimed)
+        self._unrecorded = unrecorded
+        self._refused_edits = False  # Discord's 30046 on an old message: logged once
 
     async def handle(self, event: Event) -> None:
         if self._gone and not isinstance(event, RunEnded):
@@ -188,26 +205,50 @@ class ThreadPoster:
                 allowed_mentions=NO_MENTIONS,
             )
 
-        adopted = self._adopt(persona.username, part)
-        message_id = adopted if adopted is not None else (await self._call(send)).id
+        adopted = self._adopt(posting.seq, index)
+        if adopted is None:
+            await self._record_sending(posting.seq, index)
+            message_id = (await self._call(send)).id
+        else:
+            message_id = adopted.message_id
         posting.ids.append(message_id)
-        posting.shown.append(part)
+        posting.shown.append(part if adopted is None else adopted.content)
         self._known[(posting.seq, index)] = str(message_id)
         await self._record_post(posting.seq, index, str(message_id))
+        if adopted is not None and adopted.content != part:
+            await self._edit(posting, index, part)  # it may hold a streamed beginning
 
-    def _adopt(self, username: str, part: str) -> int | None:
-        for i, (message_id, author, content) in enumerate(self._unclaimed):
-            if author == username and content == part:
-                del self._unclaimed[i]
-                return message_id
-        return None
+    def _adopt(self, seq: int, part: int) -> Unrecorded | None:
+        found = self._unrecorded
+        if found is None or (found.seq, found.part) != (seq, part):
+            return None
+        self._unrecorded = None
+        log.info(
+            "run %s: message %s adopted as reply %s part %s",
+            self.run_id,
+            found.message_id,
+            found.seq,
+            found.part,
+        )
+        return found
 
     async def _edit(self, posting: _Posting, index: int, part: str) -> None:
-        await self._call(
-            lambda hook: hook.edit_message(
-                posting.ids[index], content=part, thread=self.thread, allowed_mentions=NO_MENTIONS
+        try:
+            await self._call(
+                lambda hook: hook.edit_message(
+                    posting.ids[index],
+                    content=part,
+                    thread=self.thread,
+                    allowed_mentions=NO_MENTIONS,
+                )
             )
-        )
+        except discord.HTTPException as exc:
+            if exc.code != OLD_MESSAGE_EDITS:
+                raise
+            if not self._refused_edits:  # the message keeps its text; the run goes on
+                self._refused_edits = True
+                log.warning("run %s: Discord refused to edit an old message (%s)", self.run_id, exc)
+            return
         while len(posting.shown) <= index:
             posting.shown.append("")
         posting.shown[index] = part

@@ -5,6 +5,8 @@ after an answer.
 A run's place is remembered in the run's meta (its thread, channel, webhook, starter message and
 starter), so a restart rebuilds its poster without asking Discord anything but the thread's recent
 history.
+
+Exactly once across a crash: recovery.py.
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ from typing import Any
 import discord
 from discord.ext import commands
 
+from backrooms_engine.errors import UnknownModelError
 from backrooms_engine.ports import Observer
 from backrooms_engine.records import RunEnd, RunRecord
 
-from .. import messages
+from .. import faces, messages
 from ..pacing import ChannelBudget, SlidingWindow
 from ..runtime import Runtime
 from ..settings import Settings
 from ..text import persona_name
-from .poster import SURFACE, Persona, ThreadPoster
+from . import recovery
+from .poster import SURFACE, Persona, ThreadPoster, Unrecorded
 from .webhooks import WebhookPool
 
 log = logging.getLogger(__name__)
@@ -36,10 +40,9 @@ log = logging.getLogger(__name__)
 # channel (answered with 40-45 s waits). Stay well under both; edits count as requests.
 WEBHOOK_REQUESTS = (5, 2.0)
 CHANNEL_MESSAGES = (20, 60.0)
-# After a restart, how far back the thread is read for posts whose record a crash lost.
-RECENT_HISTORY = 50
 CLOSE_GRACE = 5.0  # seconds for cancelled tasks to finish at close
 STREAMING = "discord_streaming"  # the per-server setting /backrooms streaming changes
+STARTER_EDIT_LIMIT = 15.0  # seconds the starter's outcome may take (discord.py waits out 429s)
 
 
 @dataclass(frozen=True)
@@ -144,31 +147,17 @@ class Relay:
             return None
         if place.webhook_id and place.webhook_token:
             self.webhooks.adopt(place.channel, place.webhook_id, place.webhook_token)
-        unclaimed = await self._unrecorded_posts(record, place.thread)
-        return [await self.poster(record, place.thread, place.channel, unclaimed)]
-
-    async def _unrecorded_posts(
-        self, record: RunRecord, thread_id: int
-    ) -> list[tuple[int, str, str]]:
-        """Webhook messages in the thread that no stored post names (oldest first)."""
-        known = {int(v) for v in (await self.rt.surface_state.posts(record.id, SURFACE)).values()}
-        try:
-            recent = await self.bot.http.logs_from(thread_id, RECENT_HISTORY)
-        except discord.HTTPException as exc:
-            log.info("run %s: thread history not read (%s)", record.id, exc.text)
-            return []
-        return [
-            (int(m["id"]), m["author"]["username"], m["content"])
-            for m in reversed(recent)
-            if m.get("webhook_id") and int(m["id"]) not in known
-        ]
+        unrecorded = await recovery.unrecorded_post(
+            self.bot.http, self.rt.surface_state, record.id, place.thread
+        )
+        return [await self.poster(record, place.thread, place.channel, unrecorded)]
 
     async def poster(
         self,
         record: RunRecord,
         thread_id: int,
         channel_id: int,
-        unclaimed: Sequence[tuple[int, str, str]] = (),
+        unrecorded: Unrecorded | None = None,
     ) -> ThreadPoster:
         self.threads[thread_id] = record.id
         return ThreadPoster(
@@ -181,23 +170,40 @@ class Relay:
             streaming=await self.streaming(record.spec.space),
             known_posts=await self.rt.surface_state.posts(record.id, SURFACE),
             record_post=functools.partial(self._record_post, record.id),
+            record_sending=functools.partial(self._record_sending, record.id),
             on_gone=functools.partial(self._gone, record.id),
             on_end=functools.partial(self.announce_end, record, thread_id),
-            unclaimed=unclaimed,
+            unrecorded=unrecorded,
         )
 
     def personas(self, record: RunRecord) -> Mapping[str, Persona]:
-        models = self.rt.registry.models
+        """Each seat's name and face: the model's own avatar_url, else our picture of its company
+        at BACKROOMS_PUBLIC_URL, else one of Discord's default avatars, a different one per seat
+        (faces.py)."""
+        companies, own = [], []
+        for p in record.participants:
+            try:
+                spec = self.rt.registry.get(p.alias)
+                companies.append(faces.company_of(spec.company, spec.provider.name))
+                own.append(spec.avatar_url or None)
+            except UnknownModelError:  # an alias since removed from the registry
+                companies.append(faces.company_of("", p.provider))
+                own.append(None)
+        public = self.settings.public_url
+        seats = zip(record.participants, faces.seat_faces(companies), own, strict=True)
         return {
             p.actor: Persona(
                 persona_name(p.actor, platform="discord"),
-                models[p.alias].avatar_url or None if p.alias in models else None,
+                url or (face.url(public) if public else faces.discord_default_avatar(p.position)),
             )
-            for p in record.participants
+            for p, face, url in seats
         }
 
     async def _record_post(self, run_id: int, seq: int, part: int, message_id: str) -> None:
         await self.rt.surface_state.record_post(run_id, seq, part, SURFACE, message_id)
+
+    async def _record_sending(self, run_id: int, seq: int, part: int) -> None:
+        await self.rt.surface_state.set_meta(run_id, recovery.SENDING, f"{seq}:{part}")
 
     async def _gone(self, run_id: int, why: str) -> None:
         # Never await the stop here: the manager waits for this observer to drain first.
@@ -209,12 +215,28 @@ class Relay:
     # -- the end of a run -------------------------------------------------------------------
 
     async def announce_end(self, record: RunRecord, thread_id: int, end: RunEnd) -> None:
-        """The closing line in the thread, and the outcome added to the starter message."""
+        """The closing line in the thread (once, even across a crash), then the outcome added
+        to the starter message."""
         self.threads.pop(thread_id, None)
         if end.reason == "shutdown":
             text = f"Run {record.id} paused: the bot is restarting. It will go on by itself."
-        else:
-            text = messages.closing_text(record.id, end, self.settings.public_url)
+            await self._say(record.id, thread_id, text)
+            return
+        text = messages.closing_text(record.id, end, self.settings.public_url)
+        stretch = f"{end.max_turns}:{end.turns}"  # a run given more turns ends once more
+        state = self.rt.surface_state
+        if not await recovery.closing_shown(
+            self.bot.http, state, record.id, thread_id, text, stretch
+        ):
+            await state.set_meta(record.id, recovery.CLOSING, f"sending:{stretch}")
+            if await self._say(record.id, thread_id, text):
+                await state.set_meta(record.id, recovery.CLOSING, f"shown:{stretch}")
+        try:
+            await asyncio.wait_for(self._mark_starter(record, end), STARTER_EDIT_LIMIT)
+        except TimeoutError:
+            log.warning("run %s: starter message not updated (Discord kept it waiting)", record.id)
+
+    async def _say(self, run_id: int, thread_id: int, text: str) -> bool:
         thread = self.bot.get_channel(thread_id)
         try:
             if isinstance(thread, discord.Thread):
@@ -222,21 +244,26 @@ class Relay:
             else:
                 await self.bot.http.send_message(thread_id, params=plain(text))
         except discord.HTTPException as exc:
-            log.info("run %s: closing line not posted (%s)", record.id, exc.text)
-        if end.reason != "shutdown":
-            await self._mark_starter(record, end)
+            log.warning("run %s: closing line not posted (%s)", run_id, exc.text)
+            return False
+        return True
 
     async def _mark_starter(self, record: RunRecord, end: RunEnd) -> None:
         place = await self.place_of(record.id)
         if place is None or not (place.starter_channel and place.starter_message):
             return
         channel_id, message_id = place.starter_channel, place.starter_message
+        outcome = f"\n**Outcome:** {end.summary}"
         try:
             message = await self.bot.http.get_message(channel_id, message_id)
-            content = f"{message['content']}\n**Outcome:** {end.summary}"[:2000]
+            if message["content"].endswith(outcome):
+                return  # given before a crash
+            content = f"{message['content']}{outcome}"[:2000]
             await self.bot.http.edit_message(channel_id, message_id, params=plain(content))
         except discord.HTTPException as exc:
-            log.info("run %s: starter message not updated (%s)", record.id, exc.text)
+            # 30046: Discord limits edits of messages older than an hour; the closing line
+            # in the thread already says how the run ended.
+            log.warning("run %s: starter message not updated (%s)", record.id, exc)
 
     # -- moderators deleting or archiving a run's thread ------------------------------------
 

@@ -393,3 +393,32 @@ async def test_bot_archives_and_locks_its_thread_on_stop(world: World) -> None:
     meta = world.fake.threads[thread.id]["thread_metadata"]
     assert (meta["archived"], meta["locked"]) == (True, True)
     assert time.monotonic() - started < STEP
+
+
+async def test_old_messages_refuse_edits_past_the_limit_with_30046(world: World) -> None:
+    fake = world.fake
+    fake.old_message_age, fake.old_message_edits, fake.old_message_retry_after = 0.0, 1, 0.01
+    message = await _channel(world).send("Backrooms run 1")
+    hook = await _channel(world).create_webhook(name="relay")
+    persona = await hook.send("a reply", username="Claude", wait=True)
+    await message.edit(content="one edit is allowed")
+    with pytest.raises(discord.HTTPException) as starter:
+        await message.edit(content="a second is not")
+    await persona.edit(content="its own allowance")
+    with pytest.raises(discord.HTTPException) as webhook:
+        await persona.edit(content="then refused too")
+    assert (starter.value.status, starter.value.code) == (429, 30046)
+    assert webhook.value.code == 30046
+    assert fake.messages(message.channel.id)[0]["content"] == "one edit is allowed"
+    refusals = fake.find_calls("PATCH", rf"/messages/{message.id}$")
+    assert [c.status for c in refusals] == [200, 429, 429, 429, 429, 429]  # discord.py tried 5
+
+
+async def test_on_message_sees_each_new_message_before_the_answer_leaves(world: World) -> None:
+    seen: list[tuple[str, int]] = []
+    world.fake.on_message = lambda m: seen.append((m["content"], len(world.fake.calls)))
+    hook = await _channel(world).create_webhook(name="relay")
+    calls_before = len(world.fake.calls)
+    await hook.send("part 0", username="Claude", wait=True)
+    await _channel(world).send("closing line")
+    assert seen == [("part 0", calls_before), ("closing line", calls_before + 1)]

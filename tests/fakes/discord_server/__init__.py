@@ -59,7 +59,12 @@ count=)``; ``enforce_webhook_rate_limit`` (``webhook_rate_limit`` = 5 per 2 s pe
 X-RateLimit-* headers that discord.py's webhook adapter obeys, so pacing avoids 429s);
 ``enforce_channel_rate_limit`` (``channel_rate_limit`` = 30 messages per 60 s per channel, with no
 warning headers, like Discord's undocumented per-channel limit); ``interaction_ack_deadline``
-(3 s), ``interaction_token_lifetime`` (15 min).
+(3 s), ``interaction_token_lifetime`` (15 min); ``old_message_edits`` (None: off) edits of a
+message older than ``old_message_age`` s, then ``429 30046`` (Discord's limit on editing old
+messages) with ``old_message_retry_after``.
+
+Crashes: ``on_message`` (if set) is called with each new message's REST shape once it exists and
+before the answer leaves, so a test can kill the caller between Discord's answer and its record.
 
 Faithful on purpose, each a way a real bot fails: ``Content-Type: application/json`` exactly
 (with ``; charset=utf-8`` discord.py's ``json_or_text`` returns a str); every 429 carries ``Via``

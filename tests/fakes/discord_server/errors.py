@@ -64,6 +64,19 @@ def wrong_channel_type() -> ApiError:
     return ApiError(400, 50024, "Cannot execute action on this channel type")
 
 
+def old_message_edits(retry_after: float) -> ApiError:
+    """Discord's 30046: a 429 that carries a code (discord.py reports "429 Too Many Requests
+    (error code: 30046)"), shaped like every other 429 so discord.py retries it first."""
+    limited = too_many_requests(retry_after, scope="user", bucket="old-message-edits", limit=1)
+    return ApiError(
+        429,
+        30046,
+        "Maximum number of edits to messages older than 1 hour reached. Try again later",
+        headers=limited.headers,
+        extra=limited.extra,
+    )
+
+
 def too_many_requests(
     retry_after: float, *, scope: str, bucket: str, limit: int, is_global: bool = False
 ) -> ApiError:

@@ -16,6 +16,7 @@ from .constants import (
     THREAD_TYPES,
     USER_MENTION,
 )
+from .errors import old_message_edits
 from .records import Message, now_iso
 from .world import World
 
@@ -141,6 +142,8 @@ class Messages:
         return payload
 
     async def created(self, message: Message) -> None:
+        if self.world.on_message is not None:
+            self.world.on_message(self.for_response(message))
         await self.world.dispatch(
             "MESSAGE_CREATE", self.for_gateway(message), INTENT_GUILD_MESSAGES
         )
@@ -151,6 +154,7 @@ class Messages:
         content = body.get("content")
         if isinstance(content, str) and len(content) > MAX_CONTENT:
             raise validation.too_long()
+        self._count_old_edit(message)
         payload = message.payload
         message.edits.append(
             {"time": time.monotonic(), "before": payload["content"], "body": copy.deepcopy(body)}
@@ -167,6 +171,15 @@ class Messages:
                 "MESSAGE_UPDATE", self.for_gateway(message), INTENT_GUILD_MESSAGES
             )
         return self.for_response(message)
+
+    def _count_old_edit(self, message: Message) -> None:
+        """Refuse an edit of an old message past the limit (30046), else count it."""
+        w = self.world
+        if w.old_message_edits is None or message.age() < w.old_message_age:
+            return
+        if message.old_edits >= w.old_message_edits:
+            raise old_message_edits(w.old_message_retry_after)
+        message.old_edits += 1
 
     def remove(self, message: Message) -> None:
         w = self.world

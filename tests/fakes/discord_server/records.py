@@ -71,6 +71,12 @@ class InteractionState:
 class Message:
     payload: dict[str, Any]
     edits: list[dict[str, Any]] = field(default_factory=list)
+    old_edits: int = 0  # edits accepted once the message was old (the 30046 limit)
+
+    def age(self) -> float:
+        """Seconds since the message was made, from its snowflake as Discord would."""
+        created_ms = (int(self.payload["id"]) >> 22) + DISCORD_EPOCH_MS
+        return time.time() - created_ms / 1000
 
 
 @dataclass

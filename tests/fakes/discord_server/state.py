@@ -8,7 +8,7 @@ import asyncio
 import copy
 import secrets
 from collections import defaultdict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -41,6 +41,13 @@ class State:
     interaction_token_lifetime: float = 15 * 60.0
     webhook_rate_limit: tuple[int, float] = (5, 2.0)
     channel_rate_limit: tuple[int, float] = (30, 60.0)
+    # Discord's limit on editing old messages (error 30046, answered as a 429): a message older
+    # than `old_message_age` seconds accepts `old_message_edits` edits, then every further one is
+    # refused, each time for `old_message_retry_after` seconds. Discord does not publish the
+    # numbers; None (the default) leaves edits unlimited.
+    old_message_age: float = 3600.0
+    old_message_edits: int | None = None
+    old_message_retry_after: float = 20.0
 
     def __init__(self, *, host: str, token: str | None) -> None:
         self.host = host
@@ -75,6 +82,9 @@ class State:
         self.tasks: set[asyncio.Task[None]] = set()
         self.changed = asyncio.Condition()  # notified after every recorded call
         self.ready = asyncio.Event()
+        # Called with each new message (its REST shape) once it exists and before the answer
+        # leaves: a test can kill the caller between Discord's answer and its bookkeeping.
+        self.on_message: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def base_url(self) -> str:
