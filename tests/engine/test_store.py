@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +24,9 @@ from backrooms_engine.records import ParticipantInfo, Reply, RunRecord, RunSpec,
 from backrooms_engine.store import SqliteStore
 from backrooms_engine.store import opening as store_opening
 from backrooms_engine.store import rows as store_rows
+from tests import unprivileged
+
+REPO = Path(__file__).resolve().parents[2]
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -312,20 +318,52 @@ async def test_a_directory_is_refused(tmp_path: Path) -> None:
         await SqliteStore.open(tmp_path)
 
 
-@pytest.mark.parametrize("owner", [True, False])
-async def test_a_read_only_directory_is_refused(tmp_path: Path, owner: bool) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("running as root: directory permissions do not stop root from writing")
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
+# Opening the store in a child process run as a user whom directory permissions bind, also under
+# CI, which runs as root (tests/unprivileged.py).
+OPEN_IN_CHILD = """
+import asyncio, sys
+from pathlib import Path
+from backrooms_engine.errors import StoreError
+from backrooms_engine.store import SqliteStore
+
+async def main():
     try:
-        with pytest.raises(
-            StoreError, match=r"cannot create .*: permission denied; set BACKROOMS_DB"
-        ):
-            await SqliteStore.open(locked / "backrooms.db", owner=owner)
-    finally:
-        locked.chmod(0o755)
+        await SqliteStore.open(Path(sys.argv[1]), owner=sys.argv[2] == "owner")
+    except StoreError as exc:
+        print(exc)
+        return
+    print("opened")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("owner", [True, False])
+def test_a_read_only_directory_is_refused(owner: bool) -> None:
+    with unprivileged.workspace() as cwd:
+        locked = cwd / "locked"
+        locked.mkdir()
+        unprivileged.give(locked)
+        locked.chmod(0o555)
+        try:
+            argv = [sys.executable, "-c", OPEN_IN_CHILD, str(locked / "backrooms.db")]
+            done = subprocess.run(
+                unprivileged.command([*argv, "owner" if owner else "viewer"]),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=cwd,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+                check=False,
+            )
+            said = done.stdout.strip()
+            assert re.fullmatch(r"cannot create .*: permission denied; set BACKROOMS_DB.*", said), (
+                said,
+                done.stderr[-2000:],
+            )
+            assert list(locked.iterdir()) == []
+        finally:
+            locked.chmod(0o755)
 
 
 @pytest.mark.parametrize("owner", [True, False])

@@ -199,10 +199,15 @@ async def test_a_connection_the_server_dropped_is_opened_again(postgres_url: str
 
 
 async def test_the_archive_cannot_write(postgres_url: str) -> None:
-    async with await PostgresStore.open(at(postgres_url)) as store:
-        async with store.archive._db.using() as session:  # type: ignore[attr-defined]
+    """The archive reads through a connection opened as its own (`connect(read_only=True)`,
+    what PostgresStore gives its archive): a write there is refused by the server."""
+    async with await PostgresStore.open(at(postgres_url)):
+        reader = await pg_opening.connect(at(postgres_url), read_only=True)
+        try:
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-                await session.execute("DELETE FROM runs")
+                await reader.execute("DELETE FROM runs")
+        finally:
+            await reader.close()
 
 
 async def test_an_error_never_shows_the_password(postgres_url: str) -> None:
