@@ -102,7 +102,8 @@ def distinct_colours(colours: Sequence[str]) -> list[str]:
     for colour in colours:
         rgb = _rgb(colour)
         variant, shaded = 0, colour
-        while shaded.lower() in (c.lower() for c in out):
+        # Bounded: a grey has no channels to turn, so its shades run out after one round.
+        while shaded.lower() in (c.lower() for c in out) and variant < 3 * len(_SHADES):
             variant += 1
             shaded = "#{:02x}{:02x}{:02x}".format(*_shade(rgb, variant))
         out.append(shaded)

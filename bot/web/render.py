@@ -15,6 +15,7 @@ from typing import Any, Literal
 from backrooms_engine.records import Reply, RunEnd
 from backrooms_engine.registry import Registry
 
+from ..faces import distinct_colours
 from ..text import fence_art
 
 Kind = Literal["prose", "mono"]
@@ -134,14 +135,31 @@ def safe_colour(colour: str) -> str:
     return colour if _COLOUR.fullmatch(colour) else DEFAULT_COLOUR
 
 
+# A run may seat one model several times (`opus opus`): each further seat of an alias gets a
+# shade of its colour of its own (bot/faces.py), up to this many seats of one alias.
+SEATS_PER_ALIAS = 8
+
+
 def colours_css(registry: Registry) -> str:
-    rules = [
-        f".{colour_class(alias)} {{ --actor: {safe_colour(spec.colour)}; }}"
-        for alias, spec in sorted(registry.models.items())
-    ]
+    rules = []
+    for alias, spec in sorted(registry.models.items()):
+        shades = distinct_colours([safe_colour(spec.colour)] * SEATS_PER_ALIAS)
+        rules.append(f".{colour_class(alias)} {{ --actor: {shades[0]}; }}")
+        rules += [
+            f".{colour_class(alias)}-{n} {{ --actor: {shade}; }}"
+            for n, shade in enumerate(shades[1:], start=1)
+        ]
     return "\n".join(rules) + "\n"
 
 
 def actor_classes(participants: Iterable[Any]) -> Mapping[str, str]:
-    """Actor name -> colour class, for the replies of one run."""
-    return {p.actor: colour_class(p.alias) for p in participants}
+    """Actor name -> colour class, for the replies of one run: a second seat of the same alias
+    gets the alias's next shade, so no two seats of a run look alike."""
+    classes: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for p in participants:
+        n = seen.get(p.alias, 0)
+        seen[p.alias] = n + 1
+        base = colour_class(p.alias)
+        classes[p.actor] = base if n == 0 or n >= SEATS_PER_ALIAS else f"{base}-{n}"
+    return classes

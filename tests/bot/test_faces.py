@@ -9,6 +9,7 @@ import zlib
 import pytest_asyncio
 
 from bot import faces
+from bot.faces import distinct_colours
 from tests.bot.slack_harness import CLAUDE_ICON, serving, slack_env
 from tests.fakes.slack_server import GENERAL_CHANNEL_ID as GENERAL
 from tests.fakes.slack_server import FakeSlack
@@ -117,3 +118,10 @@ async def test_discord_posts_wear_a_different_default_avatar_per_seat(model_serv
         "https://cdn.discordapp.com/embed/avatars/0.png",
         "https://cdn.discordapp.com/embed/avatars/1.png",
     ]
+
+
+def test_many_seats_of_a_grey_model_get_their_colours_without_hanging() -> None:
+    """A grey has no channel to turn once its shades are used: the search stops, and every seat
+    the shades can tell apart is told apart."""
+    colours = distinct_colours(["#9e9e9e"] * 12)
+    assert len(colours) == 12 and len(set(colours[:5])) == 5

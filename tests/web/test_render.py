@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from backrooms_engine.records import ParticipantInfo
 from backrooms_engine.registry import load_registry
-from bot.web.render import colour_class, colours_css, safe_colour, segments
+from bot.web.render import actor_classes, colour_class, colours_css, safe_colour, segments
 
 
 def test_plain_prose_is_one_prose_segment() -> None:
@@ -48,3 +49,16 @@ def test_colours_are_checked_before_they_reach_the_stylesheet() -> None:
     assert safe_colour("red; } body { display: none") == "#9e9e9e"
     css = colours_css(load_registry())
     assert f".{colour_class('opus')} {{ --actor: #d97757; }}" in css
+
+
+def test_two_seats_of_one_model_get_colours_of_their_own() -> None:
+    seats = [
+        ParticipantInfo(0, "opus", "Claude 1", "claude-opus-5-5", "anthropic"),
+        ParticipantInfo(1, "opus", "Claude 2", "claude-opus-5-5", "anthropic"),
+    ]
+    classes = actor_classes(seats)
+    assert classes["Claude 1"] != classes["Claude 2"]
+    css = colours_css(load_registry())
+    rules = dict(line.split(" { --actor: ") for line in css.splitlines())
+    first, second = rules["." + classes["Claude 1"]], rules["." + classes["Claude 2"]]
+    assert first == "#d97757; }" and second != first
