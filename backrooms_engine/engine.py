@@ -8,9 +8,10 @@ not added to any context; otherwise it becomes its author's `assistant` message 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +27,7 @@ from .events import (
     RunStarted,
 )
 from .ports import Provider, TranscriptStore
+from .pricing import Prices, RunUsage, added, cost_usd, run_usage
 from .records import Reply, RunEnd, RunRecord, Usage, now
 from .registry import ModelSpec
 
@@ -92,10 +94,12 @@ class Engine:
         store: TranscriptStore,
         *,
         retry: RetryPolicy | None = None,
+        prices: Mapping[str, Prices] | None = None,
     ):
         self._provider_for = provider_for
         self._store = store
         self._retry = retry or RetryPolicy()
+        self._prices = dict(prices or {})  # by alias; a model without any: "cost unknown"
 
     async def run(
         self,
@@ -119,12 +123,12 @@ class Engine:
         """
         emit(RunStarted(record, resumed=resumed))
         end = self._ended_already(record, len(conversation.participants), history, extending)
+        tally = Tally(run_usage(r.usage for r in history), sum(r.usage.total for r in history))
         if end is None:
-            tokens = sum(r.usage.total for r in history)
-            end = await self._loop(record, conversation, emit, stop, len(history), tokens)
+            end = await self._loop(record, conversation, emit, stop, len(history), tally)
         if end.reason != "shutdown":
             await self._store.finish_run(record.id, end, now())
-        emit(RunEnded(record.id, end))
+        emit(RunEnded(record.id, end, usage=tally.usage))
         return end
 
     @staticmethod
@@ -148,7 +152,7 @@ class Engine:
         emit: Emit,
         stop: StopSignal,
         seq: int,
-        tokens_used: int,
+        tally: Tally,
     ) -> RunEnd:
         """While reply N is being committed, reply N+1 is already asked for: a model's answer
         takes seconds, a commit under load tens of milliseconds, and the next speaker need not
@@ -156,7 +160,7 @@ class Engine:
         reply N is committed and its ReplyFinished has gone out."""
         committing: list[asyncio.Task[None]] = []  # the previous reply's commit, while it runs
         try:
-            end = await self._turns(record, conversation, emit, stop, seq, tokens_used, committing)
+            end = await self._turns(record, conversation, emit, stop, seq, tally, committing)
             await _settled(committing)  # whatever ended the run, the last reply is stored first
             return end
         finally:
@@ -171,7 +175,7 @@ class Engine:
         emit: Emit,
         stop: StopSignal,
         seq: int,
-        tokens_used: int,
+        tally: Tally,
         committing: list[asyncio.Task[None]],
     ) -> RunEnd:
         size = len(conversation.participants)
@@ -194,8 +198,8 @@ class Engine:
                 return RunEnd("ctrl_c", actor=reply.actor, turns=(seq + 1) // size)
             conversation.append(reply.position, reply.text)
             seq += 1
-            tokens_used += reply.usage.total
-            if spec.token_budget is not None and tokens_used >= spec.token_budget:
+            tally.add(reply.usage)
+            if spec.token_budget is not None and tally.tokens >= spec.token_budget:
                 return RunEnd("budget", detail=str(spec.token_budget), turns=seq // size)
         return RunEnd("max_turns", turns=seq // size, max_turns=spec.max_turns)
 
@@ -276,7 +280,10 @@ class Engine:
                 text=text,
                 started_at=started_at,
                 finished_at=now(),
-                usage=usage,
+                # Priced now, at today's prices: a later price change does not rewrite the past.
+                usage=dataclasses.replace(
+                    usage, cost_usd=cost_usd(self._prices.get(request.spec.alias), usage)
+                ),
             )
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -299,6 +306,19 @@ class Engine:
                 text += item
                 emit(ReplyDelta(run_id, seq, position, actor, item, text))
         return text, usage
+
+
+@dataclass
+class Tally:
+    """What a run has used so far: its usage totals (pricing.run_usage's rules) and the tokens
+    a token budget counts."""
+
+    usage: RunUsage
+    tokens: int = 0
+
+    def add(self, usage: Usage) -> None:
+        self.usage = added(self.usage, usage)
+        self.tokens += usage.total
 
 
 async def _settled(committing: list[asyncio.Task[None]]) -> None:

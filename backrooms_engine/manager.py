@@ -22,6 +22,7 @@ from .errors import BackroomsError, ConfigError, StoreError
 from .events import Event, ReplyDelta, ReplyFinished, ReplyStarted, RunEnded
 from .observers import DEFAULT_QUEUE_SIZE, ObserverHub
 from .ports import Observer, Provider, TranscriptStore
+from .pricing import Prices
 from .records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, now
 from .registry import ModelSpec, Registry, check_keys
 
@@ -72,6 +73,7 @@ class RunManager:
         limits: Limits | None = None,
         observer_grace: float = 30.0,
         observer_queue: int = DEFAULT_QUEUE_SIZE,
+        prices: Mapping[str, Prices] | None = None,
     ):
         self.registry = registry
         self.template_dirs = list(template_dirs)
@@ -79,7 +81,8 @@ class RunManager:
         self.limits = limits or Limits()
         self._env = env
         self._log_dir = log_dir
-        self._engine = Engine(provider_for, store, retry=retry)
+        self.prices = dict(prices or {})  # by alias (pricing.load_prices)
+        self._engine = Engine(provider_for, store, retry=retry, prices=self.prices)
         self._runs: dict[int, RunHandle] = {}
         self._created: dict[int, RunRecord] = {}  # stored, not launched yet (counted by caps)
         self._starting_specs: list[RunSpec] = []  # past the caps, not yet going (counted too)

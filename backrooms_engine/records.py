@@ -83,12 +83,29 @@ def _turns(n: int) -> str:
 
 @dataclass(frozen=True)
 class Usage:
+    """One reply's counts as the API reported them (None: not reported, never zero), its cost in
+    USD when it was made (None: unpriced or a count unknown; pricing.py), and whether the API
+    ended it at max_tokens (`cut_off`). `input_tokens` is the uncached remainder, beside the
+    tokens read from and written to the prompt cache (Anthropic's accounting; OpenAI's cached
+    tokens are subtracted from its prompt_tokens)."""
+
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cost_usd: float | None = None
+    cut_off: bool = False
+
+    @property
+    def all_input(self) -> int:
+        """Every input token the request carried, read from the cache or not."""
+        counts = (self.input_tokens, self.cache_read_tokens, self.cache_write_tokens)
+        return sum(c or 0 for c in counts)
 
     @property
     def total(self) -> int:
-        return (self.input_tokens or 0) + (self.output_tokens or 0)
+        """What a token budget counts: every input token (cached or not) and the output."""
+        return self.all_input + (self.output_tokens or 0)
 
 
 @dataclass(frozen=True)
@@ -105,6 +122,15 @@ class Reply:
     finished_at: datetime
     usage: Usage = field(default_factory=Usage)
 
+    @property
+    def cost_usd(self) -> float | None:
+        return self.usage.cost_usd
+
+    @property
+    def cut_off(self) -> bool:
+        """The API ended this reply at max_tokens: its text may stop mid-sentence."""
+        return self.usage.cut_off
+
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -117,8 +143,14 @@ class RunRecord:
     end: RunEnd | None = None
     ended_at: datetime | None = None
     replies: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
+    # Totals over the run's replies: None when no reply reported the value, else the sum of the
+    # known ones; usage_complete is false when any reply lacks any of them (pricing.run_usage).
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cost_usd: float | None = None
+    usage_complete: bool = True
 
     @property
     def turns(self) -> int:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from backrooms_engine.pricing import RunUsage
 from backrooms_engine.records import RunEnd, RunRecord
 from backrooms_engine.registry import Registry
+
+from . import costs
 
 HELP = """\
 {b}/backrooms start{b} `opus gpt4o cli 20`: models in turn order, then optionally a template and a \
@@ -43,8 +46,13 @@ def starter_text(
     return "\n".join(lines)
 
 
-def closing_text(record_id: int, end: RunEnd, public_url: str | None) -> str:
+def closing_text(
+    record_id: int, end: RunEnd, public_url: str | None, usage: RunUsage | None = None
+) -> str:
+    """The closing line; with the run's usage (RunEnded carries it), what the run cost."""
     text = f"Run {record_id}: {end.summary}"
+    if usage is not None:
+        text += f" Cost: {costs.usage_cost_text(usage)}."
     if end.reason == "gone":
         text += f" It can be resumed with `/backrooms resume {record_id}`."
     url = run_url(public_url, record_id)

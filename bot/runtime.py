@@ -16,6 +16,7 @@ from backrooms_engine import templates
 from backrooms_engine.engine import RetryPolicy
 from backrooms_engine.manager import Limits, RunManager
 from backrooms_engine.ports import Archive, SurfaceState, TranscriptStore
+from backrooms_engine.pricing import load_prices
 from backrooms_engine.providers import ProviderPool
 from backrooms_engine.registry import Registry, load_registry
 from backrooms_engine.store import open_store
@@ -44,7 +45,10 @@ def template_dirs(settings: Settings, extra: Path | None = None) -> list[Path]:
 async def open_runtime(
     settings: Settings, *, templates_dir: Path | None = None, registry: Registry | None = None
 ) -> AsyncIterator[Runtime]:
+    given = registry is not None
     registry = registry or load_registry(settings.models_file)
+    # A registry handed in (tests) may lack the shipped aliases that prices name: not checked then.
+    prices = load_prices(settings.models_file, aliases=None if given else registry.models)
     dirs = template_dirs(settings, templates_dir)
     store = await open_store(settings.store, owner=True)
     providers = ProviderPool(settings.env, timeout=settings.request_timeout)
@@ -62,6 +66,7 @@ async def open_runtime(
             chat_max_turns=settings.chat_max_turns,
             token_budget=settings.token_budget,
         ),
+        prices=prices,
     )
     try:
         yield Runtime(

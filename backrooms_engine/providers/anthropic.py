@@ -82,8 +82,8 @@ class _Events:
     def __init__(self, request: ModelRequest, spec: ProviderSpec) -> None:
         self._request, self._spec = request, spec
         self.finished = False
-        self._input: int | None = None
-        self._output: int | None = None
+        self._counts: dict[str, int | None] = dict.fromkeys(_COUNTS.values())
+        self._cut_off = False
 
     def event(self, name: str | None, data: str) -> str | None:
         event = _errors.parse_json(data, self._request, self._spec)
@@ -93,15 +93,32 @@ class _Events:
             if delta.get("type") == "text_delta":
                 return delta.get("text") or None
         elif kind == "message_start":
-            usage = (event.get("message") or {}).get("usage") or {}
-            self._input, self._output = usage.get("input_tokens"), usage.get("output_tokens")
+            self._count((event.get("message") or {}).get("usage") or {})
         elif kind == "message_delta":
-            self._output = (event.get("usage") or {}).get("output_tokens", self._output)
+            self._count(event.get("usage") or {})
+            stop = (event.get("delta") or {}).get("stop_reason")
+            self._cut_off = self._cut_off or stop == "max_tokens"
         elif kind == "message_stop":
             self.finished = True
         elif kind == "error":
             raise _errors.in_stream(event, self._request, self._spec)
         return None
 
+    def _count(self, usage: Mapping[str, Any]) -> None:
+        """message_start carries the counts so far, message_delta the final ones (cumulative):
+        the latest value the API gave for each wins."""
+        for wire, ours in _COUNTS.items():
+            if isinstance(usage.get(wire), int):
+                self._counts[ours] = usage[wire]
+
     def usage(self) -> Usage:
-        return Usage(self._input, self._output)
+        return Usage(**self._counts, cut_off=self._cut_off)
+
+
+# The API's usage fields -> ours. Its input_tokens is the uncached remainder, beside the cache's.
+_COUNTS = {
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+    "cache_read_input_tokens": "cache_read_tokens",
+    "cache_creation_input_tokens": "cache_write_tokens",
+}

@@ -22,6 +22,7 @@ from backrooms_engine.events import (
     ReplyStarted,
     RunEnded,
 )
+from backrooms_engine.pricing import RunUsage
 from backrooms_engine.records import RunEnd
 
 from ..pacing import ChannelBudget
@@ -78,7 +79,7 @@ class ThreadPoster:
         known_posts: Mapping[tuple[int, int], str],
         record_post: Callable[[int, int, str], Awaitable[None]],
         on_gone: Callable[[str], Awaitable[None]],
-        on_end: Callable[[RunEnd], Awaitable[None]],
+        on_end: Callable[[RunEnd, RunUsage | None], Awaitable[None]],
         unclaimed: Sequence[tuple[int, str, str]] = (),
     ):
         """`unclaimed`: (message id, username, content) of webhook messages found in the thread
@@ -124,11 +125,11 @@ class ThreadPoster:
                     posting = _Posting(reply.seq, reply.actor, self._known_ids(reply.seq))
                 await self._show(posting, reply.text, final=True)
                 self._current = None
-            case RunEnded(end=end):
+            case RunEnded(end=end, usage=usage):
                 if self._current is not None and self._current.ids and not self._gone:
                     await self._mark_cut_off(self._current)
                 if not self._gone or end.reason == "gone":
-                    await self._on_end(end)
+                    await self._on_end(end, usage)
 
     async def _mark_cut_off(self, posting: _Posting) -> None:
         """A reply the run ended in the middle of is not in the transcript: say so on it."""

@@ -20,6 +20,7 @@ import discord
 from discord.ext import commands
 
 from backrooms_engine.ports import Observer
+from backrooms_engine.pricing import RunUsage
 from backrooms_engine.records import RunEnd, RunRecord
 
 from .. import messages
@@ -208,13 +209,16 @@ class Relay:
 
     # -- the end of a run -------------------------------------------------------------------
 
-    async def announce_end(self, record: RunRecord, thread_id: int, end: RunEnd) -> None:
-        """The closing line in the thread, and the outcome added to the starter message."""
+    async def announce_end(
+        self, record: RunRecord, thread_id: int, end: RunEnd, usage: RunUsage | None = None
+    ) -> None:
+        """The closing line in the thread (with what the run cost), and the outcome added to the
+        starter message."""
         self.threads.pop(thread_id, None)
         if end.reason == "shutdown":
             text = f"Run {record.id} paused: the bot is restarting. It will go on by itself."
         else:
-            text = messages.closing_text(record.id, end, self.settings.public_url)
+            text = messages.closing_text(record.id, end, self.settings.public_url, usage)
         thread = self.bot.get_channel(thread_id)
         try:
             if isinstance(thread, discord.Thread):

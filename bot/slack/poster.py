@@ -25,6 +25,7 @@ from backrooms_engine.events import (
     RunEnded,
     RunStarted,
 )
+from backrooms_engine.pricing import RunUsage
 from backrooms_engine.records import RunEnd, RunRecord
 
 from ..pacing import SlidingWindow, Spacing
@@ -102,7 +103,7 @@ class SlackPoster:
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, RunEnded):
-            await self._end(event.end)
+            await self._end(event.end, event.usage)
             return
         if self._gone:
             return
@@ -208,12 +209,12 @@ class SlackPoster:
 
     # -- the end ------------------------------------------------------------------------------
 
-    async def _end(self, end: RunEnd) -> None:
+    async def _end(self, end: RunEnd, usage: RunUsage | None = None) -> None:
         """The outcome as the thread's last line and on the root message, whose Stop button
         goes. A shutdown is a pause, not an end: the next start continues the same thread."""
         if end.reason == "shutdown":
             return
-        outcome = texts.outcome_text(self.record.id, end, self._public_url)
+        outcome = texts.outcome_text(self.record.id, end, self._public_url, usage)
         if not self._gone:
             await self._cut_off()
             try:

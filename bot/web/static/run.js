@@ -95,8 +95,10 @@
     document.getElementById("turns").textContent = String(totals.turns);
     document.getElementById("replies").textContent = String(totals.replies);
     document.getElementById("replies-noun").textContent = totals.replies === 1 ? "reply" : "replies";
-    document.getElementById("input-tokens").textContent = String(totals.input_tokens);
-    document.getElementById("output-tokens").textContent = String(totals.output_tokens);
+    const count = (n) => (n === null || n === undefined ? "?" : String(n));
+    document.getElementById("input-tokens").textContent = count(totals.input_tokens);
+    document.getElementById("output-tokens").textContent = count(totals.output_tokens);
+    if (totals.cost) document.getElementById("cost").textContent = totals.cost;
   }
 
   on("reply", (d) => {
