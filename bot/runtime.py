@@ -51,7 +51,9 @@ async def open_runtime(
     prices = load_prices(settings.models_file, aliases=None if given else registry.models)
     dirs = template_dirs(settings, templates_dir)
     store = await open_store(settings.store, owner=True)
-    providers = ProviderPool(settings.env, timeout=settings.request_timeout)
+    providers = ProviderPool(
+        settings.env, timeout=settings.request_timeout, prompt_cache=settings.prompt_cache
+    )
     manager = RunManager(
         registry=registry,
         template_dirs=dirs,

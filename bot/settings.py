@@ -67,6 +67,7 @@ class Settings:
     chat_max_turns: int
     token_budget: int | None
     shutdown_deadline: float
+    prompt_cache: bool = True  # BACKROOMS_PROMPT_CACHE: mark Claude requests' cache breakpoints
     offline_delay: float = 0.03  # read by the offline provider from env; checked here first
     public_url: str | None = None  # the web viewer's address, for links in chat
     web_token: str | None = field(default=None, repr=False)
@@ -132,6 +133,7 @@ _ENGINE_DEFAULTS: dict[str, Any] = {
     "token_budget": None,
     "shutdown_deadline": 20.0,
     "offline_delay": 0.03,
+    "prompt_cache": True,
 }
 
 
@@ -147,6 +149,7 @@ def _engine(env: Mapping[str, str]) -> dict[str, Any]:
         "token_budget": _int(env, "BACKROOMS_TOKEN_BUDGET", 0, minimum=0) or None,
         "shutdown_deadline": _float(env, "BACKROOMS_SHUTDOWN_DEADLINE", 20.0),
         "offline_delay": _float(env, "BACKROOMS_OFFLINE_DELAY", d["offline_delay"]),
+        "prompt_cache": _bool(env, "BACKROOMS_PROMPT_CACHE", d["prompt_cache"]),
     }
 
 

@@ -16,9 +16,12 @@ from ._http import ReadPacing
 
 
 class ProviderPool:
-    def __init__(self, env: Mapping[str, str], *, timeout: float = 600.0):
+    def __init__(
+        self, env: Mapping[str, str], *, timeout: float = 600.0, prompt_cache: bool = True
+    ):
         self._env = env
         self._timeout = timeout
+        self._prompt_cache = prompt_cache  # BACKROOMS_PROMPT_CACHE: Claude's cache breakpoints
         self._clients: dict[str, Provider] = {}
         self._pacing = ReadPacing()  # one for every model connection of the process (_http.py)
 
@@ -33,7 +36,13 @@ class ProviderPool:
         if spec.kind == "anthropic":
             from .anthropic import AnthropicProvider
 
-            return AnthropicProvider(spec, self._env, timeout=self._timeout, pacing=self._pacing)
+            return AnthropicProvider(
+                spec,
+                self._env,
+                timeout=self._timeout,
+                pacing=self._pacing,
+                prompt_cache=self._prompt_cache,
+            )
         if spec.kind == "openai":
             from .openai import OpenAIProvider
 

@@ -17,6 +17,7 @@ from ..conversation import ModelRequest
 from ..records import Usage
 from ..registry import ProviderSpec
 from . import _errors, _http, _sse
+from .cache_marks import SeatRequest, mark_request
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,10 @@ class AnthropicProvider:
         *,
         timeout: float,
         pacing: _http.ReadPacing,
+        prompt_cache: bool = True,
     ):
         self._spec = spec
+        self._prompt_cache = prompt_cache  # BACKROOMS_PROMPT_CACHE
         # A missing key is caught before a run starts (registry.check_keys); an empty string here
         # would only fail at request time, with the API's 401.
         self._clients = _http.sdk_clients(
@@ -59,17 +62,32 @@ class AnthropicProvider:
             ):
                 yield item
 
-    @staticmethod
-    def _params(request: ModelRequest) -> dict[str, Any]:
+    def _params(self, request: ModelRequest) -> dict[str, Any]:
         spec = request.spec
         params: dict[str, Any] = {
             "model": spec.api_id,
             "max_tokens": spec.max_tokens,
-            "messages": [m.as_dict() for m in request.messages],
+            "messages": self._messages(request),
         }
         if request.system:  # upstream omits the field when the prompt is empty
             params["system"] = request.system
+        if spec.effort is not None:  # thinking models: how hard to think (models.toml)
+            params["output_config"] = {"effort": spec.effort}
         return params
+
+    def _messages(self, request: ModelRequest) -> list[dict[str, Any]]:
+        """The conversation, with prompt-cache breakpoints where they pay (cache_marks.py)."""
+        messages: list[dict[str, Any]] = [m.as_dict() for m in request.messages]
+        if not (self._prompt_cache and request.spec.prompt_cache):
+            return messages
+        before = request.previous
+        return mark_request(
+            request.system,
+            messages,
+            min_tokens=request.spec.cache_min_tokens,
+            previous=None if before is None else SeatRequest(0.0, before.messages),
+            now=0.0 if before is None else before.seconds_ago,
+        ).messages
 
     async def aclose(self) -> None:
         await self._clients.aclose()

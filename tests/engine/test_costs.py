@@ -134,3 +134,27 @@ async def test_an_openai_reply_that_hit_the_length_limit_is_marked(model_server,
         run_id, _ = await run_to_end(rt, RunSpec(models=("gpt4o", "gpt4o"), max_turns=1))
         replies = await rt.archive.replies(run_id)
     assert [(r.text, r.cut_off) for r in replies] == [("stops mid", True), ("ends well", False)]
+
+
+async def test_thinking_models_are_sent_their_effort_and_room_to_think(model_server, tmp_path):
+    async with runtime(fake_env(model_server, tmp_path)) as rt:
+        await run_to_end(rt, RunSpec(models=("opus-5.5", "sonnet"), max_turns=1))
+    flagship, seed = (r.body for r in model_server.requests_for("anthropic"))
+    # output_config.effort is how the SDK's messages.create names it (OutputConfigParam).
+    assert flagship["output_config"] == {"effort": "medium"}
+    assert flagship["max_tokens"] == 16384  # thinking and text share it on the 5.5 models
+    assert "output_config" not in seed and seed["max_tokens"] == 4096
+
+
+def test_an_effort_the_api_does_not_take_is_refused_naming_the_choices(tmp_path):
+    from backrooms_engine.errors import RegistryError
+    from backrooms_engine.registry import load_registry
+
+    models = tmp_path / "models.toml"
+    models.write_text(
+        '[models.opus]\nprovider = "anthropic"\ndisplay_name = "C"\ncompany = "a"\n'
+        'effort = "huge"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(RegistryError, match="'effort' is 'huge'; accepted: low, medium, high"):
+        load_registry(models)

@@ -12,6 +12,7 @@ import pytest
 from backrooms_engine.errors import ConfigError, UnknownRunError
 from backrooms_engine.events import ReplyDelta, ReplyFinished, RunEnded, RunStarted
 from backrooms_engine.manager import LimitError
+from backrooms_engine.providers.cache_marks import unmarked
 from backrooms_engine.records import ParticipantInfo, Reply, RunSpec, Usage
 from tests.conftest import fake_env
 from tests.helpers import RecordingObserver, by_message_count, run_to_end, runtime, until
@@ -238,7 +239,7 @@ async def test_resume_continues_from_the_store_and_replays_what_an_observer_miss
     assert rec.of(RunStarted)[0].resumed
     # Contexts were rebuilt from the store: Claude 1's next request carries both stored replies.
     third = model_server.requests[0]
-    assert [m["content"] for m in third.messages[-2:]] == ["alpha", "beta"]
+    assert [m["content"] for m in unmarked(third.messages[-2:])] == ["alpha", "beta"]
     log = Path(record.log_path).read_text()
     assert log == (
         "\n### Claude 1 ###\nalpha\n\n### GPT4o 2 ###\nbeta\n"
