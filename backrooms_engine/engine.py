@@ -194,11 +194,11 @@ class Engine:
             await _settled(committing)  # a failed commit ends the run before this reply
             held.release()
             committing[:] = [asyncio.ensure_future(self._commit(reply, emit))]
+            tally.add(reply.usage)  # a ^C^C reply was paid for too
             if STOP_SEQUENCE in reply.text:
                 return RunEnd("ctrl_c", actor=reply.actor, turns=(seq + 1) // size)
             conversation.append(reply.position, reply.text)
             seq += 1
-            tally.add(reply.usage)
             if spec.token_budget is not None and tally.tokens >= spec.token_budget:
                 return RunEnd("budget", detail=str(spec.token_budget), turns=seq // size)
         return RunEnd("max_turns", turns=seq // size, max_turns=spec.max_turns)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from backrooms_engine.pricing import RunUsage
-from backrooms_engine.records import RunEnd, RunRecord
+from backrooms_engine.records import Reply, RunEnd, RunRecord
 from backrooms_engine.registry import Registry
 
 from . import costs
@@ -19,6 +19,15 @@ or a moderator can stop it.
 {b}/backrooms list{b}: the runs going here.
 {b}/backrooms templates{b}, {b}/backrooms models{b}: what you can start.
 A run ends when a model types `^C^C`, at its turn limit, at its token budget, or when stopped."""
+
+
+# Under a reply the API ended at max_tokens (thinking models count their thinking in it too).
+REPLY_CUT_OFF = "(cut off: this reply reached its max_tokens limit)"
+
+
+def reply_text(reply: Reply) -> str:
+    """A reply as a chat shows it: its text, and a mark when the API cut it off."""
+    return f"{reply.text}\n\n{REPLY_CUT_OFF}" if reply.cut_off else reply.text
 
 
 def help_text(bold: str, stop_here: str) -> str:

@@ -25,6 +25,7 @@ from backrooms_engine.events import (
 from backrooms_engine.pricing import RunUsage
 from backrooms_engine.records import RunEnd
 
+from .. import messages
 from ..pacing import ChannelBudget
 from ..text import prepare_for_discord
 from .webhooks import WebhookPool
@@ -123,7 +124,7 @@ class ThreadPoster:
                 posting = self._current
                 if posting is None or posting.seq != reply.seq:
                     posting = _Posting(reply.seq, reply.actor, self._known_ids(reply.seq))
-                await self._show(posting, reply.text, final=True)
+                await self._show(posting, messages.reply_text(reply), final=True)
                 self._current = None
             case RunEnded(end=end, usage=usage):
                 if self._current is not None and self._current.ids and not self._gone:

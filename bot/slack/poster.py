@@ -28,6 +28,7 @@ from backrooms_engine.events import (
 from backrooms_engine.pricing import RunUsage
 from backrooms_engine.records import RunEnd, RunRecord
 
+from .. import messages
 from ..pacing import SlidingWindow, Spacing
 from ..text import persona_name, prepare_for_slack
 from . import texts
@@ -127,7 +128,7 @@ class SlackPoster:
                 if self._current is not None and self._current.seq == seq:
                     await self._stream(self._current, text)
             case ReplyFinished(reply=reply):
-                await self._finish(reply.seq, reply.actor, reply.text)
+                await self._finish(reply.seq, reply.actor, messages.reply_text(reply))
                 self._current = None
 
     def _root_args(self) -> tuple[str, str | None]:

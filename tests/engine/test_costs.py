@@ -100,6 +100,18 @@ async def test_the_closing_line_in_chat_says_what_the_run_cost(model_server, tmp
     )
 
 
+async def test_the_run_s_cost_counts_the_reply_that_ended_it_with_ctrl_c(model_server, tmp_path):
+    model_server.queue_reply(OPUS, "hello", input_tokens=100, output_tokens=10)
+    model_server.queue_reply(OPUS, "bye ^C^C", input_tokens=200, output_tokens=20)
+    rec = RecordingObserver()
+    async with runtime(fake_env(model_server, tmp_path)) as rt:
+        run_id, end = await run_to_end(rt, RunSpec(models=("opus", "opus"), max_turns=3), rec)
+        stored = await rt.archive.get_run(run_id)
+    usage = rec.of(RunEnded)[0].usage
+    assert end.reason == "ctrl_c" and usage is not None
+    assert usage.cost_usd == pytest.approx(usd(300, 30, 0, 0, "opus")) == stored.cost_usd
+
+
 async def test_a_reply_cut_at_max_tokens_is_stored_and_shown_marked_and_thinking_is_not_the_reply(
     model_server, tmp_path
 ):
