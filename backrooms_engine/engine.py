@@ -12,9 +12,10 @@ import dataclasses
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from .budgets import estimate, usd_text
 from .conversation import STOP_SEQUENCE, Conversation, ModelRequest
 from .errors import PermanentProviderError, TransientProviderError
 from .events import (
@@ -27,8 +28,8 @@ from .events import (
     RunStarted,
 )
 from .ports import Provider, TranscriptStore
-from .pricing import Prices, RunUsage, added, cost_usd, run_usage
-from .records import Reply, RunEnd, RunRecord, Usage, now
+from .pricing import Prices, RunUsage, added, cost_usd, run_usage, would_cross_budget
+from .records import Reply, RunEnd, RunRecord, RunSpec, Usage, now
 from .registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,10 @@ class Engine:
         """
         emit(RunStarted(record, resumed=resumed))
         end = self._ended_already(record, len(conversation.participants), history, extending)
-        tally = Tally(run_usage(r.usage for r in history), sum(r.usage.total for r in history))
+        tally = Tally(run_usage(r.usage for r in history))
+        for r in history:
+            tally.last_input[r.position] = _reported_input(r.usage)
+        tally.tokens = sum(r.usage.total for r in history)
         if end is None:
             end = await self._loop(record, conversation, emit, stop, len(history), tally)
         if end.reason != "shutdown":
@@ -142,7 +146,7 @@ class Engine:
             return RunEnd("ctrl_c", actor=last.actor, turns=len(history) // size)
         budget = record.spec.token_budget
         if budget is not None and sum(r.usage.total for r in history) >= budget:
-            return RunEnd("budget", detail=str(budget), turns=len(history) // size)
+            return RunEnd("budget", detail=f"{budget} tokens", turns=len(history) // size)
         return None
 
     async def _loop(
@@ -183,9 +187,13 @@ class Engine:
         while spec.max_turns is None or seq < spec.max_turns * size:
             if stop.is_set():
                 return self._stopped(stop, seq, size)
+            request = conversation.request(seq % size)
+            if self._would_overspend(spec, request, seq % size, tally):
+                assert spec.budget_usd is not None
+                return RunEnd("budget", detail=usd_text(spec.budget_usd), turns=seq // size)
             held = _Held(emit, after=committing[0] if committing else None)
             try:
-                reply = await self._reply(record.id, conversation, seq, held, stop)
+                reply = await self._reply(record.id, conversation, request, seq, held, stop)
             except _Stopped:
                 return self._stopped(stop, seq, size)
             except PermanentProviderError as exc:
@@ -194,14 +202,27 @@ class Engine:
             await _settled(committing)  # a failed commit ends the run before this reply
             held.release()
             committing[:] = [asyncio.ensure_future(self._commit(reply, emit))]
-            tally.add(reply.usage)  # a ^C^C reply was paid for too
+            tally.add(reply.position, reply.usage)  # a ^C^C reply was paid for too
             if STOP_SEQUENCE in reply.text:
                 return RunEnd("ctrl_c", actor=reply.actor, turns=(seq + 1) // size)
             conversation.append(reply.position, reply.text)
             seq += 1
             if spec.token_budget is not None and tally.tokens >= spec.token_budget:
-                return RunEnd("budget", detail=str(spec.token_budget), turns=seq // size)
+                return RunEnd("budget", detail=f"{spec.token_budget} tokens", turns=seq // size)
         return RunEnd("max_turns", turns=seq // size, max_turns=spec.max_turns)
+
+    def _would_overspend(
+        self, spec: RunSpec, request: ModelRequest, position: int, tally: Tally
+    ) -> bool:
+        """Whether this request could take the run past its dollar budget (budgets.py). A model
+        that lost its prices since the start cannot be kept to a budget: the run ends."""
+        if spec.budget_usd is None or request.spec.is_world_interface:
+            return False
+        most = estimate(
+            self._prices.get(request.spec.alias), request, tally.last_input.get(position)
+        )
+        spent = tally.usage.cost_usd or 0.0
+        return most is None or would_cross_budget(spent, most, spec.budget_usd)
 
     async def _commit(self, reply: Reply, emit: Emit) -> None:
         await self._store.append_reply(reply)
@@ -214,7 +235,13 @@ class Engine:
         return RunEnd("stopped", by=stop.by, turns=seq // size)
 
     async def _reply(
-        self, run_id: int, conversation: Conversation, seq: int, emit: Emit, stop: StopSignal
+        self,
+        run_id: int,
+        conversation: Conversation,
+        request: ModelRequest,
+        seq: int,
+        emit: Emit,
+        stop: StopSignal,
     ) -> Reply:
         """One reply with retries, abandoned as soon as the stop signal fires: the stop cancels
         this very task, so the reply needs no task of its own (each task hand-off costs a turn
@@ -230,7 +257,7 @@ class Engine:
 
         unwatch = stop.watch(interrupt)
         try:
-            return await self._attempts(run_id, conversation, seq, emit)
+            return await self._attempts(run_id, conversation, request, seq, emit)
         except asyncio.CancelledError:
             if interrupted and task.uncancel() == 0:
                 raise _Stopped from None
@@ -239,12 +266,11 @@ class Engine:
             unwatch()
 
     async def _attempts(
-        self, run_id: int, conversation: Conversation, seq: int, emit: Emit
+        self, run_id: int, conversation: Conversation, request: ModelRequest, seq: int, emit: Emit
     ) -> Reply:
         size = len(conversation.participants)
         turn, position = divmod(seq, size)
         participant = conversation.participants[position]
-        request = conversation.request(position)
         provider = self._provider_for(request.spec)
         for attempt in range(1, self._retry.attempts + 1):
             emit(ReplyStarted(run_id, seq, turn + 1, position, participant.actor, attempt))
@@ -310,15 +336,22 @@ class Engine:
 
 @dataclass
 class Tally:
-    """What a run has used so far: its usage totals (pricing.run_usage's rules) and the tokens
-    a token budget counts."""
+    """What a run has used so far: its usage totals (pricing.run_usage's rules), the tokens a
+    token budget counts, and each seat's last reported input (for the dollar estimate)."""
 
     usage: RunUsage
     tokens: int = 0
+    last_input: dict[int, int | None] = field(default_factory=dict)
 
-    def add(self, usage: Usage) -> None:
+    def add(self, position: int, usage: Usage) -> None:
         self.usage = added(self.usage, usage)
         self.tokens += usage.total
+        self.last_input[position] = _reported_input(usage)
+
+
+def _reported_input(usage: Usage) -> int | None:
+    """Every input token a reply's request carried, or None when the API did not say."""
+    return None if usage.input_tokens is None else usage.all_input
 
 
 async def _settled(committing: list[asyncio.Task[None]]) -> None:

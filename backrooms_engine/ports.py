@@ -86,6 +86,11 @@ class TranscriptStore(Protocol):
         """Runs still marked running (left by a crash or a shutdown), oldest first."""
         ...
 
+    async def space_spend(self, space: str, start: datetime, end: datetime) -> float:
+        """What the replies of `space`'s runs that finished in [start, end) cost, in USD; a
+        reply whose cost is unknown counts nothing (the daily cap: budgets.py)."""
+        ...
+
 
 class SurfaceState(Protocol):
     """What chat surfaces remember: per-run metadata (a thread id, a webhook), the message that

@@ -26,6 +26,7 @@ class RunSpec:
     space: str | None = None  # the community: a Discord server id, a Slack workspace id
     place: str | None = None  # where it is shown, in the surface's own terms (channel, thread)
     token_budget: int | None = None
+    budget_usd: float | None = None  # the most the run may cost (budgets.py)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class RunEnd:
     reason: EndReason
     actor: str | None = None  # who typed ^C^C
     by: str | None = None  # who stopped it
-    detail: str | None = None  # the error, the budget, ...
+    detail: str | None = None  # the error, the budget ("$0.50", "10000 tokens"), ...
     turns: int = 0  # whole turns completed
     max_turns: int | None = None
 
@@ -61,7 +62,7 @@ class RunEnd:
                 return f"\nConversation stopped by {self.by} after {_turns(self.turns)}.\n"
             case "budget":
                 return (
-                    f"\nToken budget of {self.detail} reached after {_turns(self.turns)}. "
+                    f"\nBudget of {_budget(self.detail)} reached after {_turns(self.turns)}. "
                     "Conversation ended.\n"
                 )
             case "gone":
@@ -75,6 +76,11 @@ class RunEnd:
     def summary(self) -> str:
         """The closing line without its surrounding newlines, for chat and status lines."""
         return self.closing_line().strip()
+
+
+def _budget(detail: str | None) -> str:
+    # Runs stored before dollar budgets said only the number of tokens.
+    return f"{detail} tokens" if detail is not None and detail.isdigit() else str(detail)
 
 
 def _turns(n: int) -> str:

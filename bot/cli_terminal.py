@@ -43,6 +43,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings, interrupts: Interrupts
         template=args.template,
         max_turns=args.max_turns,
         token_budget=args.token_budget,
+        budget_usd=args.budget_usd,
     )
     registry = _check_start(settings, spec, args.templates_dir)
     if args.seed is not None:

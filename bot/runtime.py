@@ -67,6 +67,8 @@ async def open_runtime(
             max_runs_per_space=settings.max_runs_per_space,
             chat_max_turns=settings.chat_max_turns,
             token_budget=settings.token_budget,
+            budget_usd=settings.budget_usd,
+            space_daily_usd=settings.space_daily_usd,
         ),
         prices=prices,
     )

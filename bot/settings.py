@@ -68,6 +68,8 @@ class Settings:
     token_budget: int | None
     shutdown_deadline: float
     prompt_cache: bool = True  # BACKROOMS_PROMPT_CACHE: mark Claude requests' cache breakpoints
+    budget_usd: float | None = None  # BACKROOMS_BUDGET_USD: every run's default dollar budget
+    space_daily_usd: float | None = None  # BACKROOMS_SPACE_DAILY_USD: a space's cap per UTC day
     offline_delay: float = 0.03  # read by the offline provider from env; checked here first
     public_url: str | None = None  # the web viewer's address, for links in chat
     web_token: str | None = field(default=None, repr=False)
@@ -134,6 +136,8 @@ _ENGINE_DEFAULTS: dict[str, Any] = {
     "shutdown_deadline": 20.0,
     "offline_delay": 0.03,
     "prompt_cache": True,
+    "budget_usd": None,
+    "space_daily_usd": None,
 }
 
 
@@ -150,6 +154,8 @@ def _engine(env: Mapping[str, str]) -> dict[str, Any]:
         "shutdown_deadline": _float(env, "BACKROOMS_SHUTDOWN_DEADLINE", 20.0),
         "offline_delay": _float(env, "BACKROOMS_OFFLINE_DELAY", d["offline_delay"]),
         "prompt_cache": _bool(env, "BACKROOMS_PROMPT_CACHE", d["prompt_cache"]),
+        "budget_usd": _dollars(env, "BACKROOMS_BUDGET_USD"),
+        "space_daily_usd": _dollars(env, "BACKROOMS_SPACE_DAILY_USD"),
     }
 
 
@@ -273,6 +279,22 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a finite number of seconds, got {raw!r}")
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {raw}")
+    return value
+
+
+def _dollars(env: Mapping[str, str], name: str) -> float | None:
+    """An amount in USD such as 0.50 (a leading $ is allowed); unset or empty: none."""
+    raw = env.get(name, "").strip().removeprefix("$")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be an amount in US dollars such as 0.50, got {env[name]!r}"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be more than 0 dollars, got {env[name]!r}")
     return value
 
 

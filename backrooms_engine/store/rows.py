@@ -28,11 +28,17 @@ def _time(text: str | None) -> datetime | None:
 RUN_COLUMNS = (
     "id, models, template, max_turns, token_budget, started_by, surface, space, place, status, "
     "end_reason, end_actor, end_by, end_detail, end_turns, end_max_turns, created_at, ended_at, "
-    "log_path, paused_at"
+    "log_path, paused_at, budget_usd"
 )
 INSERT_RUN = (
     "INSERT INTO runs (models, template, max_turns, token_budget, started_by, surface, space, "
-    "place, status, created_at, log_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)"
+    "place, status, created_at, log_path, budget_usd) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)"
+)
+# What a space's replies cost between two times (ISO text in UTC sorts as the times do).
+SPACE_SPEND = (
+    "SELECT SUM(replies.cost_usd) AS spent FROM replies JOIN runs ON runs.id = replies.run_id "
+    "WHERE runs.space = ? AND replies.finished_at >= ? AND replies.finished_at < ?"
 )
 INSERT_PARTICIPANT = (
     "INSERT INTO participants (run_id, position, alias, actor, api_id, provider) "
@@ -81,6 +87,7 @@ def run_values(spec: RunSpec, log_path: str, created_at: datetime) -> tuple[Any,
         spec.place,
         iso_text(created_at),
         log_path,
+        spec.budget_usd,
     )
 
 
@@ -122,6 +129,7 @@ def record_of(row: Row, participants: tuple[ParticipantInfo, ...]) -> RunRecord:
         space=row["space"],
         place=row["place"],
         token_budget=row["token_budget"],
+        budget_usd=row["budget_usd"],
     )
     return RunRecord(
         id=row["id"],

@@ -78,10 +78,10 @@ async def test_token_budget_ends_the_run(model_server, tmp_path):
             rt, RunSpec(models=("opus", "gpt4o"), max_turns=10, token_budget=120)
         )
         runs = await rt.archive.list_runs()
-    assert end.reason == "budget" and end.detail == "120"
+    assert end.reason == "budget" and end.detail == "120 tokens"
     assert len(model_server.requests) == 3  # 50 + 50 + 50 >= 120 after the third reply
     assert (runs[0].input_tokens, runs[0].output_tokens) == (120, 30)
-    assert end.summary == "Token budget of 120 reached after 1 turn. Conversation ended."
+    assert end.summary == "Budget of 120 tokens reached after 1 turn. Conversation ended."
 
 
 async def test_default_budget_comes_from_settings(model_server, tmp_path):
@@ -370,6 +370,6 @@ async def test_a_budget_ended_run_is_not_extended(model_server, tmp_path):
         run_id, end = await run_to_end(
             rt, RunSpec(models=("opus", "gpt4o"), max_turns=5, token_budget=1)
         )
-        with pytest.raises(ConfigError, match="used its token budget of 1"):
+        with pytest.raises(ConfigError, match="used its budget of 1 tokens"):
             await rt.manager.extend(run_id, 2)
     assert end.reason == "budget"

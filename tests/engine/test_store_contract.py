@@ -144,7 +144,10 @@ async def test_create_run_returns_a_running_record_without_replies(ports: Ports)
 
 
 async def test_get_run_gives_back_what_create_run_stored(ports: Ports) -> None:
-    wanted = spec(started_by="ann", surface="discord", space="g1", place="t1", token_budget=9000)
+    wanted = spec(
+        started_by="ann", surface="discord", space="g1", place="t1", token_budget=9000,
+        budget_usd=0.5,
+    )  # fmt: skip
     created = await ports.transcript.create_run(wanted, CAST, "log.txt", T0)
     assert await ports.transcript.get_run(created.id) == created
     assert await ports.archive.get_run(created.id) == created
@@ -181,6 +184,30 @@ async def test_a_reply_keeps_its_cache_counts_cost_and_cut_off_mark(ports: Ports
     assert (record.cache_read_tokens, record.cache_write_tokens) == (5000, 700)
     assert record.cost_usd == pytest.approx(0.031)  # the unpriced reply is left out,
     assert not record.usage_complete  # and the total says so
+
+
+async def test_a_space_s_spend_sums_its_priced_replies_finished_in_the_window(
+    ports: Ports,
+) -> None:
+    here, other = await new_run(ports, space="g1"), await new_run(ports, space="g2")
+    late = await new_run(ports, space="g1")
+    for run_id, cost in ((here, 0.25), (other, 9.0)):
+        await ports.transcript.append_reply(reply(run_id, 0, Usage(1, 1, 0, 0, cost)))
+    await ports.transcript.append_reply(reply(here, 1, Usage(1, 1, 0, 0, None)))  # unpriced
+    late_reply = dataclasses.replace(
+        reply(late, 0, Usage(1, 1, 0, 0, 4.0)), finished_at=T0 + timedelta(days=1)
+    )
+    await ports.transcript.append_reply(late_reply)
+    day = (T0 - timedelta(hours=1), T0 + timedelta(hours=1))
+    assert await ports.transcript.space_spend("g1", *day) == pytest.approx(0.25)
+    assert await ports.transcript.space_spend("g2", *day) == pytest.approx(9.0)
+    assert await ports.transcript.space_spend("nowhere", *day) == 0.0
+    # The end of the window is not in it; the start is.
+    finished = T0 + timedelta(milliseconds=500)
+    assert await ports.transcript.space_spend("g1", T0, finished) == 0.0
+    assert await ports.transcript.space_spend("g1", finished, finished + timedelta(1)) == (
+        pytest.approx(4.25)
+    )
 
 
 async def test_timestamps_come_back_in_utc(ports: Ports) -> None:

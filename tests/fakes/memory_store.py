@@ -142,6 +142,17 @@ class MemoryStore(ClosesOnExit):
         ]
         return [self._with_totals(run) for run in kept[:limit]]
 
+    async def space_spend(self, space: str, start: datetime, end: datetime) -> float:
+        self._check_open()
+        low, high = utc(start), utc(end)
+        return sum(
+            reply.usage.cost_usd or 0.0
+            for run in self._runs.values()
+            if run.record.spec.space == space
+            for reply in run.replies.values()
+            if low <= reply.finished_at < high
+        )
+
     async def running_runs(self) -> list[RunRecord]:
         self._check_open()
         return [

@@ -6,3 +6,7 @@ ALTER TABLE replies ADD COLUMN cache_read_tokens INTEGER;
 ALTER TABLE replies ADD COLUMN cache_write_tokens INTEGER;
 ALTER TABLE replies ADD COLUMN cost_usd DOUBLE PRECISION;
 ALTER TABLE replies ADD COLUMN cut_off INTEGER NOT NULL DEFAULT 0;
+-- The run's dollar budget (NULL: none), kept like token_budget.
+ALTER TABLE runs ADD COLUMN budget_usd DOUBLE PRECISION;
+-- A space's spend per UTC day sums its replies by finish time.
+CREATE INDEX replies_finished ON replies (finished_at);
