@@ -29,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
 
-from backrooms_engine.records import Reply, RunRecord, RunSpec  # noqa: E402
-from bot.runtime import open_runtime  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from tests.conftest import fake_env  # noqa: E402
-from tests.fakes.model_server import FakeModelServer, filler_responder  # noqa: E402
+from backrooms_engine.records import Reply, RunRecord, RunSpec
+from bot.runtime import open_runtime
+from bot.settings import Settings
+from tests.conftest import fake_env
+from tests.fakes.model_server import FakeModelServer, filler_responder
 
 
 @dataclass(frozen=True)
