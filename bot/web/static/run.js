@@ -121,6 +121,12 @@
         parts.push(empty);
       }
       el.querySelector(".body").replaceChildren(...parts);
+      if (d.cut_off && !el.querySelector(".cut-off")) {
+        const mark = document.createElement("p");
+        mark.className = "cut-off";
+        mark.textContent = "cut off: this reply reached its max_tokens limit";
+        el.querySelector(".actor").after(mark);
+      }
     });
   });
 
