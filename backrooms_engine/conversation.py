@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .errors import TemplateError
@@ -20,12 +21,21 @@ class Participant:
 
 
 @dataclass(frozen=True)
+class SentBefore:
+    """The seat's previous request, as far as prompt caching cares (providers/cache_marks.py)."""
+
+    seconds_ago: float
+    messages: int  # how many messages it carried: this request begins with the same ones
+
+
+@dataclass(frozen=True)
 class ModelRequest:
     """What one participant is sent for one reply."""
 
     spec: ModelSpec
     system: str | None
     messages: tuple[Message, ...]
+    previous: SentBefore | None = None
 
 
 def actor_name(spec: ModelSpec, position: int) -> str:
@@ -63,7 +73,13 @@ def check_fit(template: Template, specs: Sequence[ModelSpec]) -> None:
 class Conversation:
     """Per-participant contexts, built from a template and grown one reply at a time."""
 
-    def __init__(self, template: Template, participants: Sequence[Participant]):
+    def __init__(
+        self,
+        template: Template,
+        participants: Sequence[Participant],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         specs = [p.spec for p in participants]
         check_fit(template, specs)
         self.template = template
@@ -76,6 +92,8 @@ class Conversation:
         )
         self._seats: tuple[Seat, ...] = tuple(seats)
         self._contexts: list[list[Message]] = [list(seat.context) for seat in seats]
+        self._clock = clock
+        self._sent: dict[int, tuple[float, int]] = {}  # position -> (clock, messages) last asked
 
     @classmethod
     def rebuild(
@@ -101,9 +119,15 @@ class Conversation:
             context.append(Message("assistant" if position == author else "user", text))
 
     def request(self, position: int) -> ModelRequest:
+        """The seat's next request; asking for it counts as sending it (for prompt caching)."""
         seat = self._seats[position]
+        messages = tuple(self._contexts[position])
+        at = self._clock()
+        before = self._sent.get(position)
+        self._sent[position] = (at, len(messages))
         return ModelRequest(
             spec=self.participants[position].spec,
             system=seat.system or None,
-            messages=tuple(self._contexts[position]),
+            messages=messages,
+            previous=None if before is None else SentBefore(at - before[0], before[1]),
         )

@@ -33,6 +33,7 @@ from .events import (
     RunStarted,
 )
 from .ports import Observer, TranscriptStore
+from .pricing import RunUsage, run_usage
 from .records import Reply, RunEnd
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class Delivery:
         self._live: list[Event] = []  # the reply being produced (seq == len(committed))
         self._told_started: int | None = None  # the seq whose ReplyStarted the poster has
         self._end: RunEnd | None = end
+        self._usage: RunUsage | None = None  # the run's totals, as its RunEnded carried them
         self._changed = asyncio.Event()
         self._advanced = asyncio.Event()
         self._wants_deltas = getattr(observer, "wants_deltas", True)
@@ -88,8 +90,9 @@ class Delivery:
                 if reply.seq == len(self._committed):
                     self._committed.append(reply)
                     self._live = []
-            case RunEnded(end=end):
+            case RunEnded(end=end, usage=usage):
                 self._end = end
+                self._usage = usage
                 self._live = []  # nothing new is begun for a reply the end cut short
             case ReplyStarted() | ReplyDelta() | ReplyRetrying():
                 self._put_live(event)
@@ -156,7 +159,10 @@ class Delivery:
         await self._mark(self.observer.name, self.cursor)
 
     async def _finish(self, end: RunEnd) -> None:
-        await self._tell(RunEnded(self.run_id, end))
+        # An ended run shown after a restart has no RunEnded of its engine: its totals are
+        # summed from the stored replies, which this delivery holds all of then.
+        usage = self._usage or run_usage(r.usage for r in self._committed)
+        await self._tell(RunEnded(self.run_id, end, usage=usage))
         if end.reason != "shutdown":  # a pause: the run goes on after the restart
             await self._mark(closing_cursor(self.observer.name), CLOSING_SHOWN)
 

@@ -8,12 +8,14 @@ not added to any context; otherwise it becomes its author's `assistant` message 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .budgets import estimate, usd_text
 from .conversation import STOP_SEQUENCE, Conversation, ModelRequest
 from .errors import PermanentProviderError, TransientProviderError, UnreachableProviderError
 from .events import (
@@ -26,7 +28,8 @@ from .events import (
     RunStarted,
 )
 from .ports import Provider, TranscriptStore
-from .records import Reply, RunEnd, RunRecord, Usage, now
+from .pricing import Prices, RunUsage, added, cost_usd, run_usage, would_cross_budget
+from .records import Reply, RunEnd, RunRecord, RunSpec, Usage, now
 from .registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -104,12 +107,14 @@ class Engine:
         *,
         retry: RetryPolicy | None = None,
         pace: Pace | None = None,
+        prices: Mapping[str, Prices] | None = None,
     ):
         """`pace(seq)` holds a run back before it asks for reply `seq` (a chat that lags)."""
         self._provider_for = provider_for
         self._store = store
         self._retry = retry or RetryPolicy()
         self._pace = pace
+        self._prices = dict(prices or {})  # by alias; a model without any: "cost unknown"
 
     async def run(
         self,
@@ -133,12 +138,15 @@ class Engine:
         """
         emit(RunStarted(record, resumed=resumed))
         end = self._ended_already(record, len(conversation.participants), history, extending)
+        tally = Tally(run_usage(r.usage for r in history))
+        for r in history:
+            tally.last_input[r.position] = _reported_input(r.usage)
+        tally.tokens = sum(r.usage.total for r in history)
         if end is None:
-            tokens = sum(r.usage.total for r in history)
-            end = await self._loop(record, conversation, emit, stop, len(history), tokens)
+            end = await self._loop(record, conversation, emit, stop, len(history), tally)
         if end.reason != "shutdown":
             await self._store.finish_run(record.id, end, now())
-        emit(RunEnded(record.id, end))
+        emit(RunEnded(record.id, end, usage=tally.usage))
         return end
 
     @staticmethod
@@ -152,7 +160,7 @@ class Engine:
             return RunEnd("ctrl_c", actor=last.actor, turns=len(history) // size)
         budget = record.spec.token_budget
         if budget is not None and sum(r.usage.total for r in history) >= budget:
-            return RunEnd("budget", detail=str(budget), turns=len(history) // size)
+            return RunEnd("budget", detail=f"{budget} tokens", turns=len(history) // size)
         return None
 
     async def _loop(
@@ -162,7 +170,7 @@ class Engine:
         emit: Emit,
         stop: StopSignal,
         seq: int,
-        tokens_used: int,
+        tally: Tally,
     ) -> RunEnd:
         """While reply N is being committed, reply N+1 is already asked for: a model's answer
         takes seconds, a commit under load tens of milliseconds, and the next speaker need not
@@ -170,7 +178,7 @@ class Engine:
         reply N is committed and its ReplyFinished has gone out."""
         committing: list[asyncio.Task[None]] = []  # the previous reply's commit, while it runs
         try:
-            end = await self._turns(record, conversation, emit, stop, seq, tokens_used, committing)
+            end = await self._turns(record, conversation, emit, stop, seq, tally, committing)
             await _settled(committing)  # whatever ended the run, the last reply is stored first
             return end
         finally:
@@ -185,7 +193,7 @@ class Engine:
         emit: Emit,
         stop: StopSignal,
         seq: int,
-        tokens_used: int,
+        tally: Tally,
         committing: list[asyncio.Task[None]],
     ) -> RunEnd:
         size = len(conversation.participants)
@@ -193,9 +201,13 @@ class Engine:
         while spec.max_turns is None or seq < spec.max_turns * size:
             if stop.is_set():
                 return self._stopped(stop, seq, size)
+            request = conversation.request(seq % size)
+            if self._would_overspend(spec, request, seq % size, tally):
+                assert spec.budget_usd is not None
+                return RunEnd("budget", detail=usd_text(spec.budget_usd), turns=seq // size)
             held = _Held(emit, after=committing[0] if committing else None)
             try:
-                reply = await self._reply(record.id, conversation, seq, held, stop)
+                reply = await self._reply(record.id, conversation, request, seq, held, stop)
             except _Stopped:
                 return self._stopped(stop, seq, size)
             except PermanentProviderError as exc:
@@ -206,14 +218,27 @@ class Engine:
             await _settled(committing)  # a failed commit ends the run before this reply
             held.release()
             committing[:] = [asyncio.ensure_future(self._commit(reply, emit))]
+            tally.add(reply.position, reply.usage)  # a ^C^C reply was paid for too
             if STOP_SEQUENCE in reply.text:
                 return RunEnd("ctrl_c", actor=reply.actor, turns=(seq + 1) // size)
             conversation.append(reply.position, reply.text)
             seq += 1
-            tokens_used += reply.usage.total
-            if spec.token_budget is not None and tokens_used >= spec.token_budget:
-                return RunEnd("budget", detail=str(spec.token_budget), turns=seq // size)
+            if spec.token_budget is not None and tally.tokens >= spec.token_budget:
+                return RunEnd("budget", detail=f"{spec.token_budget} tokens", turns=seq // size)
         return RunEnd("max_turns", turns=seq // size, max_turns=spec.max_turns)
+
+    def _would_overspend(
+        self, spec: RunSpec, request: ModelRequest, position: int, tally: Tally
+    ) -> bool:
+        """Whether this request could take the run past its dollar budget (budgets.py). A model
+        that lost its prices since the start cannot be kept to a budget: the run ends."""
+        if spec.budget_usd is None or request.spec.is_world_interface:
+            return False
+        most = estimate(
+            self._prices.get(request.spec.alias), request, tally.last_input.get(position)
+        )
+        spent = tally.usage.cost_usd or 0.0
+        return most is None or would_cross_budget(spent, most, spec.budget_usd)
 
     async def _commit(self, reply: Reply, emit: Emit) -> None:
         await self._store.append_reply(reply)
@@ -226,7 +251,13 @@ class Engine:
         return RunEnd("stopped", by=stop.by, turns=seq // size)
 
     async def _reply(
-        self, run_id: int, conversation: Conversation, seq: int, emit: Emit, stop: StopSignal
+        self,
+        run_id: int,
+        conversation: Conversation,
+        request: ModelRequest,
+        seq: int,
+        emit: Emit,
+        stop: StopSignal,
     ) -> Reply:
         """One reply with retries, abandoned as soon as the stop signal fires: the stop cancels
         this very task, so the reply needs no task of its own (each task hand-off costs a turn
@@ -245,8 +276,7 @@ class Engine:
             if self._pace is not None:  # a stop while waiting for the chat ends the run here
                 await self._pace(seq)
             return await self._within_deadline(
-                self._attempts(run_id, conversation, seq, emit),
-                conversation.participants[seq % len(conversation.participants)].spec,
+                self._attempts(run_id, conversation, request, seq, emit), request.spec
             )
         except asyncio.CancelledError:
             if interrupted and task.uncancel() == 0:
@@ -256,12 +286,11 @@ class Engine:
             unwatch()
 
     async def _attempts(
-        self, run_id: int, conversation: Conversation, seq: int, emit: Emit
+        self, run_id: int, conversation: Conversation, request: ModelRequest, seq: int, emit: Emit
     ) -> Reply:
         size = len(conversation.participants)
         turn, position = divmod(seq, size)
         participant = conversation.participants[position]
-        request = conversation.request(position)
         provider = self._provider_for(request.spec)
         loop = asyncio.get_running_loop()
         began = loop.time()
@@ -292,7 +321,10 @@ class Engine:
                 text=text,
                 started_at=started_at,
                 finished_at=now(),
-                usage=usage,
+                # Priced now, at today's prices: a later price change does not rewrite the past.
+                usage=dataclasses.replace(
+                    usage, cost_usd=cost_usd(self._prices.get(request.spec.alias), usage)
+                ),
             )
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -352,6 +384,26 @@ class Engine:
                 text += item
                 emit(ReplyDelta(run_id, seq, position, actor, item, text))
         return text, usage
+
+
+@dataclass
+class Tally:
+    """What a run has used so far: its usage totals (pricing.run_usage's rules), the tokens a
+    token budget counts, and each seat's last reported input (for the dollar estimate)."""
+
+    usage: RunUsage
+    tokens: int = 0
+    last_input: dict[int, int | None] = field(default_factory=dict)
+
+    def add(self, position: int, usage: Usage) -> None:
+        self.usage = added(self.usage, usage)
+        self.tokens += usage.total
+        self.last_input[position] = _reported_input(usage)
+
+
+def _reported_input(usage: Usage) -> int | None:
+    """Every input token a reply's request carried, or None when the API did not say."""
+    return None if usage.input_tokens is None else usage.all_input
 
 
 async def _settled(committing: list[asyncio.Task[None]]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .pricing import RunUsage
 from .records import Reply, RunEnd, RunRecord
 
 
@@ -67,6 +68,9 @@ class ReplyFinished:
 class RunEnded:
     run_id: int
     end: RunEnd
+    # The run's usage totals and cost when the engine ended it; None where nobody counted (a
+    # run that failed before the engine drove it).
+    usage: RunUsage | None = None
 
 
 Event = RunStarted | ReplyStarted | ReplyDelta | ReplyRetrying | ReplyFinished | RunEnded

@@ -81,7 +81,14 @@ def as_json(run: RunRecord, replies: Sequence[Reply]) -> dict[str, Any]:
             }
             for p in run.participants
         ],
-        "usage": {"input_tokens": run.input_tokens, "output_tokens": run.output_tokens},
+        "usage": {
+            "input_tokens": run.input_tokens,
+            "output_tokens": run.output_tokens,
+            "cache_read_tokens": run.cache_read_tokens,
+            "cache_write_tokens": run.cache_write_tokens,
+            "cost_usd": run.cost_usd,
+            "complete": run.usage_complete,
+        },
         "replies": [
             {
                 "seq": r.seq,
@@ -93,6 +100,10 @@ def as_json(run: RunRecord, replies: Sequence[Reply]) -> dict[str, Any]:
                 "finished_at": _iso(r.finished_at),
                 "input_tokens": r.usage.input_tokens,
                 "output_tokens": r.usage.output_tokens,
+                "cache_read_tokens": r.usage.cache_read_tokens,
+                "cache_write_tokens": r.usage.cache_write_tokens,
+                "cost_usd": r.usage.cost_usd,
+                "cut_off": r.usage.cut_off,
             }
             for r in replies
         ],

@@ -23,10 +23,11 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import logfile, templates
+from . import budgets, logfile, templates
 from .conversation import Conversation, Participant, participants_for
 from .delivery import CLOSING_OWED, Delivery, closing_cursor, is_durable
 from .engine import Engine, RetryPolicy, StopReason, StopSignal
@@ -36,6 +37,7 @@ from .leasing import Emit, LeaseKeeper
 from .live import LiveTextFeed
 from .observers import DEFAULT_QUEUE_SIZE, ObserverHub
 from .ports import Leases, LiveText, Observer, Provider, TranscriptStore
+from .pricing import Prices
 from .records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, now
 from .registry import ModelSpec, Registry, check_keys
 
@@ -54,6 +56,8 @@ class Limits:
     max_runs_per_space: int = 3  # concurrent runs per Discord server / Slack workspace
     chat_max_turns: int = 50  # turn ceiling (and default) for runs started from chat
     token_budget: int | None = None  # default budget (input + output tokens) per run
+    budget_usd: float | None = None  # default dollar budget per run (BACKROOMS_BUDGET_USD)
+    space_daily_usd: float | None = None  # a space's spend per UTC day (BACKROOMS_SPACE_DAILY_USD)
 
 
 @dataclass
@@ -91,6 +95,7 @@ class RunManager:
         chat_lag: int = 1,
         leases: Leases | None = None,
         live_text: LiveText | None = None,
+        prices: Mapping[str, Prices] | None = None,
     ):
         """`observer_grace`: how long a run's end waits for its queued observers (the log file,
         the terminal, the web feed). Chat posters are durable and never cut short: they go on
@@ -108,6 +113,7 @@ class RunManager:
         self._retry = retry
         self._chat_lag = chat_lag
         self._deliveries: dict[int, set[asyncio.Task[None]]] = {}  # chat posters still showing
+        self.prices = dict(prices or {})  # by alias (pricing.load_prices)
         self._runs: dict[int, RunHandle] = {}
         self._created: dict[int, RunRecord] = {}  # stored, not launched yet (counted by caps)
         self._starting_specs: list[RunSpec] = []  # past the caps, not yet going (counted too)
@@ -130,6 +136,7 @@ class RunManager:
         template = templates.find(spec.template, self.template_dirs)
         Conversation(template, participants_for(specs))  # checks the participant count and seats
         check_keys(specs, self._env)
+        budgets.check_priced(spec.budget_usd, specs, self.prices)
         return spec, specs, template
 
     async def start(self, spec: RunSpec, observers: Sequence[Observer] = ()) -> RunHandle:
@@ -140,6 +147,7 @@ class RunManager:
         (a thread named after the run) first. `launch` starts it; `abandon` ends it unstarted."""
         spec, specs, _ = self.prepare(spec)
         created = now()
+        await self._check_daily_cap(spec, created)
         path = logfile.allocate(self._log_dir, specs, spec.template, created)
         participants = participants_for(specs)
         self._providers_ready(specs)
@@ -169,6 +177,15 @@ class RunManager:
         await self.store.finish_run(record.id, end, now())
         logfile.LogFileWriter(Path(record.log_path)).append(end.closing_line())
 
+    async def _check_daily_cap(self, spec: RunSpec, moment: datetime) -> None:
+        cap = self.limits.space_daily_usd
+        if cap is None or spec.space is None:
+            return
+        spent = await self.store.space_spend(spec.space, *budgets.utc_day(moment))
+        refusal = budgets.daily_cap_refusal(spent, cap)
+        if refusal is not None:
+            raise LimitError(refusal)
+
     def _apply_limits(self, spec: RunSpec) -> RunSpec:
         self._check_caps(spec)
         lim = self.limits
@@ -182,6 +199,8 @@ class RunManager:
                 )
         if spec.token_budget is None and lim.token_budget is not None:
             spec = dataclasses.replace(spec, token_budget=lim.token_budget)
+        if spec.budget_usd is None and lim.budget_usd is not None:
+            spec = dataclasses.replace(spec, budget_usd=lim.budget_usd)
         return spec
 
     def _check_caps(self, spec: RunSpec) -> None:
@@ -250,8 +269,7 @@ class RunManager:
             raise ConfigError(f"run {run_id} is {record.status}; `backrooms resume {run_id}`")
         if record.end is not None and record.end.reason == "budget":
             raise ConfigError(
-                f"run {run_id} used its token budget of {record.spec.token_budget}; "
-                "start a new run to go on"
+                f"run {run_id} used its budget of {record.end.detail}; start a new run to go on"
             )
         size = len(record.participants)
         started_turns = -(-record.replies // size)  # a turn cut short by ^C^C counts as started
@@ -558,6 +576,7 @@ class RunManager:
             self.store,
             retry=self._retry,
             pace=lambda seq: hub.caught_up(seq, lag),
+            prices=self.prices,
         )
         task = asyncio.create_task(
             self._drive(engine, record, conversation, hub, emit, stop, history, resumed, extending),

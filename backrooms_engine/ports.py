@@ -90,6 +90,11 @@ class TranscriptStore(Protocol):
         """The newest `limit` ended runs, newest first: where a chat may still owe an ending."""
         ...
 
+    async def space_spend(self, space: str, start: datetime, end: datetime) -> float:
+        """What the replies of `space`'s runs that finished in [start, end) cost, in USD; a
+        reply whose cost is unknown counts nothing (the daily cap: budgets.py)."""
+        ...
+
 
 class Leases(Protocol):
     """Which process drives which run (ARCHITECTURE.md, "Runs owned by leases"). Times are the

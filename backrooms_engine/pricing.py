@@ -88,7 +88,7 @@ class RunUsage(TokenUsage):
 
 
 def _terms(
-    prices: Prices, usage: TokenUsage, input_price: float | None
+    prices: Prices, usage: ReplyUsage, input_price: float | None
 ) -> list[tuple[int | None, float | None]]:
     return [
         (usage.input_tokens, input_price),
@@ -111,14 +111,14 @@ def _priced(terms: Iterable[tuple[int | None, float | None]]) -> float | None:
     return total / PER_MILLION
 
 
-def cost_usd(prices: Prices | None, usage: TokenUsage) -> float | None:
+def cost_usd(prices: Prices | None, usage: ReplyUsage) -> float | None:
     """A reply's cost in USD, or None (see the module doc for exactly when)."""
     if prices is None:
         return None
     return _priced(_terms(prices, usage, prices.input))
 
 
-def uncached_cost_usd(prices: Prices | None, usage: TokenUsage) -> float | None:
+def uncached_cost_usd(prices: Prices | None, usage: ReplyUsage) -> float | None:
     """What the same reply would have cost with no prompt cache: every input token at full price."""
     if prices is None:
         return None
@@ -139,6 +139,17 @@ def _counts(usage: TokenUsage) -> dict[str, Any]:
 def _sum_known(values: list[Any]) -> Any:
     known = [v for v in values if v is not None]
     return sum(known) if known else None
+
+
+def added(total: RunUsage, reply: ReplyUsage) -> RunUsage:
+    """`total` with one more reply counted, by the same rules as run_usage (a running total)."""
+    step = run_usage([reply])
+    both = run_usage([total, step])
+    return RunUsage(**_all(both), complete=total.complete and step.complete)
+
+
+def _all(usage: TokenUsage) -> dict[str, Any]:
+    return {f.name: getattr(usage, f.name) for f in fields(TokenUsage)}
 
 
 def run_usage(replies: Iterable[ReplyUsage]) -> RunUsage:

@@ -26,6 +26,7 @@ class RunSpec:
     space: str | None = None  # the community: a Discord server id, a Slack workspace id
     place: str | None = None  # where it is shown, in the surface's own terms (channel, thread)
     token_budget: int | None = None
+    budget_usd: float | None = None  # the most the run may cost (budgets.py)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class RunEnd:
     reason: EndReason
     actor: str | None = None  # who typed ^C^C
     by: str | None = None  # who stopped it
-    detail: str | None = None  # the error, the budget, ...
+    detail: str | None = None  # the error, the budget ("$0.50", "10000 tokens"), ...
     turns: int = 0  # whole turns completed
     max_turns: int | None = None
 
@@ -61,7 +62,7 @@ class RunEnd:
                 return f"\nConversation stopped by {self.by} after {_turns(self.turns)}.\n"
             case "budget":
                 return (
-                    f"\nToken budget of {self.detail} reached after {_turns(self.turns)}. "
+                    f"\nBudget of {_budget(self.detail)} reached after {_turns(self.turns)}. "
                     "Conversation ended.\n"
                 )
             case "gone":
@@ -77,18 +78,40 @@ class RunEnd:
         return self.closing_line().strip()
 
 
+def _budget(detail: str | None) -> str:
+    # Runs stored before dollar budgets said only the number of tokens.
+    return f"{detail} tokens" if detail is not None and detail.isdigit() else str(detail)
+
+
 def _turns(n: int) -> str:
     return f"{n} turn" if n == 1 else f"{n} turns"
 
 
 @dataclass(frozen=True)
 class Usage:
+    """One reply's counts as the API reported them (None: not reported, never zero), its cost in
+    USD when it was made (None: unpriced or a count unknown; pricing.py), and whether the API
+    ended it at max_tokens (`cut_off`). `input_tokens` is the uncached remainder, beside the
+    tokens read from and written to the prompt cache (Anthropic's accounting; OpenAI's cached
+    tokens are subtracted from its prompt_tokens)."""
+
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cost_usd: float | None = None
+    cut_off: bool = False
+
+    @property
+    def all_input(self) -> int:
+        """Every input token the request carried, read from the cache or not."""
+        counts = (self.input_tokens, self.cache_read_tokens, self.cache_write_tokens)
+        return sum(c or 0 for c in counts)
 
     @property
     def total(self) -> int:
-        return (self.input_tokens or 0) + (self.output_tokens or 0)
+        """What a token budget counts: every input token (cached or not) and the output."""
+        return self.all_input + (self.output_tokens or 0)
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,15 @@ class Reply:
     finished_at: datetime
     usage: Usage = field(default_factory=Usage)
 
+    @property
+    def cost_usd(self) -> float | None:
+        return self.usage.cost_usd
+
+    @property
+    def cut_off(self) -> bool:
+        """The API ended this reply at max_tokens: its text may stop mid-sentence."""
+        return self.usage.cut_off
+
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -117,8 +149,14 @@ class RunRecord:
     end: RunEnd | None = None
     ended_at: datetime | None = None
     replies: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
+    # Totals over the run's replies: None when no reply reported the value, else the sum of the
+    # known ones; usage_complete is false when any reply lacks any of them (pricing.run_usage).
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cost_usd: float | None = None
+    usage_complete: bool = True
 
     @property
     def turns(self) -> int:

@@ -23,10 +23,12 @@ DEFAULT_REGISTRY = Path(__file__).with_name("models.toml")
 ProviderKind = Literal["anthropic", "openai", "world_interface", "offline"]
 SystemHandling = Literal["native", "developer", "inline"]
 TokenParam = Literal["max_tokens", "max_completion_tokens"]
+Effort = Literal["low", "medium", "high", "xhigh", "max"]  # the 5.5 models' thinking effort
 
 PROVIDER_KINDS: tuple[str, ...] = ("anthropic", "openai", "world_interface", "offline")
 SYSTEM_HANDLINGS: tuple[str, ...] = ("native", "developer", "inline")
 TOKEN_PARAMS: tuple[str, ...] = ("max_tokens", "max_completion_tokens")
+EFFORTS: tuple[str, ...] = ("low", "medium", "high", "xhigh", "max")
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class ModelSpec:
     log_folder: str = ""
     avatar_url: str = ""
     colour: str = "#9e9e9e"
+    prompt_cache: bool = True  # Anthropic: mark cache breakpoints (BACKROOMS_PROMPT_CACHE too)
+    cache_min_tokens: int = 1024  # the shortest prefix the model caches (shorter: not marked)
+    effort: Effort | None = None  # Anthropic thinking models: sent as output_config.effort
 
     @property
     def is_world_interface(self) -> bool:
@@ -244,6 +249,9 @@ _MODEL_FIELDS = {
     "log_folder",
     "avatar_url",
     "colour",
+    "prompt_cache",
+    "cache_min_tokens",
+    "effort",
 }
 
 
@@ -289,6 +297,9 @@ def _model(alias: str, raw: Any, providers: Mapping[str, ProviderSpec], path: Pa
         log_folder=t.get("log_folder", str, "") or default_log_folder(alias),
         avatar_url=t.get("avatar_url", str, ""),
         colour=t.get("colour", str, "#9e9e9e"),
+        prompt_cache=t.get("prompt_cache", bool, True),
+        cache_min_tokens=t.get("cache_min_tokens", int, 1024),
+        effort=t.choice("effort", EFFORTS, None) if "effort" in t.table else None,
     )
 
 

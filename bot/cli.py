@@ -8,6 +8,7 @@ command. Chat surfaces are imported lazily, so `backrooms run` never imports dis
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -86,6 +87,13 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
         help="end the run once its input plus output tokens reach this",
     )
     run.add_argument(
+        "--budget-usd",
+        type=_dollars,
+        default=None,
+        help="end the run before a request could take its cost past this many US dollars "
+        "(default: BACKROOMS_BUDGET_USD)",
+    )
+    run.add_argument(
         "--seed",
         default=None,
         help="the offline seats' seed: same seed, same conversation (default: BACKROOMS_SEED)",
@@ -133,6 +141,18 @@ def _positive_int(text: str) -> int:
     value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _dollars(text: str) -> float:
+    try:
+        value = float(text.strip().removeprefix("$"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an amount in US dollars such as 0.50, got {text!r}"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 dollars, got {text}")
     return value
 
 

@@ -17,7 +17,7 @@ from backrooms_engine.records import RunRecord
 from backrooms_engine.registry import Registry, load_registry
 from backrooms_engine.store import open_store, unknown_run
 
-from . import eventloop
+from . import costs, eventloop
 from .faces import distinct_colours
 from .interrupts import Interrupts
 from .settings import Settings
@@ -39,7 +39,7 @@ async def _list_runs(settings: Settings) -> int:
         return 0
     print(
         f"{'id':>5}  {'participants':28} {'template':14} {'status':26} {'turns':>5} "
-        f"{'tokens':>9}  started"
+        f"{'tokens':>9} {'cost':>9}  started"
     )
     for run in runs:
         print(_row(run))
@@ -51,11 +51,12 @@ def _row(run: RunRecord) -> str:
     status = run.end.reason if run.end else run.status
     if run.end and run.end.reason == "ctrl_c":
         status = f"^C^C by {run.end.actor}"
-    tokens = run.input_tokens + run.output_tokens
+    total = costs.total_tokens(run)
+    tokens = "?" if total is None else str(total)
     started = run.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
     return (
         f"{run.id:>5}  {who[:28]:28} {run.spec.template[:14]:14} {status[:26]:26} "
-        f"{run.turns:>5} {tokens:>9}  {started}"
+        f"{run.turns:>5} {tokens:>9} {costs.cost_cell(run):>9}  {started}"
     )
 
 
@@ -76,6 +77,8 @@ async def _show(settings: Settings, run_id: int) -> int:
         await printer.handle(ReplyFinished(r))
     if run.end is not None:
         await printer.handle(RunEnded(run.id, run.end))
+    # On stderr, as `backrooms run` says it: stdout stays the transcript as the run printed it.
+    print(f"cost: {costs.cost_text(run)}; tokens: {costs.tokens_text(run)}", file=sys.stderr)
     return 0
 
 

@@ -24,7 +24,7 @@ from backrooms_engine.records import RunEnd, RunSpec, now
 from backrooms_engine.registry import Registry, check_keys, load_registry
 from backrooms_engine.store import unknown_run
 
-from . import eventloop
+from . import costs, eventloop
 from .cli import DEMO_TURNS
 from .cli_stored import has_database, stored_colours
 from .faces import distinct_colours
@@ -44,6 +44,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings, interrupts: Interrupts
         template=args.template,
         max_turns=args.max_turns,
         token_budget=args.token_budget,
+        budget_usd=args.budget_usd,
     )
     registry = _check_start(settings, spec, args.templates_dir)
     if args.seed is not None:
@@ -175,7 +176,11 @@ async def _in_terminal(
             end = await rt.manager.wait(handle.id)
             if end.reason == "shutdown":
                 await rt.transcript.pause_run(handle.id, now())
+            stored = await rt.archive.get_run(handle.id)
         _report(settings, handle, end, demo)
+        print(
+            f"cost: {costs.cost_text(stored)}; tokens: {costs.tokens_text(stored)}", file=sys.stderr
+        )
     except asyncio.CancelledError:
         if interrupts.code is None:
             raise

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from backrooms_engine.records import RunEnd, RunRecord
+from backrooms_engine.pricing import RunUsage
+from backrooms_engine.records import Reply, RunEnd, RunRecord
 from backrooms_engine.registry import Registry
+
+from . import costs
 
 HELP = """\
 {b}/backrooms start{b} `opus gpt4o cli 20`: models in turn order, then optionally a template and a \
@@ -16,6 +19,15 @@ or a moderator can stop it.
 {b}/backrooms list{b}: the runs going here.
 {b}/backrooms templates{b}, {b}/backrooms models{b}: what you can start.
 A run ends when a model types `^C^C`, at its turn limit, at its token budget, or when stopped."""
+
+
+# Under a reply the API ended at max_tokens (thinking models count their thinking in it too).
+REPLY_CUT_OFF = "(cut off: this reply reached its max_tokens limit)"
+
+
+def reply_text(reply: Reply) -> str:
+    """A reply as a chat shows it: its text, and a mark when the API cut it off."""
+    return f"{reply.text}\n\n{REPLY_CUT_OFF}" if reply.cut_off else reply.text
 
 
 def help_text(bold: str, stop_here: str) -> str:
@@ -43,8 +55,13 @@ def starter_text(
     return "\n".join(lines)
 
 
-def closing_text(record_id: int, end: RunEnd, public_url: str | None) -> str:
+def closing_text(
+    record_id: int, end: RunEnd, public_url: str | None, usage: RunUsage | None = None
+) -> str:
+    """The closing line; with the run's usage (RunEnded carries it), what the run cost."""
     text = f"Run {record_id}: {end.summary}"
+    if usage is not None:
+        text += f" Cost: {costs.usage_cost_text(usage)}."
     if end.reason == "gone":
         text += f" It can be resumed with `/backrooms resume {record_id}`."
     url = run_url(public_url, record_id)

@@ -20,6 +20,7 @@ from backrooms_engine import templates
 from backrooms_engine.engine import RetryPolicy
 from backrooms_engine.manager import Limits, RunManager
 from backrooms_engine.ports import Archive, Leases, LiveText, SurfaceState, TranscriptStore
+from backrooms_engine.pricing import load_prices
 from backrooms_engine.providers import ProviderPool
 from backrooms_engine.registry import Registry, load_registry
 from backrooms_engine.store import open_store
@@ -53,10 +54,15 @@ async def open_runtime(
     templates_dir: Path | None = None,
     registry: Registry | None = None,
 ) -> AsyncIterator[Runtime]:
+    given = registry is not None
     registry = registry or load_registry(settings.models_file)
+    # A registry handed in (tests) may lack the shipped aliases that prices name: not checked then.
+    prices = load_prices(settings.models_file, aliases=None if given else registry.models)
     dirs = template_dirs(settings, templates_dir)
     store = await open_store(settings.store, owner=True, lease_seconds=settings.lease_seconds)
-    providers = ProviderPool(settings.env, timeout=settings.read_timeout)
+    providers = ProviderPool(
+        settings.env, timeout=settings.read_timeout, prompt_cache=settings.prompt_cache
+    )
     manager = RunManager(
         registry=registry,
         template_dirs=dirs,
@@ -74,10 +80,13 @@ async def open_runtime(
             max_runs_per_space=settings.max_runs_per_space,
             chat_max_turns=settings.chat_max_turns,
             token_budget=settings.token_budget,
+            budget_usd=settings.budget_usd,
+            space_daily_usd=settings.space_daily_usd,
         ),
         chat_lag=settings.chat_lag,
         leases=store.leases,
         live_text=store.live_text,
+        prices=prices,
     )
     try:
         yield Runtime(

@@ -68,6 +68,9 @@ class Settings:
     chat_max_turns: int
     token_budget: int | None
     shutdown_deadline: float
+    prompt_cache: bool = True  # BACKROOMS_PROMPT_CACHE: mark Claude requests' cache breakpoints
+    budget_usd: float | None = None  # BACKROOMS_BUDGET_USD: every run's default dollar budget
+    space_daily_usd: float | None = None  # BACKROOMS_SPACE_DAILY_USD: a space's cap per UTC day
     offline_delay: float = 0.03  # read by the offline provider from env; checked here first
     chat_lag: int = 1  # replies a chat may be behind before its run waits (BACKROOMS_CHAT_LAG)
     lease_seconds: float = 10.0  # a run's lease; renewed every third of it (ARCHITECTURE.md)
@@ -138,6 +141,9 @@ _ENGINE_DEFAULTS: dict[str, Any] = {
     "offline_delay": 0.03,
     "chat_lag": 1,
     "lease_seconds": 10.0,
+    "prompt_cache": True,
+    "budget_usd": None,
+    "space_daily_usd": None,
 }
 
 
@@ -156,6 +162,9 @@ def _engine(env: Mapping[str, str]) -> dict[str, Any]:
         "offline_delay": _float(env, "BACKROOMS_OFFLINE_DELAY", d["offline_delay"]),
         "chat_lag": _int(env, "BACKROOMS_CHAT_LAG", d["chat_lag"], minimum=0),
         "lease_seconds": _lease_seconds(env),
+        "prompt_cache": _bool(env, "BACKROOMS_PROMPT_CACHE", d["prompt_cache"]),
+        "budget_usd": _dollars(env, "BACKROOMS_BUDGET_USD"),
+        "space_daily_usd": _dollars(env, "BACKROOMS_SPACE_DAILY_USD"),
     }
 
 
@@ -286,6 +295,22 @@ def _lease_seconds(env: Mapping[str, str]) -> float:
     value = _float(env, "BACKROOMS_LEASE_SECONDS", 10.0)
     if value < 0.3:  # renewed every third of it: below that, a busy loop could not keep up
         raise ConfigError(f"BACKROOMS_LEASE_SECONDS must be at least 0.3, got {value}")
+    return value
+
+
+def _dollars(env: Mapping[str, str], name: str) -> float | None:
+    """An amount in USD such as 0.50 (a leading $ is allowed); unset or empty: none."""
+    raw = env.get(name, "").strip().removeprefix("$")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be an amount in US dollars such as 0.50, got {env[name]!r}"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be more than 0 dollars, got {env[name]!r}")
     return value
 
 

@@ -41,6 +41,10 @@ def retry_words(delay: float) -> str:
     return f"retrying in {delay:.1f}s" if delay < 10 else f"retrying in {delay:.0f}s"
 
 
+# After a reply the API ended at max_tokens (on thinking models the limit covers thinking too).
+CUT_OFF_NOTE = "[cut off: the reply reached its max_tokens limit]"
+
+
 class TerminalPrinter:
     name = "terminal"
 
@@ -75,8 +79,10 @@ class TerminalPrinter:
                 self._write(f"\n{self.header(actor)}\n")
             case ReplyDelta(delta=delta):
                 self._write(delta)
-            case ReplyFinished():
+            case ReplyFinished(reply=reply):
                 self._write("\n")
+                if reply.cut_off:
+                    self._note(CUT_OFF_NOTE)
             case ReplyRetrying(reason=reason, delay=delay):
                 self._end_line()
                 self._note(f"[{reason}; {retry_words(delay)}]")

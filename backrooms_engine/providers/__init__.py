@@ -18,9 +18,12 @@ class ProviderPool:
     attempt is a lost connection, which the engine retries (its deadline bounds the whole
     reply)."""
 
-    def __init__(self, env: Mapping[str, str], *, timeout: float = 300.0):
+    def __init__(
+        self, env: Mapping[str, str], *, timeout: float = 300.0, prompt_cache: bool = True
+    ):
         self._env = env
         self._timeout = timeout
+        self._prompt_cache = prompt_cache  # BACKROOMS_PROMPT_CACHE: Claude's cache breakpoints
         self._clients: dict[str, Provider] = {}
 
     def for_spec(self, spec: ModelSpec) -> Provider:
@@ -34,7 +37,9 @@ class ProviderPool:
         if spec.kind == "anthropic":
             from .anthropic import AnthropicProvider
 
-            return AnthropicProvider(spec, self._env, timeout=self._timeout)
+            return AnthropicProvider(
+                spec, self._env, timeout=self._timeout, prompt_cache=self._prompt_cache
+            )
         if spec.kind == "openai":
             from .openai import OpenAIProvider
 

@@ -13,6 +13,7 @@ The client talks through the SDK's documented aiohttp client (`DefaultAioHttpCli
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -89,6 +90,7 @@ class _Chunks:
         self._request, self._spec = request, spec
         self._usage = Usage()
         self._done = False
+        self._cut_off = False  # finish_reason "length": the reply hit the token limit
         self._ending = False  # a finish reason came; usage may still follow, then [DONE]
 
     @property
@@ -103,15 +105,27 @@ class _Chunks:
         if "error" in chunk:
             raise _errors.in_stream(chunk, self._request, self._spec)
         if chunk.get("usage"):
-            u = chunk["usage"]
-            self._usage = Usage(u.get("prompt_tokens"), u.get("completion_tokens"))
+            self._usage = _usage(chunk["usage"])
         pieces = []
         for choice in chunk.get("choices") or ():
             content = (choice.get("delta") or {}).get("content")
             if content:
                 pieces.append(content)
-            self._ending = self._ending or bool(choice.get("finish_reason"))
+            finish = choice.get("finish_reason")
+            self._ending = self._ending or bool(finish)
+            self._cut_off = self._cut_off or finish == "length"
         return "".join(pieces) or None
 
     def usage(self) -> Usage:
-        return self._usage
+        return dataclasses.replace(self._usage, cut_off=self._cut_off)
+
+
+def _usage(reported: dict[str, Any]) -> Usage:
+    """prompt_tokens includes the cached ones: they are split out, so input_tokens is the uncached
+    remainder as Anthropic counts it. A server that reports no cached_tokens leaves it unknown."""
+    prompt, output = reported.get("prompt_tokens"), reported.get("completion_tokens")
+    cached = (reported.get("prompt_tokens_details") or {}).get("cached_tokens")
+    if not isinstance(cached, int) or not isinstance(prompt, int):
+        return Usage(prompt, output)
+    # OpenAI has no cache writes to bill: a reported cache makes them a known zero.
+    return Usage(prompt - cached, output, cache_read_tokens=cached, cache_write_tokens=0)

@@ -76,6 +76,9 @@ class AllPorts(ClosesOnExit):
     async def recent_ended(self, limit: int) -> list[RunRecord]:
         return await self.transcript.recent_ended(limit)
 
+    async def space_spend(self, space: str, start: datetime, end: datetime) -> float:
+        return await self.transcript.space_spend(space, start, end)
+
     async def delivered(self, run_id: int, observer: str) -> int:
         return await self.transcript.delivered(run_id, observer)
 

@@ -28,33 +28,49 @@ def _time(text: str | None) -> datetime | None:
 RUN_COLUMNS = (
     "id, models, template, max_turns, token_budget, started_by, surface, space, place, status, "
     "end_reason, end_actor, end_by, end_detail, end_turns, end_max_turns, created_at, ended_at, "
-    "log_path, paused_at"
+    "log_path, paused_at, budget_usd"
 )
 INSERT_RUN = (
     "INSERT INTO runs (models, template, max_turns, token_budget, started_by, surface, space, "
-    "place, status, created_at, log_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)"
+    "place, status, created_at, log_path, budget_usd) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)"
+)
+# What a space's replies cost between two times (ISO text in UTC sorts as the times do).
+SPACE_SPEND = (
+    "SELECT SUM(replies.cost_usd) AS spent FROM replies JOIN runs ON runs.id = replies.run_id "
+    "WHERE runs.space = ? AND replies.finished_at >= ? AND replies.finished_at < ?"
 )
 INSERT_PARTICIPANT = (
     "INSERT INTO participants (run_id, position, alias, actor, api_id, provider) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-REPLY_COLUMNS = (
-    "run_id, seq, turn, position, actor, text, started_at, finished_at, input_tokens, output_tokens"
+USAGE_COLUMNS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
 )
-# One page of runs with their reply count and token sums: aggregates only over the page's runs.
-RUNS_PAGE = """
-WITH page AS (SELECT {columns} FROM runs WHERE {where} ORDER BY id {order} {limit}),
+REPLY_COLUMNS = (
+    "run_id, seq, turn, position, actor, text, started_at, finished_at, "
+    f"{', '.join(USAGE_COLUMNS)}, cut_off"
+)
+# One page of runs with their reply count and usage totals: aggregates only over the page's runs.
+# SUM skips NULLs and is NULL when every value is: the null rules of pricing.run_usage.
+RUNS_PAGE = f"""
+WITH page AS (SELECT {{columns}} FROM runs WHERE {{where}} ORDER BY id {{order}} {{limit}}),
 totals AS (
     SELECT run_id, COUNT(*) AS replies,
-           SUM(COALESCE(input_tokens, 0)) AS input_tokens,
-           SUM(COALESCE(output_tokens, 0)) AS output_tokens
+           {", ".join(f"SUM({c}) AS {c}" for c in USAGE_COLUMNS)},
+           SUM(CASE WHEN {" OR ".join(f"{c} IS NULL" for c in USAGE_COLUMNS)} THEN 1 ELSE 0 END)
+               AS unknown
     FROM replies WHERE run_id IN (SELECT id FROM page) GROUP BY run_id
 )
 SELECT page.*, COALESCE(totals.replies, 0) AS replies,
-       COALESCE(totals.input_tokens, 0) AS input_tokens,
-       COALESCE(totals.output_tokens, 0) AS output_tokens
+       {", ".join(f"totals.{c} AS {c}" for c in USAGE_COLUMNS)},
+       COALESCE(totals.unknown, 0) AS unknown
 FROM page LEFT JOIN totals ON totals.run_id = page.id
-ORDER BY page.id {order}
+ORDER BY page.id {{order}}
 """
 IDS_PER_LIST = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
 
@@ -71,6 +87,7 @@ def run_values(spec: RunSpec, log_path: str, created_at: datetime) -> tuple[Any,
         spec.place,
         iso_text(created_at),
         log_path,
+        spec.budget_usd,
     )
 
 
@@ -112,6 +129,7 @@ def record_of(row: Row, participants: tuple[ParticipantInfo, ...]) -> RunRecord:
         space=row["space"],
         place=row["place"],
         token_budget=row["token_budget"],
+        budget_usd=row["budget_usd"],
     )
     return RunRecord(
         id=row["id"],
@@ -125,6 +143,10 @@ def record_of(row: Row, participants: tuple[ParticipantInfo, ...]) -> RunRecord:
         replies=row["replies"],
         input_tokens=row["input_tokens"],
         output_tokens=row["output_tokens"],
+        cache_read_tokens=row["cache_read_tokens"],
+        cache_write_tokens=row["cache_write_tokens"],
+        cost_usd=row["cost_usd"],
+        usage_complete=row["unknown"] == 0,
     )
 
 
@@ -148,14 +170,21 @@ def reply_of(row: Row) -> Reply:
         text=row["text"],
         started_at=datetime.fromisoformat(row["started_at"]),
         finished_at=datetime.fromisoformat(row["finished_at"]),
-        usage=Usage(row["input_tokens"], row["output_tokens"]),
+        usage=Usage(
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            cache_read_tokens=row["cache_read_tokens"],
+            cache_write_tokens=row["cache_write_tokens"],
+            cost_usd=row["cost_usd"],
+            cut_off=bool(row["cut_off"]),
+        ),
     )
 
 
-INSERT_REPLY = f"INSERT INTO replies ({REPLY_COLUMNS}) VALUES ({', '.join('?' * 10)})"
+INSERT_REPLY = f"INSERT INTO replies ({REPLY_COLUMNS}) VALUES ({', '.join('?' * 14)})"
 
 
-ROWS_PER_INSERT = 500  # up to 11 values a row: far below SQLite's 32,766 variables a statement
+ROWS_PER_INSERT = 500  # up to 14 values a row: far below SQLite's 32,766 variables a statement
 
 
 S = TypeVar("S")
@@ -194,6 +223,10 @@ def reply_values(reply: Reply) -> tuple[Any, ...]:
         iso_text(reply.finished_at),
         reply.usage.input_tokens,
         reply.usage.output_tokens,
+        reply.usage.cache_read_tokens,
+        reply.usage.cache_write_tokens,
+        reply.usage.cost_usd,
+        int(reply.usage.cut_off),
     )
 
 

@@ -164,6 +164,12 @@ class SqlTranscript:
     async def replies(self, run_id: int) -> list[Reply]:
         return await replies_of(self._db, run_id)
 
+    async def space_spend(self, space: str, start: datetime, end: datetime) -> float:
+        found = await self._db.fetch(
+            rows.SPACE_SPEND, (space, rows.iso_text(start), rows.iso_text(end))
+        )
+        return float(found[0]["spent"] or 0.0) if found else 0.0
+
     async def delivered(self, run_id: int, observer: str) -> int:
         found = await self._db.read_for(
             run_id,

@@ -25,8 +25,10 @@ from backrooms_engine.events import (
     ReplyStarted,
     RunEnded,
 )
+from backrooms_engine.pricing import RunUsage
 from backrooms_engine.records import RunEnd
 
+from .. import messages
 from ..faces import discord_default_avatar
 from ..pacing import ChannelBudget
 from ..text import prepare_for_discord
@@ -96,7 +98,7 @@ class ThreadPoster:
         record_post: Callable[[int, int, str], Awaitable[None]],
         record_sending: Callable[[int, int], Awaitable[None]],
         on_gone: Callable[[str], Awaitable[None]],
-        on_end: Callable[[RunEnd], Awaitable[None]],
+        on_end: Callable[[RunEnd, RunUsage | None], Awaitable[None]],
         unrecorded: Unrecorded | None = None,
     ):
         """`record_sending(seq, part)` writes down the part about to be sent; `unrecorded` is the
@@ -144,13 +146,13 @@ class ThreadPoster:
                     posting = _Posting(
                         reply.seq, reply.actor, self._known_ids(reply.seq), position=reply.position
                     )
-                await self._show(posting, reply.text, final=True)
+                await self._show(posting, messages.reply_text(reply), final=True)
                 self._current = None
-            case RunEnded(end=end):
+            case RunEnded(end=end, usage=usage):
                 if self._current is not None and self._current.ids and not self._gone:
                     await self._mark_cut_off(self._current)
                 if not self._gone or end.reason == "gone":
-                    await self._on_end(end)
+                    await self._on_end(end, usage)
 
     async def _mark_cut_off(self, posting: _Posting) -> None:
         """A reply the run ended in the middle of is not in the transcript: say so on it."""

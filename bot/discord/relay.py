@@ -23,6 +23,7 @@ from discord.ext import commands
 
 from backrooms_engine.errors import UnknownModelError
 from backrooms_engine.ports import Observer
+from backrooms_engine.pricing import RunUsage
 from backrooms_engine.records import RunEnd, RunRecord
 
 from .. import faces, messages
@@ -214,15 +215,17 @@ class Relay:
 
     # -- the end of a run -------------------------------------------------------------------
 
-    async def announce_end(self, record: RunRecord, thread_id: int, end: RunEnd) -> None:
-        """The closing line in the thread (once, even across a crash), then the outcome added
-        to the starter message."""
+    async def announce_end(
+        self, record: RunRecord, thread_id: int, end: RunEnd, usage: RunUsage | None = None
+    ) -> None:
+        """The closing line in the thread (once, even across a crash; with what the run cost),
+        then the outcome added to the starter message."""
         self.threads.pop(thread_id, None)
         if end.reason == "shutdown":
             text = f"Run {record.id} paused: the bot is restarting. It will go on by itself."
             await self._say(record.id, thread_id, text)
             return
-        text = messages.closing_text(record.id, end, self.settings.public_url)
+        text = messages.closing_text(record.id, end, self.settings.public_url, usage)
         stretch = f"{end.max_turns}:{end.turns}"  # a run given more turns ends once more
         state = self.rt.surface_state
         if not await recovery.closing_shown(

@@ -25,8 +25,10 @@ from backrooms_engine.events import (
     RunEnded,
     RunStarted,
 )
+from backrooms_engine.pricing import RunUsage
 from backrooms_engine.records import RunEnd, RunRecord
 
+from .. import messages
 from ..pacing import SlidingWindow, Spacing
 from ..text import persona_name, prepare_for_slack
 from . import marks, texts
@@ -108,7 +110,7 @@ class SlackPoster:
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, RunEnded):
-            await self._end(event.end)
+            await self._end(event.end, event.usage)
             return
         if self._gone:
             return
@@ -132,7 +134,7 @@ class SlackPoster:
                 if self._current is not None and self._current.seq == seq:
                     await self._stream(self._current, text)
             case ReplyFinished(reply=reply):
-                await self._finish(reply.seq, reply.actor, reply.text)
+                await self._finish(reply.seq, reply.actor, messages.reply_text(reply))
                 self._current = None
 
     def _root_args(self) -> tuple[str, str | None]:
@@ -217,12 +219,12 @@ class SlackPoster:
 
     # -- the end ------------------------------------------------------------------------------
 
-    async def _end(self, end: RunEnd) -> None:
+    async def _end(self, end: RunEnd, usage: RunUsage | None = None) -> None:
         """The outcome on the root message, whose Stop button goes, and as the thread's last
         line. A shutdown is a pause, not an end: the next start continues the same thread."""
         if end.reason == "shutdown":
             return
-        outcome = texts.outcome_text(self.record.id, end, self._public_url)
+        outcome = texts.outcome_text(self.record.id, end, self._public_url, usage)
         ended = texts.ended_root_text(self.record, *self._root_args(), outcome)
         await self._update_root(ended, False)
         if self._gone:

@@ -9,6 +9,7 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
+from backrooms_engine.pricing import RunUsage
 from backrooms_engine.records import RunEnd, RunRecord
 
 from .. import messages
@@ -55,8 +56,10 @@ def _stop_hint(run_id: int) -> str:
     return f"Press {BOLD}Stop{BOLD} below or type `/backrooms stop {run_id}` to end it."
 
 
-def outcome_text(record_id: int, end: RunEnd, public_url: str | None) -> str:
-    return slack_escape(messages.closing_text(record_id, end, public_url))
+def outcome_text(
+    record_id: int, end: RunEnd, public_url: str | None, usage: RunUsage | None = None
+) -> str:
+    return slack_escape(messages.closing_text(record_id, end, public_url, usage))
 
 
 def root_blocks(text: str, run_id: int, *, stop_button: bool) -> list[dict[str, Any]]:

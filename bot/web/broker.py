@@ -30,8 +30,10 @@ from backrooms_engine.events import (
     RunEnded,
     RunStarted,
 )
+from backrooms_engine.pricing import RunUsage, added
 from backrooms_engine.records import Reply, RunEnd, RunRecord
 
+from .. import costs
 from .render import end_label, reply_payload
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class LiveEvent:
     id: int | None = None  # replies finished so far, for a reconnecting browser's Last-Event-ID
 
 
-def end_payload(end: RunEnd, totals: dict[str, int]) -> dict[str, Any]:
+def end_payload(end: RunEnd, totals: dict[str, Any]) -> dict[str, Any]:
     return {
         "reason": end.reason,
         "label": end_label(end),
@@ -59,13 +61,16 @@ def end_payload(end: RunEnd, totals: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def totals_of(record: RunRecord) -> dict[str, int]:
+def totals_of(record: RunRecord) -> dict[str, Any]:
     """The counts the run page shows beside the transcript, so it can keep them current."""
     return {
         "replies": record.replies,
         "turns": record.turns,
         "input_tokens": record.input_tokens,
         "output_tokens": record.output_tokens,
+        "cache_read_tokens": record.cache_read_tokens,
+        "cache_write_tokens": record.cache_write_tokens,
+        "cost": costs.cost_text(record),
     }
 
 
@@ -138,11 +143,25 @@ class _LiveRun:
         return self.record.replies
 
     def count(self, reply: Reply) -> None:
+        record = self.record
+        so_far = RunUsage(
+            record.input_tokens,
+            record.output_tokens,
+            record.cache_read_tokens,
+            record.cache_write_tokens,
+            record.cost_usd,
+            complete=record.usage_complete,
+        )
+        total = added(so_far, reply.usage)
         self.record = dataclasses.replace(
-            self.record,
-            replies=max(self.record.replies, reply.seq + 1),
-            input_tokens=self.record.input_tokens + (reply.usage.input_tokens or 0),
-            output_tokens=self.record.output_tokens + (reply.usage.output_tokens or 0),
+            record,
+            replies=max(record.replies, reply.seq + 1),
+            input_tokens=total.input_tokens,
+            output_tokens=total.output_tokens,
+            cache_read_tokens=total.cache_read_tokens,
+            cache_write_tokens=total.cache_write_tokens,
+            cost_usd=total.cost_usd,
+            usage_complete=total.complete,
         )
 
 

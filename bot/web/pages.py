@@ -18,6 +18,7 @@ from backrooms_engine.ports import PAGE_SIZE, RunFilter
 from backrooms_engine.records import RunRecord
 from backrooms_engine.store import RUN_STATUSES
 
+from .. import costs
 from .context import WebContext, web
 from .render import actor_classes, colours_css, end_label, segments
 from .respond import error, render, run_id_number
@@ -107,7 +108,15 @@ def _row(ctx: WebContext, run: RunRecord, driven: set[int]) -> dict[str, Any]:
 
     def html() -> Markup:
         row = ctx.templates.get_template("_run_row.html")
-        return Markup(row.render(run=run, state=state, classes=actor_classes(run.participants)))
+        return Markup(
+            row.render(
+                run=run,
+                state=state,
+                classes=actor_classes(run.participants),
+                tokens="?" if (total := costs.total_tokens(run)) is None else total,
+                cost=costs.cost_cell(run),
+            )
+        )
 
     return {"run": run, "html": ctx.rows.get((run, state), html)}
 
@@ -151,6 +160,9 @@ async def run_page(request: Request) -> Response:
         replies=[(reply, segments(reply.text)) for reply in replies],
         classes=actor_classes(run.participants),
         can_stop=state == "live" and ctx.web_token is not None,
+        cost=costs.cost_text(run),
+        saved=costs.caching_saved(run, replies, ctx.rt.manager.prices),
+        usd=costs.usd,
     )
     return unless_unchanged(request, page)
 

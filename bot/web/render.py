@@ -113,6 +113,7 @@ def reply_payload(reply: Reply) -> dict[str, Any]:
         "actor": reply.actor,
         "text": reply.text,
         "segments": [[kind, body] for kind, body in segments(reply.text)],
+        "cut_off": reply.cut_off,  # the API ended it at max_tokens: the page marks it
     }
 
 

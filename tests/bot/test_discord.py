@@ -12,6 +12,7 @@ import discord.gateway
 import discord.http
 
 import bot.discord
+from bot import messages
 from bot.settings import Settings
 from tests.bot.discord_world import discord_world
 from tests.fakes.discord_server import ALL_NEEDED, MANAGE_THREADS, MANAGE_WEBHOOKS, FakeDiscord
@@ -332,6 +333,26 @@ async def test_starter_and_closing_lines_link_to_the_run_page(model_server, tmp_
         closing = w.fake.messages(thread)[-1]["content"]
     assert f"{url}/runs/1" in starter["content"]
     assert closing.endswith(f"Transcript: {url}/runs/1")
+
+
+async def test_the_closing_line_says_the_cost_and_a_reply_cut_at_max_tokens_is_marked(
+    model_server, tmp_path
+):
+    model_server.queue_reply(OPUS, "half a thou", stop_reason="max_tokens", input_tokens=1000,
+                             output_tokens=250)  # fmt: skip
+    model_server.queue_reply(OPUS, "whole", input_tokens=1000, output_tokens=250)
+    async with discord_world(model_server, tmp_path) as w:
+        await w.followup_text(await w.command("start", {"models": "opus opus", "max_turns": 1}))
+        await w.run_ended(1)
+        thread = await w.thread_of(1)
+        await until(lambda: "Cost" in w.fake.messages(thread)[-1]["content"])
+        shown = [m["content"] for m in w.fake.messages(thread) if m.get("webhook_id")]
+        closing = w.fake.messages(thread)[-1]["content"]
+    assert shown == [f"half a thou\n\n{messages.REPLY_CUT_OFF}", "whole"]
+    # 2 x (1000 in at $4 + 250 out at $20 per million tokens)
+    assert (
+        closing == "Run 1: Reached maximum number of turns (1). Conversation ended. Cost: $0.0180."
+    )
 
 
 def test_the_discord_package_has_no_import_cycle():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest_asyncio
 
 from backrooms_engine.errors import ConfigError
 from backrooms_engine.store import SqliteStore
+from bot import costs, messages
 from bot.runtime import open_runtime
 from bot.settings import Settings
 from bot.slack import SlackSurface
@@ -43,8 +45,13 @@ def has_stop_button(message: dict) -> bool:
     return any(b["type"] == "actions" for b in message["blocks"] or [])
 
 
-def replies(thread: list[dict]) -> list[tuple[str | None, str]]:
-    return [(m["username"], m["text"]) for m in thread]
+COST = re.compile(r" Cost: [^.]*\.\d+\.$")  # the closing line's last sentence
+
+
+def replies(thread: list[dict], *, cost: bool = False) -> list[tuple[str | None, str]]:
+    """(username, text) of each thread message; the closing line without its cost unless asked
+    (the tests that are about the cost say it in full)."""
+    return [(m["username"], m["text"] if cost else COST.sub("", m["text"])) for m in thread]
 
 
 # --------------------------------------------------------------------------- a run in a thread
@@ -69,12 +76,18 @@ async def test_root_message_then_each_reply_in_its_thread_as_its_model(
         end = await svc.wait_end(1)
         assert end.reason == "max_turns"
         thread = fake.thread(GENERAL, root["ts"])
-        assert replies(thread) == [
+        cost = costs.cost_text(await svc.rt.archive.get_run(1))
+        assert cost.startswith("at least $0.0")  # Claude's part; OpenAI's cache use untold
+        assert replies(thread, cost=True) == [
             ("Claude 1", f"{CLAUDE} reply 1"),
             ("GPT4o 2", f"{GPT} reply 1"),
             ("Claude 1", f"{CLAUDE} reply 2"),
             ("GPT4o 2", f"{GPT} reply 2"),
-            (None, "Run 1: Reached maximum number of turns (2). Conversation ended."),
+            # Claude's replies are priced; the fake's OpenAI replies report no cached tokens.
+            (
+                None,
+                f"Run 1: Reached maximum number of turns (2). Conversation ended. Cost: {cost}.",
+            ),
         ]
         assert [m["icon_url"] for m in thread[:2]] == [CLAUDE_ICON, None]
         assert all(m["unfurl_links"] is False and m["unfurl_media"] is False for m in thread)
@@ -84,7 +97,7 @@ async def test_root_message_then_each_reply_in_its_thread_as_its_model(
     [root] = fake.messages(GENERAL)
     assert not has_stop_button(root)
     assert root["text"].endswith(
-        "*Run 1: Reached maximum number of turns (2). Conversation ended.*"
+        f"*Run 1: Reached maximum number of turns (2). Conversation ended. Cost: {cost}.*"
     )
     assert "Press *Stop*" not in root["text"]
     assert [a.latency < 1.0 for a in fake.acks] == [True]
@@ -136,7 +149,9 @@ async def test_mentions_are_escaped_terminal_output_fenced_and_ctrl_c_names_the_
         (None, "Run 1: GPT4o 2 has ended the conversation with ^C^C."),
     ]
     root = svc.root(run_id)
-    assert root["text"].endswith("*Run 1: GPT4o 2 has ended the conversation with ^C^C.*")
+    assert re.search(
+        r"\*Run 1: GPT4o 2 has ended the conversation with \^C\^C\. Cost: .+\*$", root["text"]
+    )
     assert not has_stop_button(root)
 
 
@@ -153,6 +168,25 @@ async def test_streaming_edits_the_reply_message_and_posts_each_part_once(
     for message in thread[:2]:
         assert message["edits"], "posted while streaming, then set to the final text"
         assert message["edits"][0]["text"] != message["text"]
+
+
+async def test_a_reply_cut_at_max_tokens_is_marked_and_the_cost_closes_the_thread(
+    model_server, fake, tmp_path
+):
+    model_server.queue_reply(CLAUDE, "half a", stop_reason="max_tokens", input_tokens=1000,
+                             output_tokens=250)  # fmt: skip
+    model_server.queue_reply(CLAUDE, "whole", input_tokens=1000, output_tokens=250)
+    async with serving(slack_env(model_server, fake, tmp_path), fake) as svc:
+        await svc.command("start opus opus cli 1")
+        await fake.wait_for(lambda: fake.messages(GENERAL), STEP)
+        [root] = fake.messages(GENERAL)
+        await svc.wait_end(1)
+        thread = fake.thread(GENERAL, root["ts"])
+    assert [text for _, text in replies(thread, cost=True)] == [
+        f"half a\n\n{messages.REPLY_CUT_OFF}",
+        "whole",
+        "Run 1: Reached maximum number of turns (1). Conversation ended. Cost: $0.0180.",
+    ]
 
 
 async def test_a_reply_cut_short_while_streaming_is_marked(model_server, fake, tmp_path):
@@ -598,9 +632,12 @@ async def test_a_shutdown_leaves_the_rest_of_an_ended_run_to_the_next_start(
 
     async with serving(env, fake, resume=True) as svc:
         end = await svc.wait_end(run_id)
+        cost = costs.cost_text(await svc.rt.archive.get_run(run_id))
     thread = svc.thread(root)
     assert marked(thread) == [(seq, part) for seq in range(4) for part in (0, 1)]
+    # Shown after the restart, the closing line still says what the stored replies cost.
+    assert cost.startswith("at least $0.0")
     assert closing_lines(thread) == [
-        f"Run {run_id}: Reached maximum number of turns (2). Conversation ended."
+        f"Run {run_id}: Reached maximum number of turns (2). Conversation ended. Cost: {cost}."
     ]
     assert end.reason == "max_turns" and not has_stop_button(svc.root(run_id))

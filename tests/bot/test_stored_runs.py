@@ -302,6 +302,7 @@ async def test_runs_lists_every_run_newest_first(model_server, tmp_path):
         "status",
         "turns",
         "tokens",
+        "cost",
         "started",
     ]
     assert len(rows) == 2
@@ -321,6 +322,7 @@ async def test_runs_lists_every_run_newest_first(model_server, tmp_path):
         "1",
         "0",
         "9",
+        "unknown",  # gpt4o's cached tokens were not reported: its price cannot be applied
         *started(2).split(),
     ]
     assert rows[1].split() == [
@@ -331,6 +333,7 @@ async def test_runs_lists_every_run_newest_first(model_server, tmp_path):
         "max_turns",
         "1",
         "35",
+        "≥$0.0001",  # opus's 10 in, 2 out at $4 / $20 a million; gpt4o's part unknown
         *started(1).split(),
     ]
     assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}$", rows[0])
@@ -354,6 +357,11 @@ async def test_show_prints_the_transcript_as_the_run_printed_it(model_server, tm
     shown = await backrooms("show", "1", env=env, cwd=cwd)
     assert shown.code == 0, shown.err
     assert shown.out == ran.out
+    # What it cost goes to stderr (stdout stays the transcript): Claude's part is priced, the
+    # fake's OpenAI replies report no cached tokens, so the total is a lower bound.
+    cost_line = next(line for line in shown.err.splitlines() if line.startswith("cost: "))
+    assert cost_line.startswith("cost: at least $0.0")
+    assert cost_line in ran.err
     assert shown.out == (
         "run 1 started: Claude 1 GPT4o 2, template cli\n"
         "\n### Claude 1 ###\nls -la\n\n"
@@ -457,7 +465,22 @@ async def test_export_json_holds_participants_replies_usage_and_end(model_server
         (1, 1, 1, "GPT4o 2", TRICKY[GPT4O]),
     ]
     assert [(r["input_tokens"], r["output_tokens"]) for r in data["replies"]] == [(12, 8), (30, 5)]
-    assert data["usage"] == {"input_tokens": 42, "output_tokens": 13}
+    assert [r["cost_usd"] for r in data["replies"]] == [
+        pytest.approx((12 * 4 + 8 * 20) / 1e6),
+        None,
+    ]
+    assert [(r["cache_read_tokens"], r["cache_write_tokens"]) for r in data["replies"]] == [
+        (0, 0),  # Anthropic reported no cache use
+        (None, None),  # the OpenAI reply did not say what it read from its cache
+    ]
+    assert data["usage"] == {
+        "input_tokens": 42,
+        "output_tokens": 13,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "cost_usd": pytest.approx((12 * 4 + 8 * 20) / 1e6),
+        "complete": False,
+    }
     assert data["end"]["reason"] == "max_turns" and data["end"]["turns"] == 1
     assert data["end"]["summary"] == "Reached maximum number of turns (1). Conversation ended."
 

@@ -12,6 +12,7 @@ import pytest
 from backrooms_engine.errors import ConfigError, UnknownRunError
 from backrooms_engine.events import ReplyDelta, ReplyFinished, RunEnded, RunStarted
 from backrooms_engine.manager import LimitError
+from backrooms_engine.providers.cache_marks import unmarked
 from backrooms_engine.records import ParticipantInfo, Reply, RunSpec, Usage
 from tests.conftest import fake_env
 from tests.helpers import RecordingObserver, by_message_count, run_to_end, runtime, until
@@ -77,10 +78,10 @@ async def test_token_budget_ends_the_run(model_server, tmp_path):
             rt, RunSpec(models=("opus", "gpt4o"), max_turns=10, token_budget=120)
         )
         runs = await rt.archive.list_runs()
-    assert end.reason == "budget" and end.detail == "120"
+    assert end.reason == "budget" and end.detail == "120 tokens"
     assert len(model_server.requests) == 3  # 50 + 50 + 50 >= 120 after the third reply
     assert (runs[0].input_tokens, runs[0].output_tokens) == (120, 30)
-    assert end.summary == "Token budget of 120 reached after 1 turn. Conversation ended."
+    assert end.summary == "Budget of 120 tokens reached after 1 turn. Conversation ended."
 
 
 async def test_default_budget_comes_from_settings(model_server, tmp_path):
@@ -238,7 +239,7 @@ async def test_resume_continues_from_the_store_and_replays_what_an_observer_miss
     assert rec.of(RunStarted)[0].resumed
     # Contexts were rebuilt from the store: Claude 1's next request carries both stored replies.
     third = model_server.requests[0]
-    assert [m["content"] for m in third.messages[-2:]] == ["alpha", "beta"]
+    assert [m["content"] for m in unmarked(third.messages[-2:])] == ["alpha", "beta"]
     log = Path(record.log_path).read_text()
     assert log == (
         "\n### Claude 1 ###\nalpha\n\n### GPT4o 2 ###\nbeta\n"
@@ -369,6 +370,6 @@ async def test_a_budget_ended_run_is_not_extended(model_server, tmp_path):
         run_id, end = await run_to_end(
             rt, RunSpec(models=("opus", "gpt4o"), max_turns=5, token_budget=1)
         )
-        with pytest.raises(ConfigError, match="used its token budget of 1"):
+        with pytest.raises(ConfigError, match="used its budget of 1 tokens"):
             await rt.manager.extend(run_id, 2)
     assert end.reason == "budget"

@@ -137,13 +137,17 @@ async def test_create_run_returns_a_running_record_without_replies(ports: Ports)
     )
     assert record.status == "running"
     assert record.participants == CAST  # by position, whatever order they came in
-    assert (record.replies, record.input_tokens, record.output_tokens) == (0, 0, 0)
+    assert (record.replies, record.input_tokens, record.output_tokens) == (0, None, None)
+    assert record.cost_usd is None and record.usage_complete
     assert record.end is None and record.ended_at is None
     assert record.created_at == T0 and record.log_path == "log.txt"
 
 
 async def test_get_run_gives_back_what_create_run_stored(ports: Ports) -> None:
-    wanted = spec(started_by="ann", surface="discord", space="g1", place="t1", token_budget=9000)
+    wanted = spec(
+        started_by="ann", surface="discord", space="g1", place="t1", token_budget=9000,
+        budget_usd=0.5,
+    )  # fmt: skip
     created = await ports.transcript.create_run(wanted, CAST, "log.txt", T0)
     assert await ports.transcript.get_run(created.id) == created
     assert await ports.archive.get_run(created.id) == created
@@ -163,6 +167,49 @@ async def test_replies_come_back_in_seq_order_exactly_as_appended(ports: Ports) 
     assert await ports.archive.replies(run_id) == sent
 
 
+FULL = Usage(1000, 1000, 300, 40, 0.0125)
+
+
+async def test_a_reply_keeps_its_cache_counts_cost_and_cut_off_mark(ports: Ports) -> None:
+    run_id = await new_run(ports)
+    sent = [
+        reply(run_id, 0, Usage(10, 1024, 5000, 700, 0.031, cut_off=True)),
+        reply(run_id, 1, Usage(10, 3, 0, 0, None)),
+    ]
+    for one in sent:
+        await ports.transcript.append_reply(one)
+    got = await ports.archive.replies(run_id)
+    assert got == sent and got[0].cut_off and not got[1].cut_off
+    record = await ports.archive.get_run(run_id)
+    assert (record.cache_read_tokens, record.cache_write_tokens) == (5000, 700)
+    assert record.cost_usd == pytest.approx(0.031)  # the unpriced reply is left out,
+    assert not record.usage_complete  # and the total says so
+
+
+async def test_a_space_s_spend_sums_its_priced_replies_finished_in_the_window(
+    ports: Ports,
+) -> None:
+    here, other = await new_run(ports, space="g1"), await new_run(ports, space="g2")
+    late = await new_run(ports, space="g1")
+    for run_id, cost in ((here, 0.25), (other, 9.0)):
+        await ports.transcript.append_reply(reply(run_id, 0, Usage(1, 1, 0, 0, cost)))
+    await ports.transcript.append_reply(reply(here, 1, Usage(1, 1, 0, 0, None)))  # unpriced
+    late_reply = dataclasses.replace(
+        reply(late, 0, Usage(1, 1, 0, 0, 4.0)), finished_at=T0 + timedelta(days=1)
+    )
+    await ports.transcript.append_reply(late_reply)
+    day = (T0 - timedelta(hours=1), T0 + timedelta(hours=1))
+    assert await ports.transcript.space_spend("g1", *day) == pytest.approx(0.25)
+    assert await ports.transcript.space_spend("g2", *day) == pytest.approx(9.0)
+    assert await ports.transcript.space_spend("nowhere", *day) == 0.0
+    # The end of the window is not in it; the start is.
+    finished = T0 + timedelta(milliseconds=500)
+    assert await ports.transcript.space_spend("g1", T0, finished) == 0.0
+    assert await ports.transcript.space_spend("g1", finished, finished + timedelta(1)) == (
+        pytest.approx(4.25)
+    )
+
+
 async def test_timestamps_come_back_in_utc(ports: Ports) -> None:
     plus_two = timezone(timedelta(hours=2))
     record = await ports.transcript.create_run(spec(), CAST, "log.txt", T0.astimezone(plus_two))
@@ -180,15 +227,19 @@ async def test_naive_timestamps_are_refused(ports: Ports) -> None:
 async def test_aggregates_count_replies_and_sum_tokens(ports: Ports) -> None:
     run_id, other = await new_run(ports), await new_run(ports)
     for one in (reply(run_id, 0, Usage(100, 7)), reply(run_id, 1, Usage(None, 5))):
-        await ports.transcript.append_reply(one)  # unknown usage counts as 0
+        await ports.transcript.append_reply(one)  # an unknown count is left out of the sum
     await ports.transcript.append_reply(reply(run_id, 2, Usage(1, None)))
-    await ports.transcript.append_reply(reply(other, 0, Usage(1000, 1000)))
+    await ports.transcript.append_reply(reply(other, 0, FULL))
     record = await ports.archive.get_run(run_id)
     assert (record.replies, record.input_tokens, record.output_tokens) == (3, 101, 12)
+    assert (record.cache_read_tokens, record.cache_write_tokens, record.cost_usd) == (None,) * 3
+    assert not record.usage_complete
     assert record.turns == 1
     listed = {r.id: r for r in await ports.archive.list_runs()}
     assert listed[run_id] == record
     assert (listed[other].replies, listed[other].input_tokens) == (1, 1000)
+    assert (listed[other].cache_read_tokens, listed[other].cache_write_tokens) == (300, 40)
+    assert listed[other].cost_usd == pytest.approx(0.0125) and listed[other].usage_complete
     assert {r.id: r for r in await ports.archive.find_runs(RunFilter())} == listed
 
 

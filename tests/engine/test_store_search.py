@@ -45,11 +45,23 @@ async def test_the_migration_backfills_replies_stored_before_it(
         shutil.copy(store_module.MIGRATIONS_DIR / name, old)
     path = tmp_path / "backrooms.db"
     monkeypatch.setattr(store_opening, "MIGRATIONS_DIR", old)
-    async with await SqliteStore.open(path) as store:
-        run_id = await new_run(store)
-        await add(store, run_id, 0, "an old reply about a lighthouse")
+    await (await SqliteStore.open(path)).close()
     with contextlib.closing(sqlite3.connect(path)) as before:  # really the older schema
         assert before.execute("SELECT max(version) FROM schema_migrations").fetchone() == (2,)
+        # Rows as that schema holds them (today's store writes columns it does not have yet).
+        run_id = before.execute(
+            "INSERT INTO runs (models, template, started_by, surface, status, created_at, "
+            "log_path) VALUES ('[\"opus\"]', 'cli', 'x', 'terminal', 'running', "
+            "'2026-01-01T00:00:00.000000+00:00', 'l') "
+            "RETURNING id"
+        ).fetchone()[0]
+        before.execute(
+            "INSERT INTO replies (run_id, seq, turn, position, actor, text, started_at, "
+            "finished_at) VALUES (?, 0, 1, 0, 'Claude 1', 'an old reply about a lighthouse', "
+            "'x', 'x')",
+            (run_id,),
+        )
+        before.commit()
     monkeypatch.undo()
     async with await SqliteStore.open(path) as store:  # the owner applies 003
         assert store.leases is not None

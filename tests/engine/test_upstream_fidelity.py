@@ -3,7 +3,11 @@ upstream script sends, and the log file is byte for byte upstream's.
 
 The templates are upstream's own (../shared/upstream-templates) where that folder exists; in a
 clone without it, the same comparisons run over this project's templates (same format, same
-loop), and only a template that exists upstream alone is skipped, saying so."""
+loop), and only a template that exists upstream alone is skipped, saying so.
+
+Claude requests carry prompt-cache markers (issue 16): a message's string may become a single
+text block with `cache_control`. The comparisons strip exactly that (cache_marks.unmarked), and
+one test asserts that it is the only difference."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from backrooms_engine.providers.cache_marks import unmarked
 from backrooms_engine.records import RunSpec
 from backrooms_engine.templates import builtin_templates_dir
 from tests.conftest import UPSTREAM_TEMPLATES, fake_env
@@ -80,7 +85,7 @@ def _sent(model_server):
     out = []
     for req in model_server.requests:
         if req.api == "anthropic":
-            out.append((req.system, req.messages))
+            out.append((req.system, unmarked(req.messages)))
         elif req.api == "openai":
             msgs = req.messages
             system = None
@@ -165,7 +170,59 @@ async def test_wire_parameters_per_seed_alias(model_server, tmp_path, upstream_t
     assert mini.body["max_completion_tokens"] == 8192
     assert "max_tokens" not in mini.body and "temperature" not in mini.body
     assert o1.body["model"] == "o3" and o1.body["max_completion_tokens"] == 8192
-    # The Anthropic SDK no longer accepts temperature; max_tokens stays upstream's 1024.
-    assert sonnet.body["max_tokens"] == 1024 and "temperature" not in sonnet.body
+    # The Anthropic SDK no longer accepts temperature. claude-sonnet-5-5 thinks before every
+    # reply within max_tokens, so upstream's 1024 (meant for the text alone) is raised.
+    assert sonnet.body["max_tokens"] == 4096 and "temperature" not in sonnet.body
     assert sonnet.body["model"] == "claude-sonnet-5-5"
     assert all(r.stream for r in model_server.requests)
+
+
+LONG = 3000  # characters a reply: the prefixes pass the 5.5 models' 512-token cache minimum
+
+
+def _long_replies():
+    return (f"reply {n}: " + "wall hum " * (LONG // 9) for n in itertools.count(1))
+
+
+async def _claude_pair(model_server, tmp_path, upstream_templates, env_extra):
+    env = fake_env(model_server, tmp_path) | env_extra
+    replies = _long_replies()
+    for _ in range(2 * 3):
+        model_server.queue_reply("claude-opus-5-5", next(replies))
+    async with runtime(env, upstream_templates) as rt:
+        await run_to_end(rt, RunSpec(models=("opus", "opus"), template="cli", max_turns=3))
+    return upstream_reference.run(
+        upstream_templates / "cli.jsonl", ("opus", "opus"), _long_replies(), 3
+    )
+
+
+def _marked_string(sent, expected) -> bool:
+    """`sent` is `expected` (a string content) as one text block carrying a cache marker."""
+    return sent == [{"type": "text", "text": expected, "cache_control": {"type": "ephemeral"}}]
+
+
+async def test_cache_markers_are_the_only_difference_from_upstream(
+    model_server, tmp_path, upstream_templates
+):
+    expected = await _claude_pair(model_server, tmp_path, upstream_templates, {})
+    requests = model_server.requests_for("anthropic")
+    assert len(requests) == len(expected.requests) == 6
+    marked = 0
+    for req, (_, system, messages) in zip(requests, expected.requests, strict=True):
+        assert req.system == system
+        assert len(req.messages) == len(messages)
+        for got, want in zip(req.messages, messages, strict=True):
+            assert got["role"] == want["role"] and set(got) == {"role", "content"}
+            if got["content"] != want["content"]:
+                assert _marked_string(got["content"], want["content"])
+                marked += 1
+    assert marked >= 6  # every request leaves a marker; the later ones read one too
+
+
+async def test_with_prompt_caching_off_claude_is_sent_upstream_s_request_exactly(
+    model_server, tmp_path, upstream_templates
+):
+    off = {"BACKROOMS_PROMPT_CACHE": "0"}
+    expected = await _claude_pair(model_server, tmp_path, upstream_templates, off)
+    sent = [(r.system, r.messages) for r in model_server.requests_for("anthropic")]
+    assert sent == [(s, m) for _, s, m in expected.requests]

@@ -17,6 +17,7 @@ from datetime import datetime
 from backrooms_engine.errors import StoreError
 from backrooms_engine.lifecycle import ClosesOnExit
 from backrooms_engine.ports import PAGE_SIZE, Hit, RunFilter
+from backrooms_engine.pricing import run_usage
 from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
 from backrooms_engine.store import (
     check_count,
@@ -62,11 +63,16 @@ class MemoryStore(ClosesOnExit):
 
     def _with_totals(self, run: _Run) -> RunRecord:
         replies = run.replies.values()
+        totals = run_usage(r.usage for r in replies)
         return dataclasses.replace(
             run.record,
             replies=len(replies),
-            input_tokens=sum(r.usage.input_tokens or 0 for r in replies),
-            output_tokens=sum(r.usage.output_tokens or 0 for r in replies),
+            input_tokens=totals.input_tokens,
+            output_tokens=totals.output_tokens,
+            cache_read_tokens=totals.cache_read_tokens,
+            cache_write_tokens=totals.cache_write_tokens,
+            cost_usd=totals.cost_usd,
+            usage_complete=totals.complete,
         )
 
     # -- TranscriptStore (and Archive: get_run, replies, list_runs)
@@ -141,6 +147,17 @@ class MemoryStore(ClosesOnExit):
         check_list_args(None, limit)
         ended = [run for _, run in sorted(self._runs.items()) if run.record.status == "ended"]
         return [self._with_totals(run) for run in reversed(ended)][:limit]
+
+    async def space_spend(self, space: str, start: datetime, end: datetime) -> float:
+        self._check_open()
+        low, high = utc(start), utc(end)
+        return sum(
+            reply.usage.cost_usd or 0.0
+            for run in self._runs.values()
+            if run.record.spec.space == space
+            for reply in run.replies.values()
+            if low <= reply.finished_at < high
+        )
 
     async def running_runs(self) -> list[RunRecord]:
         self._check_open()

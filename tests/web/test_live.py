@@ -201,3 +201,18 @@ async def test_a_retry_is_announced_and_the_void_attempt_cleared(site: Site) -> 
     retry = kinds.index("retry")
     assert "delta" in kinds[:retry] and kinds[retry + 1] == "start"  # the page clears the void text
     assert texts_by_seq(events) == {0: "second attempt", 1: "answer"}
+
+
+async def test_the_live_feed_says_a_reply_was_cut_off_and_what_the_run_has_cost(
+    site: Site,
+) -> None:
+    site.models.queue_reply("claude-opus-5-5", "half", stop_reason="max_tokens")
+    site.models.queue_reply("claude-opus-5-5", "whole")
+    spec = RunSpec(models=("opus", "opus"), template="cli", max_turns=1, surface="web")
+    run_id = (await site.rt.manager.start(spec)).id
+    events = await asyncio.wait_for(collect(site, run_id), WAIT)
+    finished = [data for kind, data in events if kind == "reply"]
+    assert [r["cut_off"] for r in finished] == [True, False]
+    end = events[-1][1]
+    stored = await site.rt.archive.get_run(run_id)
+    assert end["totals"]["cost"] == f"${stored.cost_usd:.4f}"  # the page's cost kept current

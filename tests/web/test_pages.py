@@ -182,3 +182,24 @@ async def test_downloads(site: Site) -> None:
 async def test_an_unknown_run_is_a_404(site: Site) -> None:
     for path in ("/runs/999", "/runs/999.txt", "/runs/999/events"):
         assert "There is no run 999." in await page(site, path, status=404)
+
+
+async def test_the_run_page_shows_the_cost_what_caching_saved_and_a_cut_off_mark(
+    site: Site,
+) -> None:
+    site.models.queue_reply(
+        "claude-opus-5-5", "cut", stop_reason="max_tokens", input_tokens=100, output_tokens=50,
+        cache_read_tokens=10_000, cache_write_tokens=0,
+    )  # fmt: skip
+    site.models.queue_reply("claude-opus-5-5", "whole", input_tokens=100, output_tokens=50)
+    spec = RunSpec(models=("opus", "opus"), template="cli", max_turns=1, surface="web")
+    run_id = (await site.rt.manager.start(spec)).id
+    await site.wait(run_id)
+    body = await page(site, f"/runs/{run_id}")
+    # 200 in at $4, 100 out at $20, 10,000 read at $0.20 per million: $0.0048.
+    assert '<span id="cost">$0.0048</span>' in body
+    # Uncached, the 10,000 would have cost $4 a million: $0.04 - $0.002 saved.
+    assert "prompt caching saved about $0.0380 at today's prices" in body
+    assert body.count('class="cut-off"') == 1
+    listing = await page(site, "/")
+    assert '<td class="num" data-label="cost">$0.0048</td>' in listing

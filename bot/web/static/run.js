@@ -95,8 +95,10 @@
     document.getElementById("turns").textContent = String(totals.turns);
     document.getElementById("replies").textContent = String(totals.replies);
     document.getElementById("replies-noun").textContent = totals.replies === 1 ? "reply" : "replies";
-    document.getElementById("input-tokens").textContent = String(totals.input_tokens);
-    document.getElementById("output-tokens").textContent = String(totals.output_tokens);
+    const count = (n) => (n === null || n === undefined ? "?" : String(n));
+    document.getElementById("input-tokens").textContent = count(totals.input_tokens);
+    document.getElementById("output-tokens").textContent = count(totals.output_tokens);
+    if (totals.cost) document.getElementById("cost").textContent = totals.cost;
   }
 
   on("reply", (d) => {
@@ -119,6 +121,12 @@
         parts.push(empty);
       }
       el.querySelector(".body").replaceChildren(...parts);
+      if (d.cut_off && !el.querySelector(".cut-off")) {
+        const mark = document.createElement("p");
+        mark.className = "cut-off";
+        mark.textContent = "cut off: this reply reached its max_tokens limit";
+        el.querySelector(".actor").after(mark);
+      }
     });
   });
 
