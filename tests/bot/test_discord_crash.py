@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,12 @@ from tests.fakes.model_server import FakeModelServer
 from tests.helpers import spawn_backrooms, until
 
 LIMIT = 60.0
+
+
+# The closing line, with the run's cost ("at least": the fake's OpenAI side reports no cache).
+ENDED = re.compile(
+    r"Run 1: Reached maximum number of turns \(1\)\. Conversation ended\. Cost: (at least )?\$\d+\.\d{4}\."
+)
 
 
 @dataclass(frozen=True)
@@ -144,9 +151,8 @@ async def test_a_kill_between_a_part_landing_and_its_record_does_not_post_it_twi
         shown(server.fake, thread) == parts
     )  # the unrecorded second part was adopted, in its place
     assert len(server.fake.webhook_executes(thread)) == 4  # nothing posted again, nothing deleted
-    assert [m["content"] for m in server.fake.messages(thread) if closing_line(m)] == [
-        "Run 1: Reached maximum number of turns (1). Conversation ended."
-    ]
+    closing = [m["content"] for m in server.fake.messages(thread) if closing_line(m)]
+    assert len(closing) == 1 and ENDED.fullmatch(closing[0]), closing
 
 
 async def test_an_orphan_streamed_beginning_is_adopted_by_its_part_not_its_text(
@@ -189,7 +195,6 @@ async def test_a_kill_after_the_closing_line_landed_does_not_post_it_again(
     env = discord_env(model_server, server, tmp_path, DISCORD_STREAMING="false")
     thread = await crash_then_finish(server, env, tmp_path, closing_line, turns=1)
     assert shown(server.fake, thread) == await every_part(tmp_path)
-    assert [m["content"] for m in server.fake.messages(thread) if closing_line(m)] == [
-        "Run 1: Reached maximum number of turns (1). Conversation ended."
-    ]
+    closing = [m["content"] for m in server.fake.messages(thread) if closing_line(m)]
+    assert len(closing) == 1 and ENDED.fullmatch(closing[0]), closing
     assert starter(server)["content"].count("**Outcome:**") == 1

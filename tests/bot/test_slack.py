@@ -389,6 +389,8 @@ async def test_http_mode_ignores_a_replayed_signed_start(model_server, fake, tmp
         captured = signed("1000000001.1000000001.first")
         assert (await post(*captured))[0] == 200
         assert await post(*captured) == (200, "")  # answered, harmlessly
+        # The command is acknowledged first and the run created after: wait for its root.
+        await fake.wait_for(lambda: len(fake.messages(GENERAL)) == 1, STEP, "the first root")
         assert (await svc.wait_end(1)).reason == "max_turns"
         assert await post(*captured) == (200, "")  # and again, after the run ended
         # A new command (its own trigger id, so its own signature) still starts a run, and it is

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,12 @@ from tests.fakes.slack_server import FakeSlack
 from tests.helpers import spawn_backrooms, until
 
 LIMIT = 60.0
+
+
+# The closing line, with the run's cost ("at least": the fake's OpenAI side reports no cache).
+ENDED = re.compile(
+    r"Run 1: Reached maximum number of turns \(1\)\. Conversation ended\. Cost: (at least )?\$\d+\.\d{4}\."
+)
 
 
 @pytest_asyncio.fixture
@@ -92,10 +99,10 @@ async def test_a_kill_between_a_part_landing_and_its_record_does_not_post_it_twi
     root = await crash_then_finish(fake, env, tmp_path, second_part_of_the_first_reply)
     thread = fake.thread(GENERAL, root)
     assert marked(thread) == EVERY_PART  # the unrecorded part was adopted, not posted again
-    assert closing_lines(thread) == [
-        "Run 1: Reached maximum number of turns (1). Conversation ended."
-    ]
-    assert fake.messages(GENERAL)[0]["text"].endswith("Conversation ended.*")
+    closing = closing_lines(thread)
+    assert len(closing) == 1 and ENDED.fullmatch(closing[0]), closing
+    outcome = fake.messages(GENERAL)[0]["text"].rsplit("\n", 1)[-1]  # the root's last line
+    assert ENDED.fullmatch(outcome.strip("*")), outcome
 
 
 async def test_a_kill_right_after_the_root_message_still_gives_it_its_run_and_outcome(
