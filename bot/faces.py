@@ -15,8 +15,12 @@ import math
 import re
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+
+from backrooms_engine.errors import UnknownModelError
+from backrooms_engine.records import ParticipantInfo
+from backrooms_engine.registry import Registry
 
 COMPANIES = ("anthropic", "openai", "google", "deepseek", "local", "other")
 _BASE = {
@@ -77,6 +81,25 @@ def company_of(company: str, provider: str) -> str:
         if any(h in words for h in hints):
             return known
     return "other"
+
+
+def seat_sources(
+    registry: Registry, participants: Iterable[ParticipantInfo]
+) -> tuple[list[str], list[str | None]]:
+    """Each seat's company and its model's own avatar_url (None when unset), from the registry;
+    a seat whose alias has since left the registry keeps its stored provider's company."""
+    companies: list[str] = []
+    own: list[str | None] = []
+    for p in participants:
+        try:
+            spec = registry.get(p.alias)
+        except UnknownModelError:
+            companies.append(company_of("", p.provider))
+            own.append(None)
+            continue
+        companies.append(company_of(spec.company, spec.provider.name))
+        own.append(spec.avatar_url or None)
+    return companies, own
 
 
 def seat_faces(companies: Sequence[str]) -> list[Face]:

@@ -21,7 +21,6 @@ from typing import Any
 import discord
 from discord.ext import commands
 
-from backrooms_engine.errors import UnknownModelError
 from backrooms_engine.ports import Observer
 from backrooms_engine.pricing import RunUsage
 from backrooms_engine.records import RunEnd, RunRecord
@@ -181,15 +180,7 @@ class Relay:
         """Each seat's name and face: the model's own avatar_url, else our picture of its company
         at BACKROOMS_PUBLIC_URL, else one of Discord's default avatars, a different one per seat
         (faces.py)."""
-        companies, own = [], []
-        for p in record.participants:
-            try:
-                spec = self.rt.registry.get(p.alias)
-                companies.append(faces.company_of(spec.company, spec.provider.name))
-                own.append(spec.avatar_url or None)
-            except UnknownModelError:  # an alias since removed from the registry
-                companies.append(faces.company_of("", p.provider))
-                own.append(None)
+        companies, own = faces.seat_sources(self.rt.registry, record.participants)
         public = self.settings.public_url
         seats = zip(record.participants, faces.seat_faces(companies), own, strict=True)
         return {

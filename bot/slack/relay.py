@@ -17,7 +17,6 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from backrooms_engine.errors import UnknownModelError
 from backrooms_engine.records import RunRecord
 
 from .. import faces
@@ -159,15 +158,7 @@ class Relay:
     def personas(self, record: RunRecord) -> dict[str, Persona]:
         """Each seat's name and face: the model's own avatar_url, else our picture of its company
         at BACKROOMS_PUBLIC_URL, else the company's emoji (faces.py)."""
-        companies, icons = [], []
-        for p in record.participants:
-            try:
-                spec = self.rt.registry.get(p.alias)
-                companies.append(faces.company_of(spec.company, spec.provider.name))
-                icons.append(spec.avatar_url or None)
-            except UnknownModelError:  # an alias since removed from the registry
-                companies.append(faces.company_of("", p.provider))
-                icons.append(None)
+        companies, icons = faces.seat_sources(self.rt.registry, record.participants)
         public = self.settings.public_url
         personas = {}
         for p, face, icon in zip(
