@@ -5,7 +5,8 @@
     │   ├── RegistryError      malformed model registry file (file and line)
     │   ├── UnknownModelError  an alias that is not in the registry
     │   ├── TemplateError      unknown, malformed or mismatched template (file and line)
-    │   └── MissingKeyError    an API key a chosen provider needs is not set (names the variable)
+    │   ├── MissingKeyError    an API key a chosen provider needs is not set (names the variable)
+    │   └── LimitError         a start refused by a cap (names the limit and its setting)
     ├── ProviderError          a model API call failed; carries the model alias and provider name
     │   ├── TransientProviderError   worth retrying (408, 409, 429, 5xx, 529, connection loss, timeout)
     │   │   └── UnreachableProviderError  nothing answers at the address: retried for seconds only
@@ -42,6 +43,10 @@ class TemplateError(ConfigError):
 
 class MissingKeyError(ConfigError):
     pass
+
+
+class LimitError(ConfigError):
+    """A start refused by a cap; the message names the limit and the setting that raises it."""
 
 
 class ProviderError(BackroomsError):

@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from . import budgets, logfile, templates
+from .caps import Caps, check_caps
 from .conversation import Conversation, Participant, participants_for
 from .delivery import CLOSING_OWED, Delivery, closing_cursor, is_durable
 from .engine import Engine, RetryPolicy, StopReason, StopSignal
 from .errors import BackroomsError, ConfigError, LeaseHeld, LeaseLost, StoreError
+from .errors import LimitError as LimitError  # it lived here first; surfaces import it from here
 from .events import Event, ReplyDelta, ReplyFinished, ReplyStarted, RunEnded
 from .leasing import Emit, LeaseKeeper
 from .live import LiveTextFeed
@@ -46,10 +48,6 @@ log = logging.getLogger(__name__)
 ObserversFor = Callable[[RunRecord], Awaitable[Sequence[Observer] | None]]
 
 
-class LimitError(ConfigError):
-    """A start refused by a cap; the message names the limit and the setting that raises it."""
-
-
 @dataclass(frozen=True)
 class Limits:
     max_runs: int = 20  # concurrent runs in this process
@@ -58,6 +56,11 @@ class Limits:
     token_budget: int | None = None  # default budget (input + output tokens) per run
     budget_usd: float | None = None  # default dollar budget per run (BACKROOMS_BUDGET_USD)
     space_daily_usd: float | None = None  # a space's spend per UTC day (BACKROOMS_SPACE_DAILY_USD)
+
+    @property
+    def caps(self) -> Caps:
+        """The caps on runs going at once, as the store counts them across processes."""
+        return Caps(self.max_runs, self.max_runs_per_space)
 
 
 @dataclass
@@ -153,8 +156,10 @@ class RunManager:
         self._providers_ready(specs)
         since = time.monotonic()
         with self._counted(spec):
+            # The store counts the caps again in the transaction that stores the run, over
+            # every process's runs: several processes on one store share one cap.
             record = await self.store.create_run(
-                spec, [_info(p) for p in participants], str(path), created
+                spec, [_info(p) for p in participants], str(path), created, caps=self.limits.caps
             )
         self._keeper.hold(record.id, since)  # the store made it ours in the same statement
         self._created[record.id] = record
@@ -207,24 +212,13 @@ class RunManager:
         """Concurrent-run caps, for starting a run and for a user resuming or extending one."""
         if not self._accepting:
             raise LimitError("the service is shutting down; try again in a minute")
-        lim = self.limits
         going = [
             *(h.record.spec for h in self._runs.values()),
             *(r.spec for r in self._created.values()),
             *self._starting_specs,
         ]
-        if len(going) >= lim.max_runs:
-            raise LimitError(
-                f"{len(going)} runs are going, the most this service runs at once "
-                f"(BACKROOMS_MAX_RUNS={lim.max_runs}); stop one or raise the limit"
-            )
-        if spec.space is not None:
-            here = sum(1 for s in going if s.space == spec.space)
-            if here >= lim.max_runs_per_space:
-                raise LimitError(
-                    f"{here} runs are going here, the most per community "
-                    f"(BACKROOMS_MAX_RUNS_PER_SPACE={lim.max_runs_per_space}); stop one first"
-                )
+        here = sum(1 for s in going if spec.space is not None and s.space == spec.space)
+        check_caps(self.limits.caps, spec.space, len(going), here)
 
     def add_tap(self, tap: Callable[[RunRecord], Observer | None]) -> None:
         """Give every run launched from now on (started, resumed or extended) the observer `tap`

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from .caps import Caps
 from .conversation import ModelRequest
 from .events import Event
 from .records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
@@ -54,7 +55,13 @@ class TranscriptStore(Protocol):
         participants: Sequence[ParticipantInfo],
         log_path: str,
         created_at: datetime,
-    ) -> RunRecord: ...
+        *,
+        caps: Caps | None = None,
+    ) -> RunRecord:
+        """With `caps`, refused with LimitError when the runs going in the store (running or
+        queued, not paused), in all and in the run's space, are already at a cap: counted in the
+        transaction that stores the run, so processes sharing the store share the caps."""
+        ...
 
     async def append_reply(self, reply: Reply) -> None: ...
 

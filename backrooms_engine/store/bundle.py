@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from ..caps import Caps
 from ..lifecycle import ClosesOnExit
 from ..ports import (
     PAGE_SIZE,
@@ -55,8 +56,10 @@ class AllPorts(ClosesOnExit):
         participants: Sequence[ParticipantInfo],
         log_path: str,
         created_at: datetime,
+        *,
+        caps: Caps | None = None,
     ) -> RunRecord:
-        return await self.transcript.create_run(spec, participants, log_path, created_at)
+        return await self.transcript.create_run(spec, participants, log_path, created_at, caps=caps)
 
     async def append_reply(self, reply: Reply) -> None:
         await self.transcript.append_reply(reply)

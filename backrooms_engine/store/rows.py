@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+from ..caps import Caps
 from ..errors import LeaseLost, StoreError, UnknownRunError
 from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, RunStatus, Usage
 from .rules import duplicate_reply, unknown_run, utc
@@ -209,6 +210,16 @@ def inserts(statement: str, rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str
 class NewRun:
     values: tuple[Any, ...]  # for INSERT_RUN
     cast: tuple[ParticipantInfo, ...]
+    space: str | None = None
+    caps: Caps | None = None  # counted in the transaction that inserts it (transcript.py)
+
+
+# The runs going (what the caps count), by space: running or queued, not paused. (`queued` is
+# named for the state ARCHITECTURE.md describes, whichever migration spells it.)
+GOING_BY_SPACE = (
+    "SELECT space, COUNT(*) FROM runs WHERE status IN ('running', 'queued') "
+    "AND paused_at IS NULL GROUP BY space"
+)
 
 
 def reply_values(reply: Reply) -> tuple[Any, ...]:

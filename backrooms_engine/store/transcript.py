@@ -7,15 +7,21 @@ replies is inserted, because that is where each driver reports a refused row its
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
 from ..batching import GroupCommit
+from ..caps import Caps
+from ..caps import refusal as cap_refusal
+from ..errors import LimitError
 from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
 from . import rows
 from .reading import load_runs, replies_of, run_by_id
 from .rules import check_count, check_list_args, check_participants, check_reply, unknown_run, utc
-from .sql import SqlDatabase
+from .sql import Session, SqlDatabase
+
+GOING = rows.GOING_BY_SPACE
 
 
 class SqlTranscript:
@@ -47,11 +53,13 @@ class SqlTranscript:
         participants: Sequence[ParticipantInfo],
         log_path: str,
         created_at: datetime,
+        *,
+        caps: Caps | None = None,
     ) -> RunRecord:
         check_participants(participants)
         cast = tuple(sorted(participants, key=lambda p: p.position))
         values = rows.run_values(spec, log_path, created_at)
-        run_id = await self._creations.submit(rows.NewRun(values, cast))
+        run_id = await self._creations.submit(rows.NewRun(values, cast, spec.space, caps))
         return RunRecord(
             id=run_id,
             spec=spec,
@@ -61,12 +69,15 @@ class SqlTranscript:
             log_path=log_path,
         )
 
-    async def _insert_runs(self, runs: Sequence[rows.NewRun]) -> list[int]:
-        """The runs and their participants in one transaction, a statement per table and chunk.
-        Their ids come back in the order of the VALUES: SQLite gives each new row of a rowid
-        table one more than the largest id so far, and the lock keeps other writers out."""
+    async def _insert_runs(self, batch: Sequence[rows.NewRun]) -> list[int | BaseException]:
+        """The runs and their participants in one transaction, a statement per table and chunk,
+        but for those a cap refuses (counted in the same transaction). Their ids come back in
+        the order of the VALUES: SQLite gives each new row of a rowid table one more than the
+        largest id so far, and the lock keeps other writers out."""
         ids: list[int] = []
         async with self._db.transaction() as db:
+            refused = await self._over_caps(db, batch)
+            runs = [run for run, no in zip(batch, refused, strict=True) if no is None]
             for sql, values, _ in rows.inserts(rows.INSERT_RUN, [run.values for run in runs]):
                 found = await db.execute_fetchall(sql + " RETURNING id", values)
                 ids += sorted(row[0] for row in found)
@@ -77,7 +88,32 @@ class SqlTranscript:
             ]
             for sql, values, _ in rows.inserts(rows.INSERT_PARTICIPANT, cast):
                 await db.execute(sql, values)
-        return ids
+        new = iter(ids)
+        return [next(new) if no is None else no for no in refused]
+
+    async def lock_for_caps(self, db: Session) -> None:
+        """Keep every other creation of a capped run out until this transaction ends. SQLite's
+        transactions begin IMMEDIATE (the file's write lock), which already does."""
+
+    async def _over_caps(
+        self, db: Session, batch: Sequence[rows.NewRun]
+    ) -> list[LimitError | None]:
+        """For each new run, the refusal of a cap it would go past, counted with the runs going
+        in the store and those of the batch let in before it."""
+        if all(run.caps is None for run in batch):
+            return [None] * len(batch)
+        await self.lock_for_caps(db)
+        going = Counter({row[0]: int(row[1]) for row in await db.execute_fetchall(GOING)})
+        refusals: list[LimitError | None] = []
+        for run in batch:
+            here = going[run.space] if run.space is not None else 0
+            why = (
+                None if run.caps is None else cap_refusal(run.caps, run.space, going.total(), here)
+            )
+            refusals.append(None if why is None else LimitError(why))
+            if why is None:
+                going[run.space] += 1
+        return refusals
 
     async def append_reply(self, reply: Reply) -> None:
         """Returns once the reply is committed, before any observer hears of it."""

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from backrooms_engine.caps import Caps, check_caps
 from backrooms_engine.errors import StoreError
 from backrooms_engine.lifecycle import ClosesOnExit
 from backrooms_engine.ports import PAGE_SIZE, Hit, RunFilter
@@ -83,10 +84,18 @@ class MemoryStore(ClosesOnExit):
         participants: Sequence[ParticipantInfo],
         log_path: str,
         created_at: datetime,
+        *,
+        caps: Caps | None = None,
     ) -> RunRecord:
         check_participants(participants)
         created = utc(created_at)
         self._check_open()
+        if caps is not None:  # what the SQL stores count: running, not paused, not ended
+            going = [
+                r.record.spec.space for r in self._runs.values() if r.record.status == "running"
+            ]
+            here = going.count(spec.space) if spec.space is not None else 0
+            check_caps(caps, spec.space, len(going), here)
         record = RunRecord(
             id=max(self._runs, default=0) + 1,
             spec=spec,

@@ -17,6 +17,7 @@ from ..bundle import AllPorts
 from ..live_text import SqlLiveText
 from ..location import StoreLocation
 from ..rules import duplicate_reply
+from ..sql import Session
 from ..surface_state import SqliteSurfaceState
 from ..transcript import SqlTranscript
 from .connection import PgDatabase, refused
@@ -27,8 +28,18 @@ from .search import PgArchive
 PG_NOW = "EXTRACT(EPOCH FROM clock_timestamp())"
 
 
+# Held by a transaction that counts the caps and stores a run (transcript.py): two processes
+# creating runs at once count one after the other. ("backruns"; the migrations' key differs.)
+CAPS_LOCK = 0x6261636B72756E73
+
+
 class PgTranscript(SqlTranscript):
     refusal = psycopg.IntegrityError
+
+    async def lock_for_caps(self, db: Session) -> None:
+        # A transaction-level lock, let go at commit or rollback; under READ COMMITTED the count
+        # that follows sees every run the previous holder committed.
+        await db.execute("SELECT pg_advisory_xact_lock(?)", (CAPS_LOCK,))
 
     def refused(self, error: Exception, reply: Reply) -> BaseException:
         if isinstance(error, pg_errors.UniqueViolation):
