@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("run_id", type=_run_id, metavar="RUN", help=RUN_HELP)
     exp.add_argument("--format", choices=("txt", "md", "json"), default="txt")
     exp.add_argument("--output", "-o", type=Path, default=None, help="file (default: stdout)")
+    _db_parser(sub)
     return parser
 
 
@@ -97,6 +98,23 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
         "--seed",
         default=None,
         help="the offline seats' seed: same seed, same conversation (default: BACKROOMS_SEED)",
+    )
+
+
+def _db_parser(sub: argparse._SubParsersAction) -> None:
+    db = sub.add_parser("db", help="move the store: `backrooms db copy --to URL`")
+    action = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    copy = action.add_parser(
+        "copy",
+        help="copy the SQLite archive (BACKROOMS_DB) into an empty PostgreSQL store, ids and all; "
+        "run again, it says whether anything changed",
+    )
+    copy.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="the PostgreSQL store: postgresql://user:password@host/database "
+        "(the password is never printed)",
     )
 
 
@@ -189,6 +207,7 @@ READS: Mapping[str, frozenset[str]] = {
     "show": frozenset({"models"}),  # the actors' colours
     "runs": frozenset(),
     "export": frozenset(),
+    "db": frozenset(),  # the store's location alone
     "slack": _ENGINE | {"web", "slack"},
     "serve": _ENGINE | {"web"},
 }
@@ -247,6 +266,8 @@ def _command(name: str) -> Callable[..., int]:
         from . import cli_terminal as module
     elif name in ("runs", "show", "export"):
         from . import cli_stored as module
+    elif name == "db":
+        from . import cli_db as module
     elif name in ("templates", "models"):
         from . import cli_listings as module
     else:
