@@ -32,6 +32,8 @@ The modules, by responsibility (each uses only the others' public names):
     archive.py        the Archive port (SqlArchive; SqliteArchive, FTS5, on a read-only connection)
     sqlite.py         SqliteStore: opens the file and offers all three ports
     postgres/         PostgresStore and what only PostgreSQL needs
+    copy.py           `backrooms db copy`: a SQLite archive into an empty PostgreSQL store
+    copy_tables.py    which tables and columns the copy moves, read from both catalogues
 """
 
 from .bundle import AllPorts
