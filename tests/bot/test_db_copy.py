@@ -192,10 +192,19 @@ async def test_the_wrong_kind_of_store_on_either_side_is_refused_in_one_line(
     missing = await backrooms(
         "db", "copy", "--to", postgres_url, env={"BACKROOMS_DB": "nowhere.db"}, cwd=tmp_path
     )
-    for code, out, err in (into_sqlite, from_pg, missing):
+    unreachable = await backrooms(
+        "db",
+        "copy",
+        "--to",
+        f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/test",
+        env=env,
+        cwd=tmp_path,
+    )
+    for code, out, err in (into_sqlite, from_pg, missing, unreachable):
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
         assert err.startswith("backrooms: error: ") and PASSWORD not in err
     assert "the copy goes into PostgreSQL" in into_sqlite[2]
     assert "a PostgreSQL store; the copy reads a SQLite one" in from_pg[2]
     assert "no SQLite store at nowhere.db" in missing[2]
+    assert "cannot connect to postgresql://postgres:***@127.0.0.1:1/test" in unreachable[2]
     assert not (tmp_path / "nowhere.db").exists() and not (tmp_path / "other.db").exists()
