@@ -92,7 +92,9 @@ class MemoryStore(ClosesOnExit):
         self._check_open()
         if caps is not None:  # what the SQL stores count: running, not paused, not ended
             going = [
-                r.record.spec.space for r in self._runs.values() if r.record.status == "running"
+                r.record.spec.space
+                for r in self._runs.values()
+                if r.record.status in ("running", "queued")
             ]
             here = going.count(spec.space) if spec.space is not None else 0
             check_caps(caps, spec.space, len(going), here)
