@@ -14,6 +14,7 @@ from psycopg import errors as pg_errors
 from ...errors import StoreError
 from ...records import Reply
 from ..bundle import AllPorts
+from ..desired import PG_ANNOUNCE
 from ..live_text import SqlLiveText
 from ..location import StoreLocation
 from ..rules import duplicate_reply
@@ -29,6 +30,7 @@ PG_NOW = "EXTRACT(EPOCH FROM clock_timestamp())"
 
 class PgTranscript(SqlTranscript):
     refusal = psycopg.IntegrityError
+    announce = PG_ANNOUNCE  # a stop request is also a NOTIFY
 
     def refused(self, error: Exception, reply: Reply) -> BaseException:
         if isinstance(error, pg_errors.UniqueViolation):
