@@ -8,6 +8,7 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from backrooms_engine.errors import UnknownRunError
@@ -15,9 +16,12 @@ from backrooms_engine.events import ReplyDelta, RunEnded
 from backrooms_engine.logfile import transcript_text
 from backrooms_engine.records import ParticipantInfo, RunEnd, RunSpec
 from backrooms_engine.stopping import StopRequests
+from backrooms_engine.store import StoreLocation
+from backrooms_engine.store.postgres import PostgresStore
 from tests.conftest import fake_env
 from tests.fakes.memory_store import MemoryStore
 from tests.helpers import RecordingObserver, runtime, until
+from tests.postgres import fresh_schema
 
 OPUS = "claude-opus-5-5"
 GPT4O = "gpt-4o-2024-08-06"
@@ -101,8 +105,7 @@ async def test_a_stop_of_an_ended_run_says_how_it_ended_and_asks_nothing(model_s
             await asker.manager.stop(42, by="Ada")
     assert not result.stopped
     assert result.message == (
-        f"run {handle.id} is not running: "
-        "Reached maximum number of turns (1). Conversation ended."
+        f"run {handle.id} is not running: Reached maximum number of turns (1). Conversation ended."
     )
 
 
@@ -154,3 +157,20 @@ async def test_the_poll_reads_all_held_runs_in_one_query_and_only_while_it_holds
     await asyncio.sleep(0.3)
     assert len(store.asked) == polls  # nothing held: no more queries
     await poll.close()
+
+
+async def test_a_stop_request_on_postgresql_is_announced_once_it_is_made():
+    async with (
+        fresh_schema() as url,
+        await PostgresStore.open(StoreLocation("postgres", url)) as store,
+        await psycopg.AsyncConnection.connect(url, autocommit=True) as listener,
+    ):
+        moment = datetime.now(UTC)
+        ended, going = [(await store.create_run(SPEC, CAST, "log.txt", moment)).id for _ in "ab"]
+        await store.finish_run(ended, RunEnd("max_turns", max_turns=5), moment)
+        await listener.execute("LISTEN backrooms_desired")
+        assert await store.request_stop(ended, "Ada", moment) is False  # nothing to announce
+        assert await store.request_stop(going, "Ada", moment) is True
+        heard = [n async for n in listener.notifies(timeout=5, stop_after=1)]
+        heard += [n async for n in listener.notifies(timeout=0.3)]  # and nothing more
+    assert [(n.channel, n.payload) for n in heard] == [("backrooms_desired", str(going))]
