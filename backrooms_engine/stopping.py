@@ -39,7 +39,8 @@ WAIT_SECONDS = 5.0  # how long the asker waits for the run's end
 TAKE_AFTER = 1.5  # a driver answers within about a second; one that has not may be gone
 TICK = 0.1  # how often the asker reads the run while it waits
 
-TryHere = Callable[[RunRecord], Awaitable[RunEnd | None]]
+# Ends the run here if nobody drives it, else None; told whether this is the first look.
+TryHere = Callable[[RunRecord, bool], Awaitable[RunEnd | None]]
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,9 @@ async def ask_and_wait(
             return Asked(record, was_going=True)
         elapsed = loop.time() - started
         if attempts and elapsed >= attempts[0]:
+            first = attempts[0] == 0.0
             attempts = [at for at in attempts if at > elapsed]
-            if await try_here(record) is not None:
+            if await try_here(record, first) is not None:
                 continue  # ended here: read it back
         if elapsed >= seconds:
             return Asked(record, was_going=True)
@@ -182,16 +184,19 @@ class Stopper:
         self._busy = busy
 
     async def elsewhere(self, run_id: int, by: str) -> Asked:
-        async def try_here(record: RunRecord) -> RunEnd | None:
-            return await self._end_undriven(record, by)
+        async def try_here(record: RunRecord, first: bool) -> RunEnd | None:
+            return await self._end_undriven(record, by, first)
 
         return await ask_and_wait(self._store, run_id, by, try_here)
 
-    async def _end_undriven(self, record: RunRecord, by: str) -> RunEnd | None:
+    async def _end_undriven(self, record: RunRecord, by: str, first: bool) -> RunEnd | None:
         """End the run here if nobody drives it; None when some process does. Without a Leases
-        port (one process per store, as before leases) a run not driven here is nobody's."""
+        port (PostgreSQL until its leases come) nobody can tell who drives a run: a driver
+        elsewhere gets `TAKE_AFTER` to answer, then the run is taken for nobody's."""
         if self._busy(record.id):
             return None  # starting here: the poll stops it once it goes
+        if first and self._keeper.leases is None:
+            return None
         try:
             await self._keeper.take(record.id)
         except LeaseHeld:

@@ -48,7 +48,9 @@ async def _stop(settings: Settings, run_id: int, by: str) -> int:
 class _Ending:
     """Ends the run here when nobody drives it (stopping.py's `try_here`). The first look asks
     the viewer's store whether a live lease holds the run, and if so leaves it to its driver;
-    later looks (the driver has not answered) try to claim it, which a live driver refuses."""
+    later looks (the driver has not answered) try to claim it, which a live driver refuses.
+    A store without leases (PostgreSQL until its leases come) cannot tell who drives a run:
+    after the first look the run is taken for nobody's, as the manager does."""
 
     def __init__(
         self, settings: Settings, viewer: AllPorts, later: contextlib.AsyncExitStack, by: str
@@ -57,17 +59,15 @@ class _Ending:
         self._viewer = viewer
         self._later = later
         self._by = by
-        self._looked = False
         self._driver: AllPorts | None = None
 
-    async def __call__(self, record: RunRecord) -> RunEnd | None:
-        first, self._looked = not self._looked, True
+    async def __call__(self, record: RunRecord, first: bool) -> RunEnd | None:
         if first and record.status == "running":
             if await self._viewer.live_text.driven([record.id]):
                 return None  # its driver reads the request
         driver = await self._driving_store()
         if driver.leases is None:
-            return None  # a store without leases cannot tell who drives the run: ask only
+            return None if first else await end_here(driver.transcript, record.id, self._by)
         try:
             await driver.leases.claim(record.id)
         except LeaseHeld:

@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from backrooms_engine.engine import StopSignal
 from backrooms_engine.errors import UnknownRunError
 from backrooms_engine.events import ReplyDelta, RunEnded
 from backrooms_engine.logfile import transcript_text
@@ -20,7 +21,8 @@ from backrooms_engine.store import StoreLocation
 from backrooms_engine.store.postgres import PostgresStore
 from tests.conftest import fake_env
 from tests.fakes.memory_store import MemoryStore
-from tests.helpers import RecordingObserver, runtime, until
+from tests.fakes.scripted_provider import ScriptedProvider
+from tests.helpers import RecordingObserver, runtime, scripted_manager, until
 from tests.postgres import fresh_schema
 
 OPUS = "claude-opus-5-5"
@@ -139,8 +141,6 @@ async def test_the_poll_reads_all_held_runs_in_one_query_and_only_while_it_holds
             self.asked.append(sorted(run_ids))
             return await super().stop_requests(run_ids)
 
-    from backrooms_engine.engine import StopSignal
-
     store = Counting()
     held = {1: StopSignal(), 2: StopSignal()}
     for _ in held:
@@ -174,3 +174,18 @@ async def test_a_stop_request_on_postgresql_is_announced_once_it_is_made():
         heard = [n async for n in listener.notifies(timeout=5, stop_after=1)]
         heard += [n async for n in listener.notifies(timeout=0.3)]  # and nothing more
     assert [(n.channel, n.payload) for n in heard] == [("backrooms_desired", str(going))]
+
+
+async def test_without_leases_a_run_not_driven_here_is_ended_once_its_driver_had_time(tmp_path):
+    """A store without leases (PostgreSQL until its leases come) cannot say who drives a run:
+    a driver elsewhere gets its chance to answer, then the asker ends the run."""
+    store = MemoryStore()
+    async with scripted_manager(ScriptedProvider(), tmp_path, store=store) as manager:
+        record = await store.create_run(SPEC, CAST, str(tmp_path / "gone.txt"), datetime.now(UTC))
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        result = await manager.stop(record.id, by="Ada")
+        took = loop.time() - began
+        end = (await store.get_run(record.id)).end
+    assert result.stopped and end == RunEnd("stopped", by="Ada", turns=0)
+    assert took >= 1.0  # not at once: a driver elsewhere would have answered first
