@@ -42,6 +42,7 @@ from .ports import Leases, LiveText, Observer, Provider, TranscriptStore
 from .pricing import Prices
 from .records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, now
 from .registry import ModelSpec, Registry, check_keys
+from .stopping import Stopper
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,14 @@ class RunManager:
         self._keeper = LeaseKeeper(leases, self._drop)
         self._background: set[asyncio.Task[None]] = set()
         self._live = live_text if leases is not None else None
+        self._stopper = Stopper(  # stop requests in the store, from any process (stopping.py)
+            store,
+            self._keeper,
+            lambda: {run_id: h.stop for run_id, h in self._runs.items()},
+            lambda run_id: (
+                run_id in self._runs or run_id in self._starting or run_id in self._created
+            ),
+        )
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -578,6 +587,7 @@ class RunManager:
         )
         handle = RunHandle(record, stop, task)
         self._runs[record.id] = handle
+        self._stopper.requests.watch()
         return handle
 
     async def _drive(
@@ -659,8 +669,13 @@ class RunManager:
         self, run_id: int, *, by: str, reason: StopReason = "stopped", detail: str | None = None
     ) -> StopResult:
         """End a run within a second, even mid-reply; a run that is not running is a no-op.
-        reason "gone" (with a detail) ends it because the place it was shown in disappeared."""
+        reason "gone" (with a detail) ends it because the place it was shown in disappeared.
+        A stop of a run this process does not drive is asked through the store: its driver
+        ends it, or this process when nobody drives it (stopping.py)."""
         handle = self._runs.get(run_id)
+        if handle is None and reason == "stopped":
+            asked = await self._stopper.elsewhere(run_id, by)
+            return StopResult(run_id, asked.ended, asked.message)
         if handle is None:
             record = await self.store.get_run(run_id)  # raises UnknownRunError for a bad id
             state = record.end.summary if record.end else "not running in this process"
@@ -696,6 +711,7 @@ class RunManager:
         left = [t for tasks in self._deliveries.values() for t in tasks]
         await _within(left, max(0.0, until - loop.time()))
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self._stopper.requests.close()
         await self._keeper.close()
 
     async def drain(self, run_id: int) -> None:

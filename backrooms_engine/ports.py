@@ -75,6 +75,16 @@ class TranscriptStore(Protocol):
         """Mark a running run paused (resumable, claimed by nobody); `reopen_run` clears it."""
         ...
 
+    async def request_stop(self, run_id: int, by: str, at: datetime) -> bool:
+        """Ask whoever drives the run to stop it (desired state: any process may ask, so this
+        write is never fenced). False when the run has ended already; a second request keeps
+        the first asker; `reopen_run` clears the request. UnknownRunError for a bad id."""
+        ...
+
+    async def stop_requests(self, run_ids: Sequence[int]) -> dict[int, str]:
+        """{run id: who asked} for those of `run_ids` whose stop was requested: one query."""
+        ...
+
     async def get_run(self, run_id: int) -> RunRecord:
         """Raises UnknownRunError (a ConfigError) naming the id."""
         ...
@@ -109,7 +119,7 @@ class Leases(Protocol):
 
     Every write the caller's store makes for a run (a reply, a delivery cursor, a post, live text,
     the end) is fenced: refused with LeaseLost unless the run's epoch is still the one claimed
-    here. Desired state (stop and pause requests as rows) is not part of this port yet."""
+    here. Desired state (stop requests as rows) is the transcript's: asking is never fenced."""
 
     seconds: float  # how long a claim or a renewal lasts
 

@@ -61,7 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", choices=("txt", "md", "json"), default="txt")
     exp.add_argument("--output", "-o", type=Path, default=None, help="file (default: stdout)")
     _db_parser(sub)
+    _stop_parser(sub)
     return parser
+
+
+def _stop_parser(sub: argparse._SubParsersAction) -> None:
+    stop = sub.add_parser("stop", help="stop a running run, whichever process drives it")
+    stop.add_argument("run_id", type=_run_id, metavar="RUN", help=RUN_HELP)
+    stop.add_argument(
+        "--by", default="the command line", help="who stopped it, as its end will say"
+    )
 
 
 def _run_parser(sub: argparse._SubParsersAction) -> None:
@@ -208,6 +217,7 @@ READS: Mapping[str, frozenset[str]] = {
     "runs": frozenset(),
     "export": frozenset(),
     "db": frozenset(),  # the store's location alone
+    "stop": frozenset(),
     "slack": _ENGINE | {"web", "slack"},
     "serve": _ENGINE | {"web"},
 }
@@ -270,6 +280,8 @@ def _command(name: str) -> Callable[..., int]:
         from . import cli_db as module
     elif name in ("templates", "models"):
         from . import cli_listings as module
+    elif name == "stop":
+        from . import cli_control as module
     else:
         from . import cli_services as module
     return getattr(module, f"cmd_{name}")

@@ -28,6 +28,7 @@ The modules, by responsibility (each uses only the others' public names):
     rules.py          checks and errors shared with the in-memory fake
     search.py         the search box's words; FTS5's queries and excerpts
     transcript.py     the TranscriptStore port (SqlTranscript; SqliteTranscript)
+    desired.py        a run's desired state: stop requests, any process may make them
     surface_state.py  the SurfaceState port
     archive.py        the Archive port (SqlArchive; SqliteArchive, FTS5, on a read-only connection)
     sqlite.py         SqliteStore: opens the file and offers all three ports

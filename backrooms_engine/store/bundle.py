@@ -73,6 +73,12 @@ class AllPorts(ClosesOnExit):
     async def pause_run(self, run_id: int, paused_at: datetime) -> None:
         await self.transcript.pause_run(run_id, paused_at)
 
+    async def request_stop(self, run_id: int, by: str, at: datetime) -> bool:
+        return await self.transcript.request_stop(run_id, by, at)
+
+    async def stop_requests(self, run_ids: Sequence[int]) -> dict[int, str]:
+        return await self.transcript.stop_requests(run_ids)
+
     async def running_runs(self) -> list[RunRecord]:
         return await self.transcript.running_runs()
 

@@ -17,6 +17,7 @@ from ..caps import refusal as cap_refusal
 from ..errors import LimitError
 from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
 from . import rows
+from .desired import SqlDesired
 from .reading import load_runs, replies_of, run_by_id
 from .rules import check_count, check_list_args, check_participants, check_reply, unknown_run, utc
 from .sql import Session, SqlDatabase
@@ -33,6 +34,9 @@ class SqlTranscript:
     """
 
     refusal: type[Exception]
+    announce: str | None = (
+        None  # tells listeners of a stop request (desired.py), if the dialect can
+    )
 
     def refused(self, error: Exception, reply: Reply) -> BaseException:
         raise NotImplementedError
@@ -41,6 +45,7 @@ class SqlTranscript:
         self._db = database
         self._replies: GroupCommit[Reply, None] = GroupCommit(self._insert_replies)
         self._creations: GroupCommit[rows.NewRun, int] = GroupCommit(self._insert_runs)
+        self._desired = SqlDesired(database, self.announce)
 
     async def idle(self) -> None:
         """Returns once what was already handed over is written."""
@@ -167,7 +172,8 @@ class SqlTranscript:
             run_id,
             "UPDATE runs SET status = 'running', end_reason = NULL, end_actor = NULL, "
             "end_by = NULL, end_detail = NULL, end_turns = NULL, end_max_turns = NULL, "
-            "ended_at = NULL, paused_at = NULL, max_turns = ? WHERE id = ?",
+            "ended_at = NULL, paused_at = NULL, desired = NULL, desired_by = NULL, "
+            "desired_at = NULL, max_turns = ? WHERE id = ?",
             (max_turns, run_id),
         )
         if not changed:
@@ -183,6 +189,12 @@ class SqlTranscript:
         )
         if not changed:
             await self.get_run(run_id)  # raises UnknownRunError for an id that does not exist
+
+    async def request_stop(self, run_id: int, by: str, at: datetime) -> bool:
+        return await self._desired.request_stop(run_id, by, at)
+
+    async def stop_requests(self, run_ids: Sequence[int]) -> dict[int, str]:
+        return await self._desired.stop_requests(run_ids)
 
     async def get_run(self, run_id: int) -> RunRecord:
         return await run_by_id(self._db, run_id)

@@ -301,6 +301,66 @@ async def test_a_paused_run_is_listed_paused_claimed_by_nobody_until_reopened(
     assert [r.id for r in await ports.transcript.running_runs()] == [paused, going]
 
 
+# --- TranscriptStore: desired state (stop requests as rows) ----------------------------------------
+
+
+async def test_a_stop_request_is_kept_with_who_asked_for_the_run_asked(ports: Ports) -> None:
+    asked, other = await new_run(ports), await new_run(ports)
+    assert await ports.transcript.stop_requests([asked, other]) == {}
+    assert await ports.transcript.request_stop(asked, "ann", T0) is True
+    assert await ports.transcript.stop_requests([asked, other]) == {asked: "ann"}
+    assert await ports.transcript.stop_requests([other]) == {}
+    assert await ports.transcript.stop_requests([]) == {}
+    # Asking changes nothing a viewer reads: the run goes on until its driver ends it.
+    record = await ports.archive.get_run(asked)
+    assert (record.status, record.end) == ("running", None)
+
+
+async def test_a_second_stop_request_keeps_the_first_asker(ports: Ports) -> None:
+    run_id = await new_run(ports)
+    await ports.transcript.request_stop(run_id, "ann", T0)
+    assert await ports.transcript.request_stop(run_id, "bob", T0 + timedelta(seconds=1)) is True
+    assert await ports.transcript.stop_requests([run_id]) == {run_id: "ann"}
+
+
+async def test_a_stop_request_for_an_ended_run_is_refused_and_not_kept(ports: Ports) -> None:
+    run_id = await new_run(ports)
+    await ports.transcript.finish_run(run_id, RunEnd(reason="max_turns", max_turns=3), T0)
+    assert await ports.transcript.request_stop(run_id, "ann", T0) is False
+    assert await ports.transcript.stop_requests([run_id]) == {}
+    assert (await ports.archive.get_run(run_id)).end == RunEnd(reason="max_turns", max_turns=3)
+
+
+async def test_a_paused_run_takes_a_stop_request(ports: Ports) -> None:
+    run_id = await new_run(ports)
+    await ports.transcript.pause_run(run_id, T0)
+    assert await ports.transcript.request_stop(run_id, "ann", T0) is True
+    assert await ports.transcript.stop_requests([run_id]) == {run_id: "ann"}
+
+
+async def test_reopening_a_run_clears_its_stop_request(ports: Ports) -> None:
+    run_id = await new_run(ports)
+    await ports.transcript.request_stop(run_id, "ann", T0)
+    await ports.transcript.finish_run(run_id, RunEnd(reason="stopped", by="ann"), T0)
+    assert await ports.transcript.stop_requests([run_id]) == {run_id: "ann"}  # what ended it
+    await ports.transcript.reopen_run(run_id, max_turns=5)  # `continue`: a new stretch
+    assert await ports.transcript.stop_requests([run_id]) == {}
+
+
+async def test_stop_requests_of_many_runs_are_answered_at_once(ports: Ports) -> None:
+    ids = [await new_run(ports) for _ in range(6)]
+    for run_id in ids[::2]:
+        await ports.transcript.request_stop(run_id, f"asker {run_id}", T0)
+    wanted = [*ids, *ids, 10_000]  # repeats and an id with no run are harmless
+    assert await ports.transcript.stop_requests(wanted) == {i: f"asker {i}" for i in ids[::2]}
+
+
+async def test_a_stop_request_needs_a_timezone(ports: Ports) -> None:
+    run_id = await new_run(ports)
+    with pytest.raises(StoreError, match="timezone-aware"):
+        await ports.transcript.request_stop(run_id, "ann", datetime(2025, 1, 1))
+
+
 async def test_recent_ended_runs_are_newest_first_and_only_ended(ports: Ports) -> None:
     ids = [await new_run(ports) for _ in range(4)]
     for run_id in ids[:3]:
@@ -369,6 +429,7 @@ UNKNOWN_RUN_CALLS: dict[str, Callable[[Ports], Awaitable[object]]] = {
     "finish_run": lambda p: p.transcript.finish_run(42, RunEnd(reason="stopped"), T0),
     "reopen_run": lambda p: p.transcript.reopen_run(42, max_turns=None),
     "pause_run": lambda p: p.transcript.pause_run(42, T0),
+    "request_stop": lambda p: p.transcript.request_stop(42, "ann", T0),
     "replies": lambda p: p.transcript.replies(42),
     "delivered": lambda p: p.transcript.delivered(42, "discord"),
     "mark_delivered": lambda p: p.transcript.mark_delivered(42, "discord", 1),

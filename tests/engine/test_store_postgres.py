@@ -65,6 +65,7 @@ SHIPPED = [
     (4, "004_paused"),
     (5, "005_leases"),
     (6, "006_cost"),
+    (7, "007_desired"),
 ]
 
 

@@ -46,6 +46,7 @@ class MemoryStore(ClosesOnExit):
     def __init__(self) -> None:
         self._runs: dict[int, _Run] = {}
         self._space_settings: dict[tuple[str, str], str] = {}
+        self._stops: dict[int, str] = {}  # run id -> who asked it to stop (desired state)
         self._closed = False
 
     @classmethod
@@ -130,6 +131,18 @@ class MemoryStore(ClosesOnExit):
         run.record = dataclasses.replace(
             run.record, spec=spec, status="running", end=None, ended_at=None
         )
+        self._stops.pop(run_id, None)
+
+    async def request_stop(self, run_id: int, by: str, at: datetime) -> bool:
+        utc(at)
+        if self._run(run_id).record.status == "ended":
+            return False
+        self._stops.setdefault(run_id, by)
+        return True
+
+    async def stop_requests(self, run_ids: Sequence[int]) -> dict[int, str]:
+        self._check_open()
+        return {run_id: self._stops[run_id] for run_id in sorted(set(run_ids) & set(self._stops))}
 
     async def pause_run(self, run_id: int, paused_at: datetime) -> None:
         utc(paused_at)

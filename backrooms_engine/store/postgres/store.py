@@ -14,6 +14,7 @@ from psycopg import errors as pg_errors
 from ...errors import StoreError
 from ...records import Reply
 from ..bundle import AllPorts
+from ..desired import PG_ANNOUNCE
 from ..live_text import SqlLiveText
 from ..location import StoreLocation
 from ..rules import duplicate_reply
@@ -35,6 +36,7 @@ CAPS_LOCK = 0x6261636B72756E73
 
 class PgTranscript(SqlTranscript):
     refusal = psycopg.IntegrityError
+    announce = PG_ANNOUNCE  # a stop request is also a NOTIFY
 
     async def lock_for_caps(self, db: Session) -> None:
         # A transaction-level lock, let go at commit or rollback; under READ COMMITTED the count
