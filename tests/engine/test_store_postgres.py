@@ -65,6 +65,10 @@ SHIPPED = [
     (4, "004_paused"),
     (5, "005_leases"),
     (6, "006_cost"),
+    (7, "007_reserved"),  # placeholders on this branch (pgleases) for parallel work's numbers
+    (8, "008_reserved"),
+    (9, "009_reserved"),
+    (10, "010_pg_fence"),
 ]
 
 

@@ -31,11 +31,10 @@ UNHELD = f"(owner IS NULL OR lease_until IS NULL OR lease_until < {PG_NOW})"
 WAITING = f"status IN {WAITING_STATUSES} AND paused_at IS NULL AND surface = ANY(?)"
 
 
-def session_settings(owner: Owner, seconds: float) -> tuple[str, tuple[str, str, str]]:
+def session_settings(owner: Owner, seconds: float) -> tuple[str, tuple[str, ...]]:
     """The statement (and its values) a driving process's connection runs once connected: who
-    it is (the fence's token) and how long its new runs' leases last. A transaction left idle
-    for a lease (the process cut off mid-transaction) is ended by the server, so it cannot hold
-    a run's row while another process takes the run over."""
+    it is (the fence's token) and how long its new runs' leases last. A transaction left idle for a lease (the process cut off mid-transaction) is
+    ended by the server, so it cannot hold a run's row while another process takes it over."""
     idle_ms = str(max(1000, int(seconds * 1000)))
     return (
         "SELECT set_config('backrooms.owner', ?, false), "
@@ -52,9 +51,13 @@ class PgLeases:
         self._db = database
         self.owner = owner
         self.seconds = seconds
-        # The runs held here as the last claim or renewal found them. Runs this process creates
-        # are its own at once (the migration's trigger) and join at the next renewal.
+        # The runs held here, as the last claim, creation or renewal found them: what a renewal
+        # that does not find one any more reports lost.
         self._held: set[int] = set()
+
+    def adopt(self, run_id: int) -> None:
+        """A run this process created: its own from the start (migration 010's trigger)."""
+        self._held.add(run_id)
 
     async def claim(self, run_id: int) -> int:
         """Take a run nobody holds (or whose lease lapsed, whose holder died on this machine, or

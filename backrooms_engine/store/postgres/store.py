@@ -10,11 +10,14 @@ refused with LeaseLost. A store that drives nothing (a viewer, `serve`) writes u
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
 import psycopg
 from psycopg import errors as pg_errors
 
 from ...errors import StoreError
-from ...records import Reply
+from ...records import ParticipantInfo, Reply, RunRecord, RunSpec
 from ..bundle import AllPorts
 from ..leases import Owner
 from ..live_text import SqlLiveText
@@ -30,6 +33,20 @@ from .search import PgArchive
 
 class PgTranscript(SqlTranscript):
     refusal = psycopg.IntegrityError
+    # Told of each run this store creates: a driver's are its own from the start (migration 010).
+    created: Callable[[int], None] | None = None
+
+    async def create_run(
+        self,
+        spec: RunSpec,
+        participants: Sequence[ParticipantInfo],
+        log_path: str,
+        created_at: datetime,
+    ) -> RunRecord:
+        record = await super().create_run(spec, participants, log_path, created_at)
+        if self.created is not None:
+            self.created(record.id)
+        return record
 
     def refused(self, error: Exception, reply: Reply) -> BaseException:
         if isinstance(error, pg_errors.UniqueViolation):
@@ -54,9 +71,10 @@ class PostgresStore(AllPorts):
         self.archive = PgArchive(self._reader)
         self.live_text = SqlLiveText(self._writer, self._reader, now=PG_NOW)
         # None for a store that drives no run (a viewer, `serve`): its writes are not fenced.
-        self.leases: PgLeases | None = (
-            None if driver is None else PgLeases(self._writer, driver, lease_seconds)
-        )
+        self.leases: PgLeases | None = None
+        if driver is not None:
+            self.leases = PgLeases(self._writer, driver, lease_seconds)
+            self.transcript.created = self.leases.adopt
 
     @classmethod
     async def open(
