@@ -3,7 +3,7 @@ the other claims the run and finishes it, with nothing reposted and nothing lost
 frozen (SIGSTOP) past its lease the other takes over, and the frozen one, woken, stores and posts
 nothing more. Each on the SQLite file of the folder and on a PostgreSQL schema of its own
 (BACKROOMS_DATABASE_URL). Real processes and signals against the Discord emulator; every wait is
-bounded. A network partition between a driver and PostgreSQL is in test_partition.py."""
+bounded. The last test cuts a driver off from PostgreSQL through a proxy it freezes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import asyncio
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -18,6 +19,8 @@ from backrooms_engine.logfile import transcript_text
 from backrooms_engine.store import SqliteStore, StoreLocation, open_store
 from tests.conftest import fake_env
 from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.model_server import FakeModelServer
+from tests.freezable_proxy import FreezableProxy
 from tests.helpers import backrooms, by_message_count, spawn_backrooms, until
 
 LEASE = 2.0  # seconds: short, so the frozen process's lease lapses quickly
@@ -191,6 +194,76 @@ async def test_a_bot_frozen_past_its_lease_stores_and_posts_nothing_once_woken(
     assert b"run 1: dropped" in outs[0][0]
     assert b"run 1: claimed" in outs[1][0]
     run, replies = await _stored(shared)
+    assert run.end is not None and run.end.reason == "max_turns" and len(replies) == 6
+    posts = [c.json["content"] for c in fake.webhook_executes()]
+    assert posts == [r.text for r in replies]  # each once, in order, across both processes
+
+
+async def test_a_bot_cut_off_from_postgres_stops_and_stays_silent_once_the_link_is_back(
+    model_server, tmp_path, postgres_url
+):
+    """A network partition: the first process reaches the server through a proxy the test
+    freezes. It cannot renew, so past its lease it sends no model request (each process has a
+    model server of its own, to count them apart); the second takes the run over and ends it;
+    once the link is back the first stores and posts nothing for the run it lost."""
+    model_server.set_responder(by_message_count)
+    model_server.chunk_delay = 0.1
+    server_url = urlsplit(postgres_url)
+    location = StoreLocation("postgres", postgres_url, "BACKROOMS_DATABASE_URL")
+    async with (
+        FakeDiscord() as fake,
+        FakeModelServer() as heir_models,
+        FreezableProxy(server_url.hostname or "127.0.0.1", server_url.port or 5432) as proxy,
+    ):
+        heir_models.set_responder(by_message_count)
+        heir_models.chunk_delay = 0.1
+        guild = fake.add_guild("Backrooms")
+        channel = fake.add_text_channel(guild, "relay")
+        proxied = server_url._replace(netloc=f"postgres@127.0.0.1:{proxy.port}").geturl()
+        cut_off = StoreLocation("postgres", proxied, "BACKROOMS_DATABASE_URL")
+        first_env = _env(model_server, tmp_path, fake, guild, cut_off)
+        second_env = _env(heir_models, tmp_path, fake, guild, location)
+        first = await spawn_backrooms("discord", env=first_env, cwd=tmp_path, merge_stderr=True)
+        second = None
+        try:
+            await _ready(first)
+            await _start_run(fake, guild, channel)
+            await until(lambda: len(fake.webhook_executes()) >= 1, 60, "the first post")
+            model_server.chunk_delay = 5.0  # the second reply streams while the second starts
+            second = await spawn_backrooms(
+                "discord", env=second_env, cwd=tmp_path, merge_stderr=True
+            )
+            await _ready(second)
+            proxy.freeze()
+            model_server.chunk_delay = 0.1
+            await asyncio.sleep(LEASE + 1.0)  # past the lease, by the cut-off process's clock
+            requests_cut_off = len(model_server.requests)
+            await until(lambda: _ended(fake), 60, "the run's end, by the other process")
+            assert len(model_server.requests) == requests_cut_off  # asked nothing more
+            calls_before = len(fake.calls)
+            _, stored_before = await _stored(location)
+            proxy.thaw()
+            await asyncio.sleep(LEASE * 2)  # time for the reconnected process to do its worst
+            calls_after = [c for c in fake.calls[calls_before:] if "webhooks" in c.path]
+            _, stored_after = await _stored(location)
+            requests_after = len(model_server.requests)
+            outs = []
+            for proc in (first, second):
+                proc.send_signal(signal.SIGTERM)
+                outs.append(await asyncio.wait_for(proc.communicate(), 30))
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+    assert calls_after == []  # the process cut off posted nothing once the link was back
+    assert requests_after == requests_cut_off  # and asked no model anything
+    assert stored_after == stored_before  # and stored nothing
+    assert len(heir_models.requests) > 0  # the other process drove the rest
+    assert b"run 1: dropped" in outs[0][0]
+    assert b"run 1: claimed" in outs[1][0]
+    run, replies = await _stored(location)
     assert run.end is not None and run.end.reason == "max_turns" and len(replies) == 6
     posts = [c.json["content"] for c in fake.webhook_executes()]
     assert posts == [r.text for r in replies]  # each once, in order, across both processes

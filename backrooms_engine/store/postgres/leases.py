@@ -16,6 +16,8 @@ is refused with LeaseHeld.
 
 from __future__ import annotations
 
+import asyncio
+
 from ...errors import LeaseHeld
 from ..leases import Holder, Owner, dead_here
 from ..rules import unknown_run
@@ -54,6 +56,7 @@ class PgLeases:
         # The runs held here, as the last claim, creation or renewal found them: what a renewal
         # that does not find one any more reports lost.
         self._held: set[int] = set()
+        self._renewing: asyncio.Task[set[int]] | None = None
 
     def adopt(self, run_id: int) -> None:
         """A run this process created: its own from the start (migration 010's trigger)."""
@@ -106,7 +109,24 @@ class PgLeases:
 
     async def renew(self) -> set[int]:
         """Extend every lease held here by `seconds`: the ids of those that were lost instead
-        (another process claimed them). A lost run's writes stay refused: its owner is not us."""
+        (another process claimed them). A lost run's writes stay refused: its owner is not us.
+
+        A caller that gives up waiting (the server is unreachable) does not cancel the statement:
+        psycopg would then wait up to 10 s for the server to confirm the cancel, and the caller
+        would learn that late that its leases are running out. The renewal goes on by itself,
+        and the next call waits for that one instead of sending another."""
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.create_task(self._renew(), name="lease renewal statement")
+            self._renewing.add_done_callback(_heard)
+        return await asyncio.shield(self._renewing)
+
+    async def close(self) -> None:
+        """Stop a renewal still waiting for the server (the store is closing)."""
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+
+    async def _renew(self) -> set[int]:
         rows = await self._db.fetch(
             f"UPDATE runs SET lease_until = {PG_NOW} + ? WHERE owner = ? RETURNING id",
             (self.seconds, self.owner.text),
@@ -135,3 +155,9 @@ class PgLeases:
             (sorted(surfaces), self.owner.text),
         )
         return [int(row[0]) for row in rows if row[2] or dead_here(row[1])]
+
+
+def _heard(task: asyncio.Task[set[int]]) -> None:
+    """A renewal's failure is its caller's to report; one nobody waited for any more is dropped."""
+    if not task.cancelled():
+        task.exception()

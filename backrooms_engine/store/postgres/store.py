@@ -104,6 +104,8 @@ class PostgresStore(AllPorts):
         return self.location.shown
 
     async def close(self) -> None:
+        if self.leases is not None:
+            await self.leases.close()
         await self.transcript.idle()  # what was already handed over is written first
         try:
             await self._reader.close()
