@@ -35,8 +35,9 @@ WAITING = f"status IN {WAITING_STATUSES} AND paused_at IS NULL AND surface = ANY
 
 def session_settings(owner: Owner, seconds: float) -> tuple[str, tuple[str, ...]]:
     """The statement (and its values) a driving process's connection runs once connected: who
-    it is (the fence's token) and how long its new runs' leases last. A transaction left idle for a lease (the process cut off mid-transaction) is
-    ended by the server, so it cannot hold a run's row while another process takes it over."""
+    it is (the fence's token) and how long its new runs' leases last. A transaction left idle
+    for a lease (the process cut off mid-transaction) is ended by the server, so it cannot hold
+    a run's row while another process takes the run over."""
     idle_ms = str(max(1000, int(seconds * 1000)))
     return (
         "SELECT set_config('backrooms.owner', ?, false), "
