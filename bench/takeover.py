@@ -1,6 +1,11 @@
-"""Benchmark runs shared between processes on one SQLite file (issue 14): takeover and live view.
+"""Benchmark runs shared between processes on one SQLite file (issue 14) or one PostgreSQL store
+(issue 15): takeover and live view.
 
-    python bench/takeover.py [--repeat 3] [--lease 10]
+    python bench/takeover.py [--repeat 3] [--lease 10] [--database-url postgresql://...]
+
+With `--database-url` (a PostgreSQL server; each try gets a schema of its own, dropped after)
+the takeovers run with both processes on that store through BACKROOMS_DATABASE_URL; the
+live-view figure is measured on SQLite either way.
 
 What it prints, each over `--repeat` tries (real processes, the Discord emulator and the fake
 model server of tests/fakes, all on 127.0.0.1):
@@ -27,11 +32,16 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
+import psycopg
+from psycopg import sql
 
 from tests.conftest import fake_env
 from tests.fakes.discord_server import FakeDiscord
@@ -42,8 +52,37 @@ REPLY_CHUNKS, CHUNK_DELAY = 5, 0.02  # the fake model's reply: about 0.1 s
 
 
 def _replies(db: Path) -> int:
+    if not db.exists():
+        return 0
     with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True) as conn:
         return conn.execute("SELECT count(*) FROM replies").fetchone()[0]
+
+
+@contextmanager
+def _store(folder: Path, server: str | None) -> Iterator[tuple[dict[str, str], Callable[[], int]]]:
+    """The settings naming the store both processes share, and a count of its replies: the
+    folder's SQLite file, or a new schema on the PostgreSQL server `server`."""
+    if server is None:
+        db = folder / "backrooms.db"
+        yield {"BACKROOMS_DB": str(db)}, lambda: _replies(db)
+        return
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    joiner = "&" if "?" in server else "?"
+    url = f"{server}{joiner}options=-csearch_path%3D{schema}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            with psycopg.connect(url, autocommit=True) as reader:
+
+                def count() -> int:
+                    try:
+                        return int(reader.execute("SELECT count(*) FROM replies").fetchone()[0])
+                    except psycopg.errors.UndefinedTable:
+                        return 0  # not migrated yet
+
+                yield {"BACKROOMS_DATABASE_URL": url}, count
+        finally:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 async def _ready(proc: asyncio.subprocess.Process) -> None:
@@ -63,16 +102,23 @@ async def _until(predicate, limit: float) -> float:
     return time.monotonic()
 
 
-async def takeover(models: FakeModelServer, how: signal.Signals, lease: float) -> float:
+async def takeover(
+    models: FakeModelServer, how: signal.Signals, lease: float, server: str | None
+) -> float:
     """Seconds from the signal to the other process's first committed reply."""
     models.set_responder(by_message_count)
     models.chunk_count, models.chunk_delay = REPLY_CHUNKS, CHUNK_DELAY
-    with tempfile.TemporaryDirectory() as scratch:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        _store(Path(scratch), server) as (store, replies),
+    ):
         folder = Path(scratch)
         async with FakeDiscord() as fake:
             guild = fake.add_guild("Bench")
             channel = fake.add_text_channel(guild, "relay")
-            env = fake_env(models, folder) | {
+            env = fake_env(models, folder)
+            env.pop("BACKROOMS_DB")
+            env |= store | {
                 "DISCORD_TOKEN": fake.token,
                 "DISCORD_API_BASE_URL": fake.rest_base,
                 "DISCORD_GATEWAY_URL": fake.gateway_url,
@@ -87,18 +133,17 @@ async def takeover(models: FakeModelServer, how: signal.Signals, lease: float) -
                 await fake.send_interaction(
                     guild, channel, fake.owner_user_id, "backrooms", "start", args
                 )
-                db = folder / "backrooms.db"
-                await _until(lambda: db.exists() and _replies(db) >= 2, 60)
+                await _until(lambda: replies() >= 2, 60)
                 models.chunk_delay = 5.0  # hold the driver mid-reply while the other starts
                 procs.append(
                     await spawn_backrooms("discord", env=env, cwd=folder, merge_stderr=True)
                 )
                 await _ready(procs[1])
-                count = _replies(db)
+                count = replies()
                 procs[0].send_signal(how)
                 signalled = time.monotonic()
                 models.chunk_delay = CHUNK_DELAY
-                committed = await _until(lambda: _replies(db) > count, 60 + lease)
+                committed = await _until(lambda: replies() > count, 60 + lease)
                 return committed - signalled
             finally:
                 for proc in procs:
@@ -184,13 +229,21 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--lease", type=float, default=10.0, help="BACKROOMS_LEASE_SECONDS")
+    parser.add_argument(
+        "--database-url", help="a PostgreSQL server to run the takeovers on (default: SQLite)"
+    )
+    parser.add_argument("--skip-live", action="store_true", help="only the takeovers")
     args = parser.parse_args()
+    server, lease = args.database_url, args.lease
+    on = "PostgreSQL" if server else "SQLite"
     async with FakeModelServer() as models:
-        killed = [await takeover(models, signal.SIGKILL, args.lease) for _ in range(args.repeat)]
-        print(f"takeover after SIGKILL (lease {args.lease:g} s): {_summary(killed)}")
+        killed = [await takeover(models, signal.SIGKILL, lease, server) for _ in range(args.repeat)]
+        print(f"{on}: takeover after SIGKILL (lease {lease:g} s): {_summary(killed)}")
         print(f"  of which the new owner's reply itself: about {REPLY_CHUNKS * CHUNK_DELAY:.2f} s")
-        frozen = [await takeover(models, signal.SIGSTOP, args.lease) for _ in range(args.repeat)]
-        print(f"takeover after SIGSTOP (lease {args.lease:g} s): {_summary(frozen)}")
+        frozen = [await takeover(models, signal.SIGSTOP, lease, server) for _ in range(args.repeat)]
+        print(f"{on}: takeover after SIGSTOP (lease {lease:g} s): {_summary(frozen)}")
+        if args.skip_live:
+            return
         delays = [d for _ in range(args.repeat) for d in await live_delays(models)]
         assert delays, "no streamed text reached both the terminal and the page"
         print(f"live-view delay, page behind terminal: {_summary(delays)}")

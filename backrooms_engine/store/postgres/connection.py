@@ -10,7 +10,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import errors as pg_errors
 
-from ...errors import StoreError, UnknownRunError
+from ...errors import LeaseLost, StoreError, UnknownRunError
 from ..location import StoreLocation
 from ..rules import unknown_run
 
@@ -72,9 +72,14 @@ def said(location: StoreLocation, error: psycopg.Error) -> str:
     return " ".join(location.masked(str(error)).split())
 
 
+LEASE_LOST = "23L01"  # the SQLSTATE the fence raises (010_pg_fence.postgres.sql)
+
+
 def refused(error: psycopg.IntegrityError, run_id: int) -> StoreError | UnknownRunError:
     if isinstance(error, pg_errors.ForeignKeyViolation):
         return unknown_run(run_id)
+    if error.sqlstate == LEASE_LOST:
+        return LeaseLost(run_id)
     return StoreError(f"run {run_id}: refused by the store: {error.diag.message_primary}")
 
 

@@ -8,6 +8,7 @@ database, because a migration may create an extension, and extensions are per da
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,22 +18,28 @@ from ...errors import StoreError
 from ..location import StoreLocation
 from ..rows import iso_text
 from ..schema import MIGRATIONS_DIR, Migration, load_migrations, newer_schema, waiting_for_upgrade
-from .connection import PgSession, said
+from .connection import PgSession, dialect_sql, said
 
 MIGRATION_LOCK = 0x6261636B726F6F6D  # "backroom": this application's advisory lock key
 CONNECT_TIMEOUT_S = 10
 
 
 async def connect(
-    location: StoreLocation, *, read_only: bool = False
+    location: StoreLocation,
+    *,
+    read_only: bool = False,
+    session: tuple[str, Sequence[Any]] | None = None,
 ) -> psycopg.AsyncConnection[Any]:
-    """An autocommit connection; `read_only` refuses every write, as the archive's SQLite one."""
+    """An autocommit connection; `read_only` refuses every write, as the archive's SQLite one.
+    `session` is a statement run on it first (a driving process names itself: leases.py)."""
     try:
         connection = await psycopg.AsyncConnection.connect(
             location.target, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
         )
         if read_only:
             await connection.execute("SET default_transaction_read_only = on")
+        if session is not None:
+            await connection.execute(dialect_sql(session[0]), session[1])
     except psycopg.Error as error:
         raise StoreError(
             f"cannot connect to {location.shown}: {said(location, error)}; check {location.setting}"
@@ -61,6 +68,8 @@ async def _apply(session: PgSession, location: StoreLocation, migration: Migrati
     try:
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            # A migration is not a driver's write: the fence (010) stands aside for it.
+            await connection.execute("SELECT set_config('backrooms.owner', '', true)")
             # Another process may have applied it while we waited for the lock.
             if await schema_version(session, location) >= migration.version:
                 return

@@ -2,19 +2,26 @@
 
 The transcript and the surface state write through one connection, the archive reads through a
 read-only one of its own, as on SQLite; a reader never waits for a writer (MVCC). There is no
-owner lock: the leases (ARCHITECTURE.md) coordinate processes on a shared store. `owner` only
-decides whether this open may upgrade an existing schema, as on SQLite.
+owner lock: leases (leases.py) coordinate the processes sharing a store. A store opened by a
+process that drives runs has the Leases port, and its write connection names the process to the
+fence (010_pg_fence.postgres.sql), so every write it makes for a run it does not hold is
+refused with LeaseLost. A store that drives nothing (a viewer, `serve`) writes unfenced.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
 import psycopg
 from psycopg import errors as pg_errors
 
+from ...caps import Caps
 from ...errors import StoreError
-from ...records import Reply
+from ...records import ParticipantInfo, Reply, RunRecord, RunSpec
 from ..bundle import AllPorts
 from ..desired import PG_ANNOUNCE
+from ..leases import Owner
 from ..live_text import SqlLiveText
 from ..location import StoreLocation
 from ..rules import duplicate_reply
@@ -22,11 +29,9 @@ from ..sql import Session
 from ..surface_state import SqliteSurfaceState
 from ..transcript import SqlTranscript
 from .connection import PgDatabase, refused
+from .leases import PG_NOW, PgLeases, session_settings
 from .opening import connect, migrate
 from .search import PgArchive
-
-# Seconds since 1970 by the server's clock (clock_timestamp: the moment of the statement).
-PG_NOW = "EXTRACT(EPOCH FROM clock_timestamp())"
 
 
 # Held by a transaction that counts the caps and stores a run (transcript.py): two processes
@@ -43,6 +48,25 @@ class PgTranscript(SqlTranscript):
         # that follows sees every run the previous holder committed.
         await db.execute("SELECT pg_advisory_xact_lock(?)", (CAPS_LOCK,))
 
+    # Told of each run this store creates: a driver's are its own from the start (migration 010).
+    created: Callable[[int], None] | None = None
+
+    async def create_run(
+        self,
+        spec: RunSpec,
+        participants: Sequence[ParticipantInfo],
+        log_path: str,
+        created_at: datetime,
+        *,
+        caps: Caps | None = None,
+    ) -> RunRecord:
+        record = await super().create_run(
+            spec, participants, log_path, created_at, caps=caps
+        )
+        if self.created is not None:
+            self.created(record.id)
+        return record
+
     def refused(self, error: Exception, reply: Reply) -> BaseException:
         if isinstance(error, pg_errors.UniqueViolation):
             return duplicate_reply(reply)
@@ -53,23 +77,39 @@ class PgTranscript(SqlTranscript):
 class PostgresStore(AllPorts):
     """TranscriptStore, SurfaceState and Archive (backrooms_engine/ports.py) on PostgreSQL."""
 
-    def __init__(self, location: StoreLocation) -> None:
+    def __init__(
+        self, location: StoreLocation, driver: Owner | None = None, lease_seconds: float = 10.0
+    ) -> None:
         self.location = location
-        self._writer = PgDatabase(location, lambda: connect(location))
+        session = None if driver is None else session_settings(driver, lease_seconds)
+        # Every connection the writer opens (again after a lost one) names the driver first.
+        self._writer = PgDatabase(location, lambda: connect(location, session=session))
         self._reader = PgDatabase(location, lambda: connect(location, read_only=True))
         self.transcript = PgTranscript(self._writer)
         self.surface_state = SqliteSurfaceState(self._writer)
         self.archive = PgArchive(self._reader)
-        # Live text across processes works as on SQLite. Leases are not built on PostgreSQL yet
-        # (issue 15): `leases` stays None, so a process here drives its runs unfenced, as one
-        # process per store did before leases.
         self.live_text = SqlLiveText(self._writer, self._reader, now=PG_NOW)
+        # None for a store that drives no run (a viewer, `serve`): its writes are not fenced.
+        self.leases: PgLeases | None = None
+        if driver is not None:
+            self.leases = PgLeases(self._writer, driver, lease_seconds)
+            self.transcript.created = self.leases.adopt
 
     @classmethod
-    async def open(cls, location: StoreLocation, *, owner: bool = True) -> PostgresStore:
+    async def open(
+        cls,
+        location: StoreLocation,
+        *,
+        owner: bool = True,
+        drives: bool | None = None,
+        lease_seconds: float = 10.0,
+    ) -> PostgresStore:
+        """`owner`: may upgrade the schema (a viewer never does). `drives` (default: `owner`):
+        this process drives runs, so it gets the Leases port and its writes are fenced."""
         if location.dialect != "postgres":
             raise StoreError(f"{location.shown} is not a PostgreSQL URL")
-        store = cls(location)
+        driver = Owner.here() if (owner if drives is None else drives) else None
+        store = cls(location, driver, lease_seconds)
         try:
             async with store._writer.using() as session:
                 await migrate(session, location, upgrade=owner)
@@ -83,6 +123,8 @@ class PostgresStore(AllPorts):
         return self.location.shown
 
     async def close(self) -> None:
+        if self.leases is not None:
+            await self.leases.close()
         await self.transcript.idle()  # what was already handed over is written first
         try:
             await self._reader.close()

@@ -1,0 +1,2 @@
+-- Placeholder on branch pgleases only: number 009 belongs to parallel work (desired, queue,
+-- worker). Drop this file when that work is merged.

@@ -1,0 +1,3 @@
+-- Nothing to do on SQLite: its fence lives in each driving connection's `temp` schema
+-- (store/leases.py builds it at open). This file keeps step 010 in both dialects, so both
+-- stores reach the same version (schema.py).
