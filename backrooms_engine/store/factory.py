@@ -16,5 +16,5 @@ async def open_store(
         # Imported here: a SQLite user never loads the PostgreSQL driver.
         from .postgres import PostgresStore
 
-        return await PostgresStore.open(location, owner=owner)
+        return await PostgresStore.open(location, owner=owner, lease_seconds=lease_seconds)
     return await SqliteStore.open(location.path, owner=owner, lease_seconds=lease_seconds)

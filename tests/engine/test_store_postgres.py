@@ -65,6 +65,9 @@ SHIPPED = [
     (4, "004_paused"),
     (5, "005_leases"),
     (6, "006_cost"),
+    (7, "007_reserved_for_desired"),
+    (8, "008_reserved_for_queue"),
+    (9, "009_processes"),
 ]
 
 

@@ -14,8 +14,10 @@ from psycopg import errors as pg_errors
 from ...errors import StoreError
 from ...records import Reply
 from ..bundle import AllPorts
+from ..leases import Owner
 from ..live_text import SqlLiveText
 from ..location import StoreLocation
+from ..processes import SqlProcesses
 from ..rules import duplicate_reply
 from ..surface_state import SqliteSurfaceState
 from ..transcript import SqlTranscript
@@ -40,7 +42,9 @@ class PgTranscript(SqlTranscript):
 class PostgresStore(AllPorts):
     """TranscriptStore, SurfaceState and Archive (backrooms_engine/ports.py) on PostgreSQL."""
 
-    def __init__(self, location: StoreLocation) -> None:
+    def __init__(
+        self, location: StoreLocation, driver: Owner | None = None, lease_seconds: float = 10.0
+    ) -> None:
         self.location = location
         self._writer = PgDatabase(location, lambda: connect(location))
         self._reader = PgDatabase(location, lambda: connect(location, read_only=True))
@@ -51,12 +55,17 @@ class PostgresStore(AllPorts):
         # (issue 15): `leases` stays None, so a process here drives its runs unfenced, as one
         # process per store did before leases.
         self.live_text = SqlLiveText(self._writer, self._reader, now=PG_NOW)
+        owner = None if driver is None else driver.text
+        self.processes = SqlProcesses(self._writer, self._reader, owner, lease_seconds, PG_NOW)
 
     @classmethod
-    async def open(cls, location: StoreLocation, *, owner: bool = True) -> PostgresStore:
+    async def open(
+        cls, location: StoreLocation, *, owner: bool = True, lease_seconds: float = 10.0
+    ) -> PostgresStore:
+        """`owner`: may upgrade the schema, and is a driving process (registered in Processes)."""
         if location.dialect != "postgres":
             raise StoreError(f"{location.shown} is not a PostgreSQL URL")
-        store = cls(location)
+        store = cls(location, Owner.here() if owner else None, lease_seconds)
         try:
             async with store._writer.using() as session:
                 await migrate(session, location, upgrade=owner)
