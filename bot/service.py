@@ -22,6 +22,7 @@ from backrooms_engine.ports import Observer
 from backrooms_engine.providers import ProviderPool
 from backrooms_engine.records import RunRecord
 
+from .claiming import Choice, Claims
 from .runtime import Runtime, open_runtime
 from .settings import Settings
 
@@ -40,6 +41,11 @@ class Surface(Protocol):
         the run alone (the surface found it cannot go on and ended it)."""
         ...
 
+    def shows(self, record: RunRecord) -> bool:
+        """Whether this surface can show a run of its own surface: its space (a Discord server,
+        a Slack workspace) is one it is connected to. Asked before a waiting run is claimed."""
+        ...
+
     async def stop_accepting(self) -> None:
         """Refuse new commands politely; runs are paused by the manager next."""
         ...
@@ -47,12 +53,16 @@ class Surface(Protocol):
     async def close(self) -> None: ...
 
 
-async def serve(settings: Settings, surfaces: Sequence[Surface]) -> int:
+async def serve(
+    settings: Settings, surfaces: Sequence[Surface], claims: Claims | None = None
+) -> int:
+    """`claims`: which waiting runs to claim (default: those its surfaces show, as a `bot`)."""
+    claims = claims or Claims("bot", frozenset(s.name for s in surfaces), settings.max_runs)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, role=claims.role) as rt:
         started: list[Surface] = []
         await warm(rt.providers)
         try:
@@ -61,7 +71,15 @@ async def serve(settings: Settings, surfaces: Sequence[Surface]) -> int:
                 started.append(surface)
                 log.info("%s surface ready", surface.name)
             by_name = {s.name: s for s in surfaces}
-            claiming = asyncio.create_task(_claim_waiting(rt, by_name), name="claim waiting runs")
+            log.info(
+                "%s ready: claims waiting runs of %s, at most %d at once",
+                claims.role,
+                ", ".join(sorted(claims.surfaces)) or "no surface",
+                claims.max_runs,
+            )
+            claiming = asyncio.create_task(
+                _claim_waiting(rt, by_name, claims), name="claim waiting runs"
+            )
             try:
                 await stopping.wait()
             finally:
@@ -102,26 +120,18 @@ def _freeze_once() -> None:
 CLAIM_EVERY = 1.0  # seconds between two looks for waiting runs, at most
 
 
-async def _claim_waiting(rt: Runtime, surfaces: dict[str, Surface]) -> None:
-    """Claim, again and again, the runs of these surfaces that nobody drives."""
+async def _claim_waiting(rt: Runtime, surfaces: dict[str, Surface], claims: Claims) -> None:
+    """Claim, again and again, the waiting runs this process can serve (claiming.py)."""
     period = min(CLAIM_EVERY, rt.settings.lease_seconds / 3)
-    names = frozenset(surfaces)
+    choice = Choice(rt, surfaces, claims)
     while True:
         try:
-            resumed = await rt.manager.resume_all(_owned_by(surfaces), surfaces=names)
+            resumed = await rt.manager.resume_all(
+                choice.observers_for, surfaces=claims.surfaces, wanted=choice.fresh_round()
+            )
         except StoreError as exc:  # the store is busy or gone for a moment: look again later
             log.warning("cannot look for waiting runs: %s", exc)
         else:
             for handle in resumed:
                 log.info("run %s: claimed, going on from the store", handle.id)
         await asyncio.sleep(period)
-
-
-def _owned_by(surfaces: dict[str, Surface]):
-    async def observers_for(record: RunRecord) -> Sequence[Observer] | None:
-        surface = surfaces.get(record.spec.surface)
-        if surface is None:
-            return None  # a terminal run, or a surface not running here: `backrooms resume` it
-        return await surface.observers_for(record)
-
-    return observers_for

@@ -18,8 +18,8 @@ from .bundle import AllPorts
 from .connection import Database
 from .leases import Owner, SqliteLeases
 from .live_text import SqlLiveText
-from .processes import SqlProcesses
 from .opening import configure, connect, prepare_directory
+from .processes import SqlProcesses
 from .surface_state import SqliteSurfaceState
 from .transcript import SqliteTranscript
 
