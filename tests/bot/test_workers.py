@@ -319,3 +319,20 @@ async def test_a_worker_with_max_runs_1_holds_one_run_at_a_time(model_server, tm
         assert await worker.stop() == 0
     assert max(held) == 1 and max(going) == 1  # one at a time, and it did hold one
     assert worker.log.count(": claimed") == 3
+
+
+async def test_start_workers_and_runs_on_postgresql_never_print_the_password(
+    model_server, tmp_path
+):
+    async with fresh_schema() as url:
+        secret = url.replace("postgres@", "postgres:sekrit-pw@", 1)  # trust auth ignores it
+        env = _env(model_server, tmp_path) | {"BACKROOMS_DATABASE_URL": secret}
+        env.pop("BACKROOMS_DB")
+        started = await start(env, tmp_path)
+        listed = await backrooms("workers", env=env, cwd=tmp_path)
+        runs = await backrooms("runs", env=env, cwd=tmp_path)
+    assert started == (0, "run 1 queued\n", NO_WORKER)
+    assert listed[0] == 0 and "postgres:***@" in listed[1]
+    assert runs[0] == 0 and runs[1].splitlines()[1].split()[-1] == "waiting"
+    for _, out, err in (started, listed, runs):
+        assert "sekrit" not in out + err
