@@ -1,9 +1,11 @@
-"""The long-running service: chat surfaces and the web viewer around one RunManager.
+"""The long-running service: chat surfaces and the web viewer around one RunManager, or none of
+them (`backrooms worker`).
 
 Several services may share one store (ARCHITECTURE.md, "Runs owned by leases"): each drives the
-runs it starts, and about once a second claims the waiting runs of its surfaces (never claimed,
+runs it starts, and about once a second claims the waiting runs it can serve (never claimed,
 released by a service that stopped, or whose owner died or stopped renewing its lease), rebuilding
-each from the store. On SIGTERM or SIGINT it stops taking commands, stops its runs within the
+each from the store: its own surfaces' runs in its own spaces, or for a worker every run no chat
+shows (claiming.py). On SIGTERM or SIGINT it stops taking commands, stops its runs within the
 shutdown deadline and releases their leases (another copy claims them at once), closes the
 surfaces and the store, and exits 0.
 """
