@@ -650,6 +650,7 @@ async def test_beating_processes_are_listed_oldest_first_with_role_and_start(
     async with _registry(kind, tmp_path) as reg:
         before = datetime.now(UTC) - timedelta(seconds=5)
         await reg.first.beat("worker")
+        await asyncio.sleep(0.05)  # SQLite's clock counts milliseconds: two starts, two times
         await reg.second.beat("bot")
         await reg.first.beat("worker")  # a second beat keeps the first start
         found = await reg.viewer.alive()
@@ -702,6 +703,7 @@ async def test_runs_held_are_counted_per_process_and_named_per_run(
 ) -> None:
     async with _registry(kind, tmp_path) as reg:
         await reg.first.beat("worker")
+        await asyncio.sleep(0.05)  # two starts, two times (as above)
         await reg.second.beat("bot")
         held = [await reg.hold(), await reg.hold()]
         found = await reg.viewer.alive()
