@@ -47,6 +47,7 @@ from .stopping import Stopper
 log = logging.getLogger(__name__)
 
 ObserversFor = Callable[[RunRecord], Awaitable[Sequence[Observer] | None]]
+Wanted = Callable[[RunRecord], bool]  # whether to claim a waiting run, asked before claiming it
 
 
 @dataclass(frozen=True)
@@ -284,23 +285,27 @@ class RunManager:
         self,
         observers_for: ObserversFor | None = None,
         surfaces: frozenset[str] | None = None,
+        wanted: Wanted | None = None,
     ) -> list[RunHandle]:
         """Resume every run still marked running that nobody drives (oldest first); with
         `surfaces`, only runs of those. `observers_for` gives a run's observers, or None to
         leave the run for someone else (a surface not running here). A run that cannot be
         resumed is ended with the reason instead of failing at every start. Called again and
         again, this is how a driving process claims the runs whose lease lapsed. Then finish
-        showing the runs that ended while their chat was behind (`deliver_ended`)."""
+        showing the runs that ended while their chat was behind (`deliver_ended`). `wanted`
+        is asked about each run before it is claimed: a run it declines is left alone."""
         handles = []
         for record in await self._resumable(surfaces):
             if record.id in self._runs or record.id in self._starting:
+                continue
+            if wanted is not None and not wanted(record):
                 continue
             with self._claim(record.id):
                 handle = await self._resume_one(record.id, observers_for)
             if handle is not None:
                 handles.append(handle)
         if observers_for is not None:
-            await self.deliver_ended(observers_for)
+            await self.deliver_ended(observers_for, wanted=wanted)
         return handles
 
     async def _resumable(self, surfaces: frozenset[str] | None) -> list[RunRecord]:
@@ -364,6 +369,7 @@ class RunManager:
         observers_for: Callable[[RunRecord], Awaitable[Sequence[Observer] | None]],
         *,
         recent: int = 200,
+        wanted: Wanted | None = None,
     ) -> int:
         """Show the rest of the newest `recent` ended runs whose chat poster still owes their
         closing line (a crash or a shutdown came first): replies from its cursor on, then the
@@ -376,6 +382,8 @@ class RunManager:
             if self._deliveries.get(record.id):
                 continue
             if not await self._owes_closing(record.id, record.spec.surface):
+                continue
+            if wanted is not None and not wanted(record):
                 continue
             # Its posts and cursors are fenced writes: the lease first (a surface's observers_for
             # may already record a post it adopts), kept until the chat has shown the rest.

@@ -143,6 +143,41 @@ class Leases(Protocol):
 
 
 @dataclass(frozen=True)
+class ProcessInfo:
+    """A live driving process, as `backrooms workers` lists it."""
+
+    owner: str  # as leases name it: "host:pid:random"
+    role: str  # the command it runs: bot, worker, discord, slack, serve, run, ...
+    since: datetime  # when it registered (UTC)
+    runs: int  # the runs it holds a live lease on
+
+
+class Processes(Protocol):
+    """The registry of live driving processes (issue 15). A driving process `beat`s when it opens
+    the store and every third of `seconds` after, whether or not it holds runs, and `leave`s on a
+    clean exit; one whose heartbeat lapsed (it died or froze) is not alive. Times are the store's
+    clock. A store opened by a process that drives nothing may only read (`alive`, `holders`)."""
+
+    seconds: float  # how long one beat keeps the process alive
+
+    async def beat(self, role: str) -> None:
+        """Register this process as `role`, or keep it registered for `seconds` more."""
+        ...
+
+    async def leave(self) -> None:
+        """Remove this process (a clean exit); no-op if it is not registered."""
+        ...
+
+    async def alive(self) -> list[ProcessInfo]:
+        """The processes whose heartbeat has not lapsed, oldest first."""
+        ...
+
+    async def holders(self, run_ids: Sequence[int]) -> dict[int, str]:
+        """Those of `run_ids` that a live lease holds, each with its holder (the owner text)."""
+        ...
+
+
+@dataclass(frozen=True)
 class LiveLine:
     """The reply being streamed in a run, as its driver last wrote it."""
 

@@ -26,7 +26,7 @@ from .interrupts import (
 
 DEMO_TURNS = 3
 DEMO_WEB_TURNS = 10
-SERVICES = ("discord", "slack", "serve", "bot")
+SERVICES = ("discord", "slack", "serve", "bot", "worker")
 RUN_HELP = "a stored run's id (`backrooms runs` lists them)"
 EPILOG = (
     "Start with `backrooms demo` (no key, no network). `backrooms COMMAND --help` tells more; "
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     tpl.add_argument("--templates-dir", type=_folder, default=None, help="look here first")
     sub.add_parser("models", help="list the model aliases and whether their keys are set")
     _service_parsers(sub)
+    _worker_parsers(sub)
     sub.add_parser("runs", help="list stored runs, newest first")
     show = sub.add_parser("show", help="print a stored run's transcript")
     show.add_argument("run_id", type=_run_id, metavar="RUN", help=RUN_HELP)
@@ -148,6 +149,22 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("bot", help="run every surface that has credentials, and the web viewer on PORT")
 
 
+def _worker_parsers(sub: argparse._SubParsersAction) -> None:
+    work = sub.add_parser("worker", help="drive waiting runs that no chat shows, until SIGTERM")
+    work.add_argument(
+        "--max-runs",
+        type=_positive_int,
+        default=None,
+        help="the most runs it drives at once (default: BACKROOMS_MAX_RUNS)",
+    )
+    sub.add_parser("workers", help="list the live processes that drive runs")
+    start = sub.add_parser("start", help="store a run for a worker to drive, and return")
+    start.add_argument("--lm", nargs="+", required=True, metavar="MODEL", help="participants")
+    start.add_argument("--template", default="cli", help="conversation template (default: cli)")
+    start.add_argument("--max-turns", type=_positive_int, default=None, help="default: no limit")
+    start.add_argument("--templates-dir", type=_folder, default=None, help="look here first")
+
+
 def _version() -> str:
     from importlib import metadata
 
@@ -220,6 +237,9 @@ READS: Mapping[str, frozenset[str]] = {
     "stop": frozenset(),
     "slack": _ENGINE | {"web", "slack"},
     "serve": _ENGINE | {"web"},
+    "worker": _ENGINE,
+    "workers": frozenset(),
+    "start": _ENGINE,
 }
 CHAT_TOKENS = (("discord", "DISCORD_TOKEN"), ("slack", "SLACK_BOT_TOKEN"))
 
@@ -278,6 +298,8 @@ def _command(name: str) -> Callable[..., int]:
         from . import cli_stored as module
     elif name == "db":
         from . import cli_db as module
+    elif name in ("worker", "workers", "start"):
+        from . import cli_workers as module
     elif name in ("templates", "models"):
         from . import cli_listings as module
     elif name == "stop":

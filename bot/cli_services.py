@@ -29,7 +29,7 @@ def cmd_discord(args: argparse.Namespace, settings: Settings, interrupts: Interr
 
         print(invite_url(application_id(settings)))
         return 0
-    return _serve(settings, interrupts, [_discord_surface(settings)])
+    return _serve(settings, interrupts, [_discord_surface(settings)], "discord")
 
 
 def _discord_surface(settings: Settings) -> DiscordSurface:
@@ -46,7 +46,7 @@ def _discord_surface(settings: Settings) -> DiscordSurface:
 def cmd_slack(args: argparse.Namespace, settings: Settings, interrupts: Interrupts) -> int:
     from .slack import SlackSurface
 
-    return _serve(settings, interrupts, [SlackSurface(settings)])
+    return _serve(settings, interrupts, [SlackSurface(settings)], "slack")
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings, interrupts: Interrupts) -> int:
@@ -54,7 +54,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings, interrupts: Interrup
 
     demo = DEMO_WEB_TURNS if args.demo else None
     surface = WebSurface(settings, host=args.host, port=args.port, demo_turns=demo)
-    return _serve(settings, interrupts, [surface])
+    return _serve(settings, interrupts, [surface], "serve")
 
 
 def cmd_bot(args: argparse.Namespace, settings: Settings, interrupts: Interrupts) -> int:
@@ -76,12 +76,17 @@ def cmd_bot(args: argparse.Namespace, settings: Settings, interrupts: Interrupts
     return _serve(settings, interrupts, surfaces)
 
 
-def _serve(settings: Settings, interrupts: Interrupts, surfaces: list[Any]) -> int:
+def _serve(
+    settings: Settings, interrupts: Interrupts, surfaces: list[Any], role: str = "bot"
+) -> int:
+    """`role`: what `backrooms workers` calls this process."""
+    from .claiming import Claims
     from .service import serve
 
     logs.setup(logging.INFO, sys.stdout)
+    claims = Claims(role, frozenset(s.name for s in surfaces), settings.max_runs)
     try:
-        return eventloop.run(serve(settings, surfaces), settings.event_loop)
+        return eventloop.run(serve(settings, surfaces, claims), settings.event_loop)
     finally:
         # The loop gave SIGTERM back to its default action when it closed: take it again, so a
         # signal in the last lines still ends the process with our status, not by the signal.

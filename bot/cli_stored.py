@@ -34,19 +34,21 @@ def cmd_runs(args: argparse.Namespace, settings: Settings, interrupts: Interrupt
 async def _list_runs(settings: Settings) -> int:
     async with await open_store(settings.store, owner=False) as store:
         runs = await store.list_runs(limit=100)
+        holders = await store.processes.holders([r.id for r in runs if r.status == "running"])
     if not runs:
         print(f"no runs yet in {settings.store.shown}; try: backrooms demo")
         return 0
     print(
         f"{'id':>5}  {'participants':28} {'template':14} {'status':26} {'turns':>5} "
-        f"{'tokens':>9} {'cost':>9}  started"
+        f"{'tokens':>9} {'cost':>9}  {'started':16}  owner"
     )
     for run in runs:
-        print(_row(run))
+        print(_row(run, holders.get(run.id)))
     return 0
 
 
-def _row(run: RunRecord) -> str:
+def _row(run: RunRecord, holder: str | None = None) -> str:
+    """`holder`: the process whose live lease holds a running run (none: it is waiting)."""
     who = " ".join(p.alias for p in run.participants)
     status = run.end.reason if run.end else run.status
     if run.end and run.end.reason == "ctrl_c":
@@ -57,7 +59,7 @@ def _row(run: RunRecord) -> str:
     return (
         f"{run.id:>5}  {who[:28]:28} {run.spec.template[:14]:14} {status[:26]:26} "
         f"{run.turns:>5} {tokens:>9} {costs.cost_cell(run):>9}  {started}"
-    )
+    ) + (f"  {holder or 'waiting'}" if run.status == "running" else "")
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings, interrupts: Interrupts) -> int:

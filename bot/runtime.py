@@ -18,8 +18,16 @@ from pathlib import Path
 
 from backrooms_engine import templates
 from backrooms_engine.engine import RetryPolicy
+from backrooms_engine.heartbeat import Heartbeat
 from backrooms_engine.manager import Limits, RunManager
-from backrooms_engine.ports import Archive, Leases, LiveText, SurfaceState, TranscriptStore
+from backrooms_engine.ports import (
+    Archive,
+    Leases,
+    LiveText,
+    Processes,
+    SurfaceState,
+    TranscriptStore,
+)
 from backrooms_engine.pricing import load_prices
 from backrooms_engine.providers import ProviderPool
 from backrooms_engine.registry import Registry, load_registry
@@ -40,11 +48,23 @@ class Runtime:
     manager: RunManager
     live_text: LiveText  # the text other processes' runs are streaming, for the web viewer
     leases: Leases | None = None  # None: this process drives no run
+    processes: Processes | None = None  # the live driving processes, this one among them
 
 
 def template_dirs(settings: Settings, extra: Path | None = None) -> list[Path]:
     given = [p for p in (extra, settings.templates_dir) if p is not None]
     return templates.search_path(given)
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(
+        max_runs=settings.max_runs,
+        max_runs_per_space=settings.max_runs_per_space,
+        chat_max_turns=settings.chat_max_turns,
+        token_budget=settings.token_budget,
+        budget_usd=settings.budget_usd,
+        space_daily_usd=settings.space_daily_usd,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -53,7 +73,9 @@ async def open_runtime(
     *,
     templates_dir: Path | None = None,
     registry: Registry | None = None,
+    role: str = "run",
 ) -> AsyncIterator[Runtime]:
+    """`role`: what this process is in `backrooms workers` (bot, worker, run, ...)."""
     given = registry is not None
     registry = registry or load_registry(settings.models_file)
     # A registry handed in (tests) may lack the shipped aliases that prices name: not checked then.
@@ -75,19 +97,14 @@ async def open_runtime(
             base_delay=settings.retry_base_delay,
             deadline=settings.request_timeout,
         ),
-        limits=Limits(
-            max_runs=settings.max_runs,
-            max_runs_per_space=settings.max_runs_per_space,
-            chat_max_turns=settings.chat_max_turns,
-            token_budget=settings.token_budget,
-            budget_usd=settings.budget_usd,
-            space_daily_usd=settings.space_daily_usd,
-        ),
+        limits=limits(settings),
         chat_lag=settings.chat_lag,
         leases=store.leases,
         live_text=store.live_text,
         prices=prices,
     )
+    heartbeat = Heartbeat(store.processes, role)  # registered until it leaves, below
+    await heartbeat.start()
     try:
         yield Runtime(
             settings=settings,
@@ -100,8 +117,10 @@ async def open_runtime(
             manager=manager,
             live_text=store.live_text,
             leases=store.leases,
+            processes=store.processes,
         )
     finally:
         await manager.shutdown(settings.shutdown_deadline)
+        await heartbeat.close()
         await providers.aclose()
         await store.close()

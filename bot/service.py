@@ -1,9 +1,11 @@
-"""The long-running service: chat surfaces and the web viewer around one RunManager.
+"""The long-running service: chat surfaces and the web viewer around one RunManager, or none of
+them (`backrooms worker`).
 
 Several services may share one store (ARCHITECTURE.md, "Runs owned by leases"): each drives the
-runs it starts, and about once a second claims the waiting runs of its surfaces (never claimed,
+runs it starts, and about once a second claims the waiting runs it can serve (never claimed,
 released by a service that stopped, or whose owner died or stopped renewing its lease), rebuilding
-each from the store. On SIGTERM or SIGINT it stops taking commands, stops its runs within the
+each from the store: its own surfaces' runs in its own spaces, or for a worker every run no chat
+shows (claiming.py). On SIGTERM or SIGINT it stops taking commands, stops its runs within the
 shutdown deadline and releases their leases (another copy claims them at once), closes the
 surfaces and the store, and exits 0.
 """
@@ -22,6 +24,7 @@ from backrooms_engine.ports import Observer
 from backrooms_engine.providers import ProviderPool
 from backrooms_engine.records import RunRecord
 
+from .claiming import Choice, Claims
 from .runtime import Runtime, open_runtime
 from .settings import Settings
 
@@ -40,6 +43,11 @@ class Surface(Protocol):
         the run alone (the surface found it cannot go on and ended it)."""
         ...
 
+    def shows(self, record: RunRecord) -> bool:
+        """Whether this surface can show a run of its own surface: its space (a Discord server,
+        a Slack workspace) is one it is connected to. Asked before a waiting run is claimed."""
+        ...
+
     async def stop_accepting(self) -> None:
         """Refuse new commands politely; runs are paused by the manager next."""
         ...
@@ -47,12 +55,16 @@ class Surface(Protocol):
     async def close(self) -> None: ...
 
 
-async def serve(settings: Settings, surfaces: Sequence[Surface]) -> int:
+async def serve(
+    settings: Settings, surfaces: Sequence[Surface], claims: Claims | None = None
+) -> int:
+    """`claims`: which waiting runs to claim (default: those its surfaces show, as a `bot`)."""
+    claims = claims or Claims("bot", frozenset(s.name for s in surfaces), settings.max_runs)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, role=claims.role) as rt:
         started: list[Surface] = []
         await warm(rt.providers)
         try:
@@ -61,7 +73,15 @@ async def serve(settings: Settings, surfaces: Sequence[Surface]) -> int:
                 started.append(surface)
                 log.info("%s surface ready", surface.name)
             by_name = {s.name: s for s in surfaces}
-            claiming = asyncio.create_task(_claim_waiting(rt, by_name), name="claim waiting runs")
+            log.info(
+                "%s ready: claims waiting runs of %s, at most %d at once",
+                claims.role,
+                ", ".join(sorted(claims.surfaces)) or "no surface",
+                claims.max_runs,
+            )
+            claiming = asyncio.create_task(
+                _claim_waiting(rt, by_name, claims), name="claim waiting runs"
+            )
             try:
                 await stopping.wait()
             finally:
@@ -102,26 +122,18 @@ def _freeze_once() -> None:
 CLAIM_EVERY = 1.0  # seconds between two looks for waiting runs, at most
 
 
-async def _claim_waiting(rt: Runtime, surfaces: dict[str, Surface]) -> None:
-    """Claim, again and again, the runs of these surfaces that nobody drives."""
+async def _claim_waiting(rt: Runtime, surfaces: dict[str, Surface], claims: Claims) -> None:
+    """Claim, again and again, the waiting runs this process can serve (claiming.py)."""
     period = min(CLAIM_EVERY, rt.settings.lease_seconds / 3)
-    names = frozenset(surfaces)
+    choice = Choice(rt, surfaces, claims)
     while True:
         try:
-            resumed = await rt.manager.resume_all(_owned_by(surfaces), surfaces=names)
+            resumed = await rt.manager.resume_all(
+                choice.observers_for, surfaces=claims.surfaces, wanted=choice.fresh_round()
+            )
         except StoreError as exc:  # the store is busy or gone for a moment: look again later
             log.warning("cannot look for waiting runs: %s", exc)
         else:
             for handle in resumed:
                 log.info("run %s: claimed, going on from the store", handle.id)
         await asyncio.sleep(period)
-
-
-def _owned_by(surfaces: dict[str, Surface]):
-    async def observers_for(record: RunRecord) -> Sequence[Observer] | None:
-        surface = surfaces.get(record.spec.surface)
-        if surface is None:
-            return None  # a terminal run, or a surface not running here: `backrooms resume` it
-        return await surface.observers_for(record)
-
-    return observers_for

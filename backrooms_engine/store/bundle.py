@@ -19,6 +19,7 @@ from ..ports import (
     Hit,
     Leases,
     LiveText,
+    Processes,
     RunFilter,
     SurfaceState,
     TranscriptStore,
@@ -38,6 +39,7 @@ class AllPorts(ClosesOnExit):
     surface_state: SurfaceState
     archive: Archive
     live_text: LiveText
+    processes: Processes  # the live driving processes (a viewer's store only reads it)
     leases: Leases | None = None  # set on a store opened by a process that drives runs
 
     async def close(self) -> None:

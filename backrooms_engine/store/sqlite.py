@@ -19,6 +19,7 @@ from .connection import Database
 from .leases import Owner, SqliteLeases
 from .live_text import SqlLiveText
 from .opening import configure, connect, prepare_directory
+from .processes import SqlProcesses
 from .surface_state import SqliteSurfaceState
 from .transcript import SqliteTranscript
 
@@ -39,6 +40,9 @@ class SqliteStore(AllPorts):
         # None for a store that drives no run (a viewer, `serve`): its writes are not fenced.
         self.leases: SqliteLeases | None = (
             None if driver is None else SqliteLeases(self._writer, driver, lease_seconds)
+        )
+        self.processes = SqlProcesses(
+            self._writer, self._reader, None if driver is None else driver.text, lease_seconds
         )
 
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import aiohttp
 import discord
@@ -22,7 +22,7 @@ from backrooms_engine.records import RunRecord
 
 from ..failures import Unreachable
 from ..runtime import Runtime
-from ..settings import Settings
+from ..settings import DiscordSettings, Settings
 from .cog import BackroomsCog, stop_command
 from .commands import Commands
 from .poster import SURFACE
@@ -41,6 +41,17 @@ def make_bot() -> commands.Bot:
         intents=discord.Intents(guilds=True),
         allowed_mentions=discord.AllowedMentions.none(),
         help_command=None,
+    )
+
+
+def servers_shown(joined: Iterable[int], settings: DiscordSettings) -> frozenset[str]:
+    """The servers whose runs this bot claims (as RunSpec.space spells them): those it is in,
+    narrowed to DISCORD_GUILD_IDS and DISCORD_ALLOWED_GUILDS where they are set."""
+    return frozenset(
+        str(guild)
+        for guild in joined
+        if (not settings.guild_ids or guild in settings.guild_ids)
+        and (not settings.allowed_guilds or guild in settings.allowed_guilds)
     )
 
 
@@ -111,6 +122,10 @@ class DiscordSurface:
         if self._relay is None:
             raise RuntimeError("the Discord surface is not started")
         return await self._relay.resumed_observers(record)
+
+    def shows(self, record: RunRecord) -> bool:
+        joined = [] if self._bot is None else [g.id for g in self._bot.guilds]
+        return record.spec.space in servers_shown(joined, self._settings.discord)
 
     async def stop_accepting(self) -> None:
         if self._commands is not None:

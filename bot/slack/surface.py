@@ -81,8 +81,9 @@ def make_client(
     )
 
 
-async def identify(client: AsyncWebClient) -> str:
-    """The bot's name (for "/invite @name"), checking the token and its scopes up front."""
+async def identify(client: AsyncWebClient) -> tuple[str, str | None]:
+    """The bot's name (for "/invite @name") and its workspace's id, checking the token and its
+    scopes up front."""
     try:
         auth = await client.auth_test()
     except SlackApiError as exc:
@@ -93,7 +94,8 @@ async def identify(client: AsyncWebClient) -> str:
         missing = [s for s in NEEDED_SCOPES if s not in granted]
         if missing:
             log.warning("the Slack app lacks scopes %s; see slack-manifest.yml", ", ".join(missing))
-    return str(auth.get("user") or "backrooms")
+    team = auth.get("team_id")
+    return str(auth.get("user") or "backrooms"), None if team is None else str(team)
 
 
 class SlackSurface:
@@ -120,6 +122,7 @@ class SlackSurface:
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
         self.http_port: int | None = None  # the port HTTP mode listens on, once started
+        self._team: str | None = None  # the workspace, once connected
 
     async def start(self, rt: Runtime) -> None:
         mode = connection_mode(self._settings.slack)
@@ -134,7 +137,7 @@ class SlackSurface:
         slack = self._settings.slack
         client = make_client(slack, session, self._rate_retries)
         try:
-            bot_name = await identify(client)
+            bot_name, self._team = await identify(client)
         except aiohttp.ClientConnectionError as exc:
             raise Unreachable.at("Slack", client.base_url, "SLACK_API_URL", exc) from None
         if mode == "socket":
@@ -212,6 +215,10 @@ class SlackSurface:
             await self._relay.rt.manager.abandon(record, "its Slack thread was never made")
             return None
         return [await self._relay.poster(record, thread)]
+
+    def shows(self, record: RunRecord) -> bool:
+        """Runs of its own workspace (every one, if Slack did not say which it is)."""
+        return self._team is None or record.spec.space == self._team
 
     async def stop_accepting(self) -> None:
         self._accepting = False

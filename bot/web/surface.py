@@ -157,6 +157,9 @@ class WebSurface:
     async def observers_for(self, record: RunRecord) -> Sequence[Observer]:
         return []  # a resumed web run needs no poster: the tap shows it like every other run
 
+    def shows(self, record: RunRecord) -> bool:
+        return True  # the web is one space: every viewer shows every run
+
     async def stop_accepting(self) -> None:
         if self.app is not None:
             self.app.state.web.accepting = False

@@ -304,6 +304,7 @@ async def test_runs_lists_every_run_newest_first(model_server, tmp_path):
         "tokens",
         "cost",
         "started",
+        "owner",
     ]
     assert len(rows) == 2
     runs = {run.id: run for run, _ in await stored(tmp_path / "backrooms.db")}

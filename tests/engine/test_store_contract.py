@@ -10,6 +10,8 @@ tests/engine/test_store_postgres.py. Each PostgreSQL test runs in a schema of it
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,10 +22,12 @@ from pathlib import Path
 import pytest
 
 from backrooms_engine.errors import ConfigError, StoreError, UnknownRunError
-from backrooms_engine.ports import Archive, RunFilter, SurfaceState, TranscriptStore
+from backrooms_engine.ports import Archive, Processes, RunFilter, SurfaceState, TranscriptStore
 from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunSpec, Usage
 from backrooms_engine.store import SqliteStore, StoreLocation
 from backrooms_engine.store.postgres import PostgresStore
+from backrooms_engine.store.processes import SqlProcesses
+from tests.fakes.memory_processes import MemoryProcesses, ProcessTable
 from tests.fakes.memory_store import MemoryStore
 from tests.postgres import fresh_schema
 
@@ -600,3 +604,171 @@ async def test_hits_show_the_matching_reply_with_the_words_marked(ports: Ports) 
     assert shown.endswith("…") and shown.strip("…") in texts[1]  # cut, but never rewritten
     assert await ports.archive.hits("submarine", [run_id]) == {}
     assert await ports.archive.hits("* :", [run_id]) == {}
+
+
+# --- Processes: the live driving processes --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Two driving processes and a viewer on one store, and a way to hold a run as `first`."""
+
+    first: Processes
+    second: Processes
+    viewer: Processes
+    hold: Callable[[], Awaitable[int]]  # a run `first` holds a live lease on: its id
+    close: Callable[[], Awaitable[None]]
+
+
+async def _sqlite_registry(tmp_path: Path, seconds: float) -> Registry:
+    path = tmp_path / "data" / "backrooms.db"
+    first, second = [await SqliteStore.open(path, lease_seconds=seconds) for _ in range(2)]
+    viewer = await SqliteStore.open(path, owner=False)
+
+    async def hold() -> int:
+        return (await first.create_run(spec(), CAST, "log.txt", T0)).id  # it is first's at once
+
+    async def close() -> None:
+        for store in (first, second, viewer):
+            await store.close()
+
+    return Registry(first.processes, second.processes, viewer.processes, hold, close)
+
+
+async def _memory_registry(tmp_path: Path, seconds: float) -> Registry:
+    table = ProcessTable()
+    store = MemoryStore()
+    first = MemoryProcesses(table, "here:1:aa", seconds)
+
+    async def hold() -> int:
+        run_id = (await store.create_run(spec(), CAST, "log.txt", T0)).id
+        table.leases[run_id] = ("here:1:aa", table.clock() + 10)
+        return run_id
+
+    second = MemoryProcesses(table, "here:2:bb", seconds)
+    return Registry(first, second, MemoryProcesses(table, None), hold, store.close)
+
+
+async def _postgres_registry(url: str, seconds: float) -> Registry:
+    location = StoreLocation("postgres", url)
+    first, second = [await PostgresStore.open(location, lease_seconds=seconds) for _ in range(2)]
+    viewer = await PostgresStore.open(location, owner=False)
+
+    async def hold() -> int:
+        if first.leases is None:
+            pytest.skip("runs held are counted from leases, not on PostgreSQL yet (pgleases)")
+        record = await viewer.create_run(spec(), CAST, "log.txt", T0)
+        await first.leases.claim(record.id)
+        return record.id
+
+    async def close() -> None:
+        for store in (first, second, viewer):
+            await store.close()
+
+    return Registry(first.processes, second.processes, viewer.processes, hold, close)
+
+
+@contextlib.asynccontextmanager
+async def _registry(kind: str, tmp_path: Path, seconds: float = 10.0) -> AsyncIterator[Registry]:
+    if kind == "postgres":
+        async with fresh_schema() as url:
+            opened = await _postgres_registry(url, seconds)
+            try:
+                yield opened
+            finally:
+                await opened.close()
+        return
+    opened = await (_sqlite_registry if kind == "sqlite" else _memory_registry)(tmp_path, seconds)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+KINDS = ["sqlite", "memory", "postgres"]
+
+
+@pytest.mark.parametrize("implementation", [SqlProcesses, MemoryProcesses])
+def test_every_processes_implementation_has_the_port_s_methods(implementation: type) -> None:
+    declared = {n: f for n, f in vars(Processes).items() if inspect.isfunction(f) and n[0] != "_"}
+    assert set(declared) == {"beat", "leave", "alive", "holders"}
+    for name, method in declared.items():
+        ours = getattr(implementation, name)
+        assert inspect.iscoroutinefunction(ours), name
+        assert inspect.signature(ours).parameters == inspect.signature(method).parameters, name
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_no_process_is_alive_until_one_beats(kind: str, tmp_path: Path) -> None:
+    async with _registry(kind, tmp_path) as reg:
+        assert await reg.viewer.alive() == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_beating_processes_are_listed_oldest_first_with_role_and_start(
+    kind: str, tmp_path: Path
+) -> None:
+    async with _registry(kind, tmp_path) as reg:
+        before = datetime.now(UTC) - timedelta(seconds=5)
+        await reg.first.beat("worker")
+        await asyncio.sleep(0.05)  # SQLite's clock counts milliseconds: two starts, two times
+        await reg.second.beat("bot")
+        await reg.first.beat("worker")  # a second beat keeps the first start
+        found = await reg.viewer.alive()
+        assert [(p.role, p.runs) for p in found] == [("worker", 0), ("bot", 0)]
+        assert found[0].owner != found[1].owner
+        assert all(before < p.since < datetime.now(UTC) + timedelta(seconds=5) for p in found)
+        assert found[0].since <= found[1].since and found[0].since.tzinfo is not None
+        assert await reg.first.alive() == found  # every process reads the same
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_process_that_leaves_is_no_longer_alive(kind: str, tmp_path: Path) -> None:
+    async with _registry(kind, tmp_path) as reg:
+        await reg.first.beat("worker")
+        await reg.second.beat("worker")
+        await reg.first.leave()
+        await reg.first.leave()  # leaving twice is harmless
+        assert [p.owner for p in await reg.viewer.alive()] == [
+            p.owner for p in await reg.second.alive()
+        ]
+        assert len(await reg.viewer.alive()) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_process_whose_heartbeat_lapsed_is_not_alive(kind: str, tmp_path: Path) -> None:
+    async with _registry(kind, tmp_path, seconds=0.3) as reg:
+        await reg.first.beat("worker")
+        assert len(await reg.viewer.alive()) == 1
+        for _ in range(200):  # bounded: 10 s at most
+            if not await reg.viewer.alive():
+                break
+            await asyncio.sleep(0.05)
+        assert await reg.viewer.alive() == []
+        await reg.first.beat("worker")  # beating again makes it alive again
+        assert len(await reg.viewer.alive()) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_store_that_drives_nothing_registers_no_process(kind: str, tmp_path: Path) -> None:
+    async with _registry(kind, tmp_path) as reg:
+        with pytest.raises(StoreError, match="drives no run"):
+            await reg.viewer.beat("worker")
+        with pytest.raises(StoreError, match="drives no run"):
+            await reg.viewer.leave()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_runs_held_are_counted_per_process_and_named_per_run(
+    kind: str, tmp_path: Path
+) -> None:
+    async with _registry(kind, tmp_path) as reg:
+        await reg.first.beat("worker")
+        await asyncio.sleep(0.05)  # two starts, two times (as above)
+        await reg.second.beat("bot")
+        held = [await reg.hold(), await reg.hold()]
+        found = await reg.viewer.alive()
+        assert [(p.role, p.runs) for p in found] == [("worker", 2), ("bot", 0)]
+        holders = await reg.viewer.holders([*held, 999])
+        assert holders == {held[0]: found[0].owner, held[1]: found[0].owner}
+        assert await reg.viewer.holders([]) == {}

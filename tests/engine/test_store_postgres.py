@@ -66,8 +66,8 @@ SHIPPED = [
     (5, "005_leases"),
     (6, "006_cost"),
     (7, "007_desired"),
-    (8, "008_reserved"),  # placeholders until queue and worker land
-    (9, "009_reserved"),
+    (8, "008_reserved"),  # a placeholder until queue lands
+    (9, "009_processes"),
     (10, "010_pg_fence"),
 ]
 

@@ -24,6 +24,7 @@ from ..desired import PG_ANNOUNCE
 from ..leases import Owner
 from ..live_text import SqlLiveText
 from ..location import StoreLocation
+from ..processes import SqlProcesses
 from ..rules import duplicate_reply
 from ..sql import Session
 from ..surface_state import SqliteSurfaceState
@@ -94,6 +95,8 @@ class PostgresStore(AllPorts):
         if driver is not None:
             self.leases = PgLeases(self._writer, driver, lease_seconds)
             self.transcript.created = self.leases.adopt
+        owner = None if driver is None else driver.text
+        self.processes = SqlProcesses(self._writer, self._reader, owner, lease_seconds, PG_NOW)
 
     @classmethod
     async def open(
