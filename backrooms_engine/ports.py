@@ -16,7 +16,7 @@ from typing import Protocol
 
 from .conversation import ModelRequest
 from .events import Event
-from .records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
+from .records import Blueprint, ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
 
 
 class Provider(Protocol):
@@ -54,7 +54,24 @@ class TranscriptStore(Protocol):
         participants: Sequence[ParticipantInfo],
         log_path: str,
         created_at: datetime,
-    ) -> RunRecord: ...
+        *,
+        blueprint: Blueprint | None = None,
+        queued: bool = False,
+    ) -> RunRecord:
+        """Store a new run with what rebuilds it anywhere (`blueprint`). A driving process's
+        store makes the run its own at once (Leases); `queued`: nobody drives it until a driving
+        process claims it (a start from a process that drives nothing)."""
+        ...
+
+    async def claimed(self, run_id: int) -> None:
+        """The caller has taken the run to drive it: a queued run is running from now on (no-op
+        for a run that is not queued)."""
+        ...
+
+    async def blueprint(self, run_id: int) -> Blueprint | None:
+        """What `create_run` stored to rebuild the run; None for runs stored before there was
+        one (rebuilt from the templates folder and the registry)."""
+        ...
 
     async def append_reply(self, reply: Reply) -> None: ...
 
@@ -83,7 +100,8 @@ class TranscriptStore(Protocol):
     async def mark_delivered(self, run_id: int, observer: str, count: int) -> None: ...
 
     async def running_runs(self) -> list[RunRecord]:
-        """Runs still marked running (left by a crash or a shutdown), oldest first."""
+        """Runs to drive: queued, or still marked running (left by a crash or a shutdown), not
+        paused, oldest first."""
         ...
 
     async def recent_ended(self, limit: int) -> list[RunRecord]:
@@ -190,7 +208,7 @@ class RunFilter:
 
     model: str | None = None  # a participant's alias
     template: str | None = None
-    status: str | None = None  # running | paused | ended
+    status: str | None = None  # queued | running | paused | ended
     q: str | None = None  # words to find in reply text
     before: int | None = None  # run ids below this one (the next page)
 

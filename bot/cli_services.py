@@ -52,9 +52,11 @@ def cmd_slack(args: argparse.Namespace, settings: Settings, interrupts: Interrup
 def cmd_serve(args: argparse.Namespace, settings: Settings, interrupts: Interrupts) -> int:
     from .web import WebSurface
 
+    # `serve` drives nothing: its form queues runs for `backrooms bot` or `backrooms worker`.
+    # Only a --demo run is driven here, by the process that started it (as `backrooms run`).
     demo = DEMO_WEB_TURNS if args.demo else None
-    surface = WebSurface(settings, host=args.host, port=args.port, demo_turns=demo)
-    return _serve(settings, interrupts, [surface])
+    surface = WebSurface(settings, host=args.host, port=args.port, demo_turns=demo, drives=False)
+    return _serve(settings, interrupts, [surface], claims=False, drives=args.demo)
 
 
 def cmd_bot(args: argparse.Namespace, settings: Settings, interrupts: Interrupts) -> int:
@@ -76,12 +78,20 @@ def cmd_bot(args: argparse.Namespace, settings: Settings, interrupts: Interrupts
     return _serve(settings, interrupts, surfaces)
 
 
-def _serve(settings: Settings, interrupts: Interrupts, surfaces: list[Any]) -> int:
+def _serve(
+    settings: Settings,
+    interrupts: Interrupts,
+    surfaces: list[Any],
+    *,
+    claims: bool = True,
+    drives: bool = True,
+) -> int:
     from .service import serve
 
     logs.setup(logging.INFO, sys.stdout)
     try:
-        return eventloop.run(serve(settings, surfaces), settings.event_loop)
+        work = serve(settings, surfaces, claims=claims, drives=drives)
+        return eventloop.run(work, settings.event_loop)
     finally:
         # The loop gave SIGTERM back to its default action when it closed: take it again, so a
         # signal in the last lines still ends the process with our status, not by the signal.

@@ -34,6 +34,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings, interrupts: Interrupt
 async def _list_runs(settings: Settings) -> int:
     async with await open_store(settings.store, owner=False) as store:
         runs = await store.list_runs(limit=100)
+        driven = await store.live_text.driven([r.id for r in runs if r.status == "running"])
     if not runs:
         print(f"no runs yet in {settings.store.shown}; try: backrooms demo")
         return 0
@@ -42,13 +43,15 @@ async def _list_runs(settings: Settings) -> int:
         f"{'tokens':>9} {'cost':>9}  started"
     )
     for run in runs:
-        print(_row(run))
+        print(_row(run, driven))
     return 0
 
 
-def _row(run: RunRecord) -> str:
+def _row(run: RunRecord, driven: set[int]) -> str:
     who = " ".join(p.alias for p in run.participants)
     status = run.end.reason if run.end else run.status
+    if run.status == "running" and run.id not in driven:
+        status = "waiting"  # no process holds its lease: a driving process claims it next
     if run.end and run.end.reason == "ctrl_c":
         status = f"^C^C by {run.end.actor}"
     total = costs.total_tokens(run)

@@ -40,6 +40,7 @@ class Runtime:
     manager: RunManager
     live_text: LiveText  # the text other processes' runs are streaming, for the web viewer
     leases: Leases | None = None  # None: this process drives no run
+    drives: bool = True  # False: `backrooms serve`, whose starts are queued for a driving process
 
 
 def template_dirs(settings: Settings, extra: Path | None = None) -> list[Path]:
@@ -53,13 +54,18 @@ async def open_runtime(
     *,
     templates_dir: Path | None = None,
     registry: Registry | None = None,
+    drives: bool = True,
 ) -> AsyncIterator[Runtime]:
+    """`drives=False`: this process drives no run (its store has no Leases); runs it starts are
+    queued for a driving process."""
     given = registry is not None
     registry = registry or load_registry(settings.models_file)
     # A registry handed in (tests) may lack the shipped aliases that prices name: not checked then.
     prices = load_prices(settings.models_file, aliases=None if given else registry.models)
     dirs = template_dirs(settings, templates_dir)
-    store = await open_store(settings.store, owner=True, lease_seconds=settings.lease_seconds)
+    store = await open_store(
+        settings.store, owner=True, drives=drives, lease_seconds=settings.lease_seconds
+    )
     providers = ProviderPool(
         settings.env, timeout=settings.read_timeout, prompt_cache=settings.prompt_cache
     )
@@ -100,6 +106,7 @@ async def open_runtime(
             manager=manager,
             live_text=store.live_text,
             leases=store.leases,
+            drives=drives,
         )
     finally:
         await manager.shutdown(settings.shutdown_deadline)

@@ -47,12 +47,16 @@ class Surface(Protocol):
     async def close(self) -> None: ...
 
 
-async def serve(settings: Settings, surfaces: Sequence[Surface]) -> int:
+async def serve(
+    settings: Settings, surfaces: Sequence[Surface], *, claims: bool = True, drives: bool = True
+) -> int:
+    """`claims=False`: take no waiting run (`backrooms serve`, whose form queues runs for a
+    driving process); `drives=False`: drive nothing at all (no Leases: nothing to renew)."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, drives=drives) as rt:
         started: list[Surface] = []
         await warm(rt.providers)
         try:
@@ -61,12 +65,16 @@ async def serve(settings: Settings, surfaces: Sequence[Surface]) -> int:
                 started.append(surface)
                 log.info("%s surface ready", surface.name)
             by_name = {s.name: s for s in surfaces}
-            claiming = asyncio.create_task(_claim_waiting(rt, by_name), name="claim waiting runs")
+            claiming = [
+                asyncio.create_task(_claim_waiting(rt, by_name), name="claim waiting runs")
+                for _ in range(1 if claims else 0)
+            ]
             try:
                 await stopping.wait()
             finally:
-                claiming.cancel()
-                await asyncio.gather(claiming, return_exceptions=True)
+                for task in claiming:
+                    task.cancel()
+                await asyncio.gather(*claiming, return_exceptions=True)
             log.info("shutting down: pausing %d runs", len(rt.manager.active()))
         finally:
             for surface in started:

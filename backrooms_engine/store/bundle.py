@@ -22,7 +22,7 @@ from ..ports import (
     SurfaceState,
     TranscriptStore,
 )
-from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
+from ..records import Blueprint, ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
 
 
 class QueuedTranscript(TranscriptStore, Protocol):
@@ -55,8 +55,19 @@ class AllPorts(ClosesOnExit):
         participants: Sequence[ParticipantInfo],
         log_path: str,
         created_at: datetime,
+        *,
+        blueprint: Blueprint | None = None,
+        queued: bool = False,
     ) -> RunRecord:
-        return await self.transcript.create_run(spec, participants, log_path, created_at)
+        return await self.transcript.create_run(
+            spec, participants, log_path, created_at, blueprint=blueprint, queued=queued
+        )
+
+    async def claimed(self, run_id: int) -> None:
+        await self.transcript.claimed(run_id)
+
+    async def blueprint(self, run_id: int) -> Blueprint | None:
+        return await self.transcript.blueprint(run_id)
 
     async def append_reply(self, reply: Reply) -> None:
         await self.transcript.append_reply(reply)
