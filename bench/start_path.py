@@ -41,7 +41,8 @@ async def _measure(folder: Path) -> Counter[str]:
     passes: Counter[str] = Counter()
 
     def profile(frame: FrameType, event: str, arg: Any) -> None:
-        if event != "call":
+        # Only the start itself: not the run's own task, which begins while `start` awaits.
+        if event != "call" or asyncio.current_task() is not measuring:
             return
         here, caller = _module(frame), _module(frame.f_back)
         if here in WATCHED and caller != here:
@@ -52,6 +53,7 @@ async def _measure(folder: Path) -> Counter[str]:
     async with open_runtime(Settings.from_mapping(env)) as rt:
         spec = RunSpec(models=("offline", "offline"), max_turns=1)
         await rt.manager.start(spec)  # warm: imports, template listing, caches
+        measuring = asyncio.current_task()
         sys.setprofile(profile)
         try:
             handle = await rt.manager.start(spec)

@@ -105,8 +105,10 @@ async def test_a_run_stored_here_is_driven_elsewhere_from_its_stored_template_an
     assert sent(model_server) == requests_alone  # the same prompts, to the same model ids
     assert requests_alone[0][0] == "claude-muse-test"
     assert requests_alone[0][1] == "You are Muse 1, talking with GPT4o 2 of openai."
-    assert Path(record.log_path).read_text(encoding="utf-8").endswith(
-        "Reached maximum number of turns (2). Conversation ended.\n"
+    assert (
+        Path(record.log_path)
+        .read_text(encoding="utf-8")
+        .endswith("Reached maximum number of turns (2). Conversation ended.\n")
     )
 
 

@@ -427,7 +427,10 @@ async def test_list_runs_is_newest_first_and_filters(ports: Ports) -> None:
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
-    [({"status": "done"}, "use one of: queued, running, paused, ended"), ({"limit": 0}, "1 or more")],
+    [
+        ({"status": "done"}, "use one of: queued, running, paused, ended"),
+        ({"limit": 0}, "1 or more"),
+    ],
 )
 async def test_list_runs_refuses_bad_arguments_saying_what_is_accepted(
     ports: Ports, arguments: dict[str, object], message: str
