@@ -40,7 +40,6 @@ class Runtime:
     manager: RunManager
     live_text: LiveText  # the text other processes' runs are streaming, for the web viewer
     leases: Leases | None = None  # None: this process drives no run
-    drives: bool = True  # False: `backrooms serve`, whose starts are queued for a driving process
 
 
 def template_dirs(settings: Settings, extra: Path | None = None) -> list[Path]:
@@ -106,7 +105,6 @@ async def open_runtime(
             manager=manager,
             live_text=store.live_text,
             leases=store.leases,
-            drives=drives,
         )
     finally:
         await manager.shutdown(settings.shutdown_deadline)

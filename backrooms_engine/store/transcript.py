@@ -153,9 +153,11 @@ class SqlTranscript:
 
     async def claimed(self, run_id: int) -> None:
         """A driving process took the run: a queued run is running from now on."""
-        await self._db.write(
+        changed = await self._db.write(
             run_id, "UPDATE runs SET queued = 0 WHERE id = ? AND queued = 1", (run_id,)
         )
+        if not changed:
+            await self.get_run(run_id)  # raises UnknownRunError for an id that does not exist
 
     async def blueprint(self, run_id: int) -> Blueprint | None:
         return rows.blueprint_of(await self._db.read_for(run_id, rows.BLUEPRINT, (run_id,)))

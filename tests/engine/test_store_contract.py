@@ -21,7 +21,7 @@ import pytest
 
 from backrooms_engine.errors import ConfigError, StoreError, UnknownRunError
 from backrooms_engine.ports import Archive, RunFilter, SurfaceState, TranscriptStore
-from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunSpec, Usage
+from backrooms_engine.records import Blueprint, ParticipantInfo, Reply, RunEnd, RunSpec, Usage
 from backrooms_engine.store import SqliteStore, StoreLocation
 from backrooms_engine.store.postgres import PostgresStore
 from tests.fakes.memory_store import MemoryStore
@@ -301,6 +301,30 @@ async def test_a_paused_run_is_listed_paused_claimed_by_nobody_until_reopened(
     assert [r.id for r in await ports.transcript.running_runs()] == [paused, going]
 
 
+async def test_a_queued_run_is_listed_queued_and_resumable_until_claimed(ports: Ports) -> None:
+    going = await new_run(ports)
+    queued = (await ports.transcript.create_run(spec(), CAST, "q.txt", T0, queued=True)).id
+    assert (await ports.archive.get_run(queued)).status == "queued"
+    assert (await ports.archive.get_run(queued)).end is None
+    assert [r.id for r in await ports.transcript.running_runs()] == [going, queued]
+    assert [r.id for r in await ports.archive.list_runs(status="queued")] == [queued]
+    assert [r.id for r in await ports.archive.list_runs(status="running")] == [going]
+    assert await found(ports, status="queued") == [queued]
+    await ports.transcript.claimed(going)  # a running run stays running
+    await ports.transcript.claimed(queued)
+    assert [(await ports.archive.get_run(i)).status for i in (going, queued)] == ["running"] * 2
+    assert [r.id for r in await ports.archive.list_runs(status="queued")] == []
+
+
+async def test_a_run_keeps_the_blueprint_it_was_created_with(ports: Ports) -> None:
+    plain = await new_run(ports)
+    blueprint = Blueprint('{"cli": true}\n', '[{"alias": "opus"}]')
+    kept = await ports.transcript.create_run(spec(), CAST, "b.txt", T0, blueprint=blueprint)
+    assert await ports.transcript.blueprint(plain) is None  # as runs stored before 008 are
+    assert await ports.transcript.blueprint(kept.id) == blueprint
+    assert kept.status == "running"
+
+
 async def test_recent_ended_runs_are_newest_first_and_only_ended(ports: Ports) -> None:
     ids = [await new_run(ports) for _ in range(4)]
     for run_id in ids[:3]:
@@ -369,6 +393,8 @@ UNKNOWN_RUN_CALLS: dict[str, Callable[[Ports], Awaitable[object]]] = {
     "finish_run": lambda p: p.transcript.finish_run(42, RunEnd(reason="stopped"), T0),
     "reopen_run": lambda p: p.transcript.reopen_run(42, max_turns=None),
     "pause_run": lambda p: p.transcript.pause_run(42, T0),
+    "claimed": lambda p: p.transcript.claimed(42),
+    "blueprint": lambda p: p.transcript.blueprint(42),
     "replies": lambda p: p.transcript.replies(42),
     "delivered": lambda p: p.transcript.delivered(42, "discord"),
     "mark_delivered": lambda p: p.transcript.mark_delivered(42, "discord", 1),
