@@ -148,7 +148,7 @@
       endLine.hidden = false;
     });
     badge.textContent = state;
-    badge.className = "badge state-" + state.replace("^", "").replace(/ /g, "-");
+    badge.className = "badge state-" + state.replace(/\^/g, "").replace(/ /g, "-");
     endReason.textContent = summary;
   }
 
