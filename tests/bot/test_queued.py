@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 
 from backrooms_engine.logfile import transcript_text
+from backrooms_engine.records import ParticipantInfo, RunSpec
 from backrooms_engine.store import SqliteStore
 from tests.bot.test_shared_store import _free_port, _page, _page_with
 from tests.conftest import fake_env
@@ -120,3 +122,21 @@ async def test_a_refused_start_on_serve_stores_nothing_and_says_one_line(model_s
         await _stop(serve)
     async with await SqliteStore.open(tmp_path / "backrooms.db", owner=False) as store:
         assert await store.list_runs() == []
+
+
+async def test_runs_lists_queued_and_waiting_runs_as_such(tmp_path):
+    cast = [
+        ParticipantInfo(i, "offline", f"Offline {i + 1}", "offline-markov", "offline")
+        for i in (0, 1)
+    ]
+    spec = RunSpec(models=("offline", "offline"), max_turns=2, surface="web")
+    # Stored by a process that drives nothing: nobody holds a lease on either.
+    async with await SqliteStore.open(tmp_path / "backrooms.db", owner=False) as store:
+        await store.create_run(spec, cast, "q.txt", datetime.now(UTC), queued=True)
+        await store.create_run(spec, cast, "w.txt", datetime.now(UTC))
+    code, out, err = await backrooms(
+        "runs", env={"BACKROOMS_DB": str(tmp_path / "backrooms.db")}, cwd=tmp_path
+    )
+    assert code == 0, err
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert " queued " in rows["1"] and " waiting " in rows["2"]
