@@ -65,10 +65,8 @@ async def serve(
                 started.append(surface)
                 log.info("%s surface ready", surface.name)
             by_name = {s.name: s for s in surfaces}
-            claiming = [
-                asyncio.create_task(_claim_waiting(rt, by_name), name="claim waiting runs")
-                for _ in range(1 if claims else 0)
-            ]
+            claim = _claim_waiting(rt, by_name) if claims else None
+            claiming = [] if claim is None else [asyncio.create_task(claim, name="claim runs")]
             try:
                 await stopping.wait()
             finally:

@@ -25,6 +25,7 @@ from ..runtime import Runtime
 from ..settings import Settings
 from .app import create_app
 from .broker import LiveBroker
+from .render import DRIVERS
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ class WebSurface:
             )
         else:
             log.info("web viewer on %s", self.url)
+        if not self.drives:
+            log.info("runs started here are queued: %s claims them", DRIVERS)
         if self.demo_turns is not None:
             await self._start_demo(rt, self.demo_turns)
 
