@@ -125,7 +125,8 @@ class Leases(Protocol):
     seconds: float  # how long a claim or a renewal lasts
 
     async def claim(self, run_id: int) -> int:
-        """Take a run nobody holds, whose lease lapsed, or already ours: its new epoch.
+        """Take a run nobody holds, whose lease lapsed, or already ours: its new epoch. A queued
+        run is running from then on (the manager also says so, TranscriptStore.claimed).
         Raises LeaseHeld (naming the live holder) or UnknownRunError."""
         ...
 

@@ -132,14 +132,14 @@ class SqliteLeases:
 
     async def claim(self, run_id: int) -> int:
         """Take a run nobody holds (or whose lease lapsed, whose holder died on this machine, or
-        that is already ours): its new epoch. Raises LeaseHeld naming the live holder,
+        that is already ours): its new epoch. A queued run is running from now on. Raises LeaseHeld naming the live holder,
         UnknownRunError for a bad id."""
         async with self._db.transaction() as db:
             holder = await _holder(db, run_id)
             # The holder is named in the UPDATE, so it takes only what was just looked at.
             dead = dead_here(holder.owner)
             found = await db.execute_fetchall(
-                f"UPDATE runs SET owner = ?, epoch = epoch + 1, lease_until = {NOW} + ? "
+                f"UPDATE runs SET owner = ?, epoch = epoch + 1, lease_until = {NOW} + ?, queued = 0 "
                 f"WHERE id = ? AND (owner IS NULL OR lease_until IS NULL "
                 f"OR lease_until < {NOW} OR owner = ? OR (owner = ? AND ?)) RETURNING epoch",
                 (self.owner.text, self.seconds, run_id, self.owner.text, holder.owner, dead),
