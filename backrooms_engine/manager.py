@@ -27,9 +27,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import budgets, logfile, templates
+from . import budgets, logfile
 from .caps import Caps, check_caps
-from .conversation import Conversation, Participant, participants_for
+from .conversation import Conversation
 from .delivery import CLOSING_OWED, Delivery, closing_cursor, is_durable
 from .engine import Engine, RetryPolicy, StopReason, StopSignal
 from .errors import BackroomsError, ConfigError, LeaseHeld, LeaseLost, StoreError
@@ -40,8 +40,9 @@ from .live import LiveTextFeed
 from .observers import DEFAULT_QUEUE_SIZE, ObserverHub
 from .ports import Leases, LiveText, Observer, Provider, TranscriptStore
 from .pricing import Prices
-from .records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, now
-from .registry import ModelSpec, Registry, check_keys
+from .records import Reply, RunEnd, RunRecord, RunSpec, now
+from .registry import ModelSpec, Registry
+from .starting import Plan, Starts
 from .stopping import Stopper
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class RunManager:
         self.prices = dict(prices or {})  # by alias (pricing.load_prices)
         self._runs: dict[int, RunHandle] = {}
         self._created: dict[int, RunRecord] = {}  # stored, not launched yet (counted by caps)
+        self._plans: dict[int, Plan] = {}  # what `launch` builds each created run from
+        self._starts = Starts(registry, template_dirs, env, self.prices)
         self._starting_specs: list[RunSpec] = []  # past the caps, not yet going (counted too)
         self._starting: set[int] = set()  # being resumed or extended right now
         self._taps: list[Callable[[RunRecord], Observer | None]] = []
@@ -139,18 +142,12 @@ class RunManager:
             ),
         )
 
-    # -- starting ---------------------------------------------------------------------------
+    # -- starting (one way in: starting.py) -------------------------------------------------
 
-    def prepare(self, spec: RunSpec) -> tuple[RunSpec, list[ModelSpec], templates.Template]:
-        """Check a start request without starting it: limits, models, template, fit, keys.
-        Raises ConfigError subclasses whose messages are meant for the user as they are."""
-        spec = self._apply_limits(spec)
-        specs = self.registry.resolve(spec.models)
-        template = templates.find(spec.template, self.template_dirs)
-        Conversation(template, participants_for(specs))  # checks the participant count and seats
-        check_keys(specs, self._env)
-        budgets.check_priced(spec.budget_usd, specs, self.prices)
-        return spec, specs, template
+    def prepare(self, spec: RunSpec) -> Plan:
+        """Check a start request without starting it: limits, models, template, fit, keys,
+        budget. Raises ConfigError subclasses whose messages are meant for the user as they are."""
+        return self._starts.check(self._apply_limits(spec))
 
     async def start(self, spec: RunSpec, observers: Sequence[Observer] = ()) -> RunHandle:
         return self.launch(await self.create(spec), observers)
@@ -158,34 +155,49 @@ class RunManager:
     async def create(self, spec: RunSpec) -> RunRecord:
         """Check and store a run without starting it, so a surface can prepare where it shows it
         (a thread named after the run) first. `launch` starts it; `abandon` ends it unstarted."""
-        spec, specs, _ = self.prepare(spec)
-        created = now()
-        await self._check_daily_cap(spec, created)
-        path = logfile.allocate(self._log_dir, specs, spec.template, created)
-        participants = participants_for(specs)
-        self._providers_ready(specs)
+        plan, created = await self._checked(spec)
+        path = logfile.allocate(self._log_dir, plan.specs, plan.spec.template, created)
+        self._providers_ready(plan.specs)
         since = time.monotonic()
-        with self._counted(spec):
+        with self._counted(plan.spec):
             # The store counts the caps again in the transaction that stores the run, over
             # every process's runs: several processes on one store share one cap.
-            record = await self.store.create_run(
-                spec, [_info(p) for p in participants], str(path), created, caps=self.limits.caps
+            record = await self._starts.store(
+                self.store, plan, str(path), created, caps=self.limits.caps
             )
         self._keeper.hold(record.id, since)  # the store made it ours in the same statement
         self._created[record.id] = record
+        self._plans[record.id] = plan
         log.info("run %s: created by %s: %s", record.id, spec.started_by, " ".join(spec.models))
         return record
 
+    async def queue(self, spec: RunSpec) -> RunRecord:
+        """Check and store a run for a driving process to claim (this one drives nothing)."""
+        plan, created = await self._checked(spec)
+        path = logfile.allocate(self._log_dir, plan.specs, plan.spec.template, created)
+        record = await self._starts.store(
+            self.store, plan, str(path), created, queued=True, caps=self.limits.caps
+        )
+        log.info("run %s: queued by %s: %s", record.id, spec.started_by, " ".join(spec.models))
+        return record
+
+    async def _checked(self, spec: RunSpec) -> tuple[Plan, datetime]:
+        plan = self.prepare(spec)
+        created = now()
+        await self._check_daily_cap(plan.spec, created)
+        return plan, created
+
     def launch(self, record: RunRecord, observers: Sequence[Observer] = ()) -> RunHandle:
+        """Drive a run `create` stored: its conversation is built as a resume builds one."""
         self._created.pop(record.id, None)
-        template, participants = self._rebuild_parts(record)
-        conversation = Conversation(template, participants)
+        conversation = self._starts.conversation(record, self._plans.pop(record.id), [])
         return self._launch(record, conversation, observers, history=[])
 
     async def abandon(self, record: RunRecord, why: str) -> None:
         """End a created run that could not be started (its thread could not be made). A run
         that has ended already keeps its end."""
         self._created.pop(record.id, None)
+        self._plans.pop(record.id, None)
         if (await self.store.get_run(record.id)).end is not None:
             return
         end = RunEnd("error", detail=why)
@@ -325,7 +337,7 @@ class RunManager:
         try:
             record = await self.store.get_run(run_id)  # as it is now that it is ours
             observers = () if observers_for is None else await observers_for(record)
-            if record.status == "running" and observers is not None:
+            if record.status in ("queued", "running") and observers is not None:
                 return await self._relaunch(record, observers, False)
         except BackroomsError as exc:
             log.warning("run %s: not resumed: %s", run_id, exc)
@@ -354,8 +366,8 @@ class RunManager:
             return
         record = await self.store.get_run(run_id)
         try:
-            self._providers_ready(self.registry.resolve([p.alias for p in record.participants]))
-        except ConfigError:
+            self._providers_ready((await self._starts.plan_of(self.store, record)).specs)
+        except (ConfigError, StoreError):
             pass  # the resume itself reports it
 
     def _drop(self, run_id: int) -> None:
@@ -474,14 +486,15 @@ class RunManager:
         self, record: RunRecord, observers: Sequence[Observer], extending: bool
     ) -> RunHandle:
         try:
-            template, participants = self._rebuild_parts(record)
-        except ConfigError as exc:
+            plan = await self._starts.plan_of(self.store, record)
+        except (ConfigError, StoreError) as exc:
             await self._end_unresumable(record, observers, str(exc))
             raise
+        if record.status == "queued":  # claimed: it is running from now on
+            await self.store.claimed(record.id)
+            record = dataclasses.replace(record, status="running")
         history = await self.store.replies(record.id)
-        conversation = Conversation.rebuild(
-            template, participants, [(r.position, r.text) for r in history]
-        )
+        conversation = self._starts.conversation(record, plan, history)
         writer = logfile.LogFileWriter(Path(record.log_path))
         try:
             writer.rebuild(history)  # the file becomes exactly the stored transcript, then grows
@@ -504,18 +517,6 @@ class RunManager:
                 if is_durable(o)
             },
         )
-
-    def _rebuild_parts(self, record: RunRecord) -> tuple[templates.Template, list[Participant]]:
-        specs = self.registry.resolve([p.alias for p in record.participants])
-        template = templates.find(record.spec.template, self.template_dirs)
-        # The stored actor names win, so a renamed display name never changes a run midway.
-        participants = [
-            Participant(p.position, spec, p.actor)
-            for p, spec in zip(record.participants, specs, strict=True)
-        ]
-        Conversation(template, participants)
-        check_keys(specs, self._env)
-        return template, participants
 
     async def _end_unresumable(
         self, record: RunRecord, observers: Sequence[Observer], why: str
@@ -737,7 +738,3 @@ async def _within(tasks: Sequence[asyncio.Task[object]], seconds: float) -> None
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _info(p: Participant) -> ParticipantInfo:
-    return ParticipantInfo(p.position, p.spec.alias, p.actor, p.spec.api_id, p.spec.provider.name)

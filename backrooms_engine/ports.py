@@ -17,7 +17,7 @@ from typing import Protocol
 from .caps import Caps
 from .conversation import ModelRequest
 from .events import Event
-from .records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
+from .records import Blueprint, ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, Usage
 
 
 class Provider(Protocol):
@@ -57,10 +57,26 @@ class TranscriptStore(Protocol):
         created_at: datetime,
         *,
         caps: Caps | None = None,
+        blueprint: Blueprint | None = None,
+        queued: bool = False,
     ) -> RunRecord:
-        """With `caps`, refused with LimitError when the runs going in the store (running or
+        """Store a new run with what rebuilds it anywhere (`blueprint`). A driving process's
+        store makes the run its own at once (Leases); `queued`: nobody drives it until a driving
+        process claims it (a start from a process that drives nothing).
+
+        With `caps`, refused with LimitError when the runs going in the store (running or
         queued, not paused), in all and in the run's space, are already at a cap: counted in the
         transaction that stores the run, so processes sharing the store share the caps."""
+        ...
+
+    async def claimed(self, run_id: int) -> None:
+        """The caller has taken the run to drive it: a queued run is running from now on (no-op
+        for a run that is not queued)."""
+        ...
+
+    async def blueprint(self, run_id: int) -> Blueprint | None:
+        """What `create_run` stored to rebuild the run; None for runs stored before there was
+        one (rebuilt from the templates folder and the registry)."""
         ...
 
     async def append_reply(self, reply: Reply) -> None: ...
@@ -100,7 +116,8 @@ class TranscriptStore(Protocol):
     async def mark_delivered(self, run_id: int, observer: str, count: int) -> None: ...
 
     async def running_runs(self) -> list[RunRecord]:
-        """Runs still marked running (left by a crash or a shutdown), oldest first."""
+        """Runs to drive: queued, or still marked running (left by a crash or a shutdown), not
+        paused, oldest first."""
         ...
 
     async def recent_ended(self, limit: int) -> list[RunRecord]:
@@ -124,7 +141,8 @@ class Leases(Protocol):
     seconds: float  # how long a claim or a renewal lasts
 
     async def claim(self, run_id: int) -> int:
-        """Take a run nobody holds, whose lease lapsed, or already ours: its new epoch.
+        """Take a run nobody holds, whose lease lapsed, or already ours: its new epoch. A queued
+        run is running from then on (the manager also says so, TranscriptStore.claimed).
         Raises LeaseHeld (naming the live holder) or UnknownRunError."""
         ...
 
@@ -242,7 +260,7 @@ class RunFilter:
 
     model: str | None = None  # a participant's alias
     template: str | None = None
-    status: str | None = None  # running | paused | ended
+    status: str | None = None  # queued | running | paused | ended
     q: str | None = None  # words to find in reply text
     before: int | None = None  # run ids below this one (the next page)
 

@@ -7,7 +7,10 @@ from datetime import UTC, datetime
 from typing import Literal
 
 EndReason = Literal["ctrl_c", "max_turns", "stopped", "budget", "error", "gone", "shutdown"]
-RunStatus = Literal["running", "paused", "ended"]
+# queued: stored, no driving process has claimed it yet; running: claimed (whether a process holds
+# its lease right now is the Leases' business: with none it is waiting to be claimed again);
+# paused: resumable, claimed by nobody until resumed; ended (ARCHITECTURE.md, run states).
+RunStatus = Literal["queued", "running", "paused", "ended"]
 
 
 def now() -> datetime:
@@ -38,6 +41,16 @@ class ParticipantInfo:
     actor: str
     api_id: str
     provider: str
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    """What a run stores to be rebuilt by any process: its template as loaded (upstream JSONL
+    text, placeholders unfilled) and its models' resolved specs (JSON; names of key variables,
+    never a key). The starting module (starting.py) writes and reads both."""
+
+    template: str
+    models: str
 
 
 @dataclass(frozen=True)

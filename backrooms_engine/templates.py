@@ -147,16 +147,33 @@ def _parse(path: Path) -> Template:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(f"cannot read template {path}: {exc}") from None
+    return parse(path.name[: -len(SUFFIX)], path, text)
+
+
+def parse(name: str, origin: Path, text: str) -> Template:
+    """A template from its JSONL text; `origin` names where the text came from in errors (a
+    file, or a run's stored copy)."""
     lines = tuple(
-        _parse_line(path, number, raw)
+        _parse_line(origin, number, raw)
         for number, raw in enumerate(text.splitlines(), start=1)
         if raw.strip()
     )
     if not lines:
-        raise TemplateError(f"{path}: the template has no participant lines")
-    template = Template(name=path.name[: -len(SUFFIX)], path=path, lines=lines)
+        raise TemplateError(f"{origin}: the template has no participant lines")
+    template = Template(name=name, path=origin, lines=lines)
     _check_placeholders(template)
     return template
+
+
+def as_jsonl(template: Template) -> str:
+    """The template as upstream's JSONL, placeholders unfilled: `parse` gives it back equal."""
+    lines = [
+        {"cli": True}
+        if line.cli
+        else {"system_prompt": line.system_prompt, "context": [m.as_dict() for m in line.context]}
+        for line in template.lines
+    ]
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
 
 
 def _parse_line(path: Path, number: int, raw: str) -> TemplateLine:

@@ -52,9 +52,11 @@ def cmd_slack(args: argparse.Namespace, settings: Settings, interrupts: Interrup
 def cmd_serve(args: argparse.Namespace, settings: Settings, interrupts: Interrupts) -> int:
     from .web import WebSurface
 
+    # `serve` drives nothing: its form queues runs for `backrooms bot` or `backrooms worker`.
+    # Only a --demo run is driven here, by the process that started it (as `backrooms run`).
     demo = DEMO_WEB_TURNS if args.demo else None
-    surface = WebSurface(settings, host=args.host, port=args.port, demo_turns=demo)
-    return _serve(settings, interrupts, [surface], "serve")
+    surface = WebSurface(settings, host=args.host, port=args.port, demo_turns=demo, drives=False)
+    return _serve(settings, interrupts, [surface], "serve", claims=False, drives=args.demo)
 
 
 def cmd_bot(args: argparse.Namespace, settings: Settings, interrupts: Interrupts) -> int:
@@ -77,16 +79,25 @@ def cmd_bot(args: argparse.Namespace, settings: Settings, interrupts: Interrupts
 
 
 def _serve(
-    settings: Settings, interrupts: Interrupts, surfaces: list[Any], role: str = "bot"
+    settings: Settings,
+    interrupts: Interrupts,
+    surfaces: list[Any],
+    role: str = "bot",
+    *,
+    claims: bool = True,
+    drives: bool = True,
 ) -> int:
-    """`role`: what `backrooms workers` calls this process."""
+    """`role`: what `backrooms workers` calls this process; `claims=False`: it takes no
+    waiting run; `drives=False`: it drives nothing (its store has no Leases)."""
     from .claiming import Claims
     from .service import serve
 
     logs.setup(logging.INFO, sys.stdout)
-    claims = Claims(role, frozenset(s.name for s in surfaces), settings.max_runs)
+    names = frozenset(s.name for s in surfaces) if claims else frozenset()
+    claimed = Claims(role, names, settings.max_runs)
     try:
-        return eventloop.run(serve(settings, surfaces, claims), settings.event_loop)
+        work = serve(settings, surfaces, claimed, drives=drives)
+        return eventloop.run(work, settings.event_loop)
     finally:
         # The loop gave SIGTERM back to its default action when it closed: take it again, so a
         # signal in the last lines still ends the process with our status, not by the signal.

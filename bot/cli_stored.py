@@ -51,6 +51,8 @@ def _row(run: RunRecord, holder: str | None = None) -> str:
     """`holder`: the process whose live lease holds a running run (none: it is waiting)."""
     who = " ".join(p.alias for p in run.participants)
     status = run.end.reason if run.end else run.status
+    if run.status == "running" and holder is None:
+        status = "waiting"  # no process holds its lease: a driving process claims it next
     if run.end and run.end.reason == "ctrl_c":
         status = f"^C^C by {run.end.actor}"
     total = costs.total_tokens(run)

@@ -1,7 +1,7 @@
 """`backrooms worker`, `workers` and `start`: runs driven by whichever process is free (issue 15).
 
 `start` stores a run and drives nothing: it opens the store as a process that drives no run, so
-the run it creates is owned by nobody, waiting, and a `backrooms worker` claims it (claiming.py).
+the run it creates is queued, owned by nobody, and a `backrooms worker` claims it (claiming.py).
 `worker` is a service without chat surfaces. `workers` lists the live driving processes from
 the store's registry (ports.Processes).
 """
@@ -105,7 +105,7 @@ async def _start(args: argparse.Namespace, settings: Settings) -> tuple[RunRecor
             limits=limits(settings),
             prices=load_prices(settings.models_file, aliases=registry.models),
         )
-        record = await manager.create(spec)
+        record = await manager.queue(spec)
         await manager.shutdown(0)
         workers = [p for p in await store.processes.alive() if p.role == "worker"]
     return record, len(workers)

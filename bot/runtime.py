@@ -74,14 +74,19 @@ async def open_runtime(
     templates_dir: Path | None = None,
     registry: Registry | None = None,
     role: str = "run",
+    drives: bool = True,
 ) -> AsyncIterator[Runtime]:
-    """`role`: what this process is in `backrooms workers` (bot, worker, run, ...)."""
+    """`role`: what this process is in `backrooms workers` (bot, worker, run, ...).
+    `drives=False`: this process drives no run (its store has no Leases, and it is not listed
+    among the driving processes); runs it starts are queued for a driving process."""
     given = registry is not None
     registry = registry or load_registry(settings.models_file)
     # A registry handed in (tests) may lack the shipped aliases that prices name: not checked then.
     prices = load_prices(settings.models_file, aliases=None if given else registry.models)
     dirs = template_dirs(settings, templates_dir)
-    store = await open_store(settings.store, owner=True, lease_seconds=settings.lease_seconds)
+    store = await open_store(
+        settings.store, owner=True, drives=drives, lease_seconds=settings.lease_seconds
+    )
     providers = ProviderPool(
         settings.env, timeout=settings.read_timeout, prompt_cache=settings.prompt_cache
     )
@@ -103,8 +108,10 @@ async def open_runtime(
         live_text=store.live_text,
         prices=prices,
     )
-    heartbeat = Heartbeat(store.processes, role)  # registered until it leaves, below
-    await heartbeat.start()
+    # A driving process is registered until it leaves, below.
+    heartbeat = Heartbeat(store.processes, role) if drives else None
+    if heartbeat is not None:
+        await heartbeat.start()
     try:
         yield Runtime(
             settings=settings,
@@ -121,6 +128,7 @@ async def open_runtime(
         )
     finally:
         await manager.shutdown(settings.shutdown_deadline)
-        await heartbeat.close()
+        if heartbeat is not None:
+            await heartbeat.close()
         await providers.aclose()
         await store.close()

@@ -56,15 +56,21 @@ class Surface(Protocol):
 
 
 async def serve(
-    settings: Settings, surfaces: Sequence[Surface], claims: Claims | None = None
+    settings: Settings,
+    surfaces: Sequence[Surface],
+    claims: Claims | None = None,
+    *,
+    drives: bool = True,
 ) -> int:
-    """`claims`: which waiting runs to claim (default: those its surfaces show, as a `bot`)."""
+    """`claims`: which waiting runs to claim (default: those its surfaces show, as a `bot`; no
+    surface named: none, as `backrooms serve`, whose form queues runs for a driving process).
+    `drives=False`: drive nothing at all (no Leases: nothing to renew)."""
     claims = claims or Claims("bot", frozenset(s.name for s in surfaces), settings.max_runs)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    async with open_runtime(settings, role=claims.role) as rt:
+    async with open_runtime(settings, role=claims.role, drives=drives) as rt:
         started: list[Surface] = []
         await warm(rt.providers)
         try:
@@ -79,14 +85,17 @@ async def serve(
                 ", ".join(sorted(claims.surfaces)) or "no surface",
                 claims.max_runs,
             )
-            claiming = asyncio.create_task(
-                _claim_waiting(rt, by_name, claims), name="claim waiting runs"
+            claiming = (
+                [asyncio.create_task(_claim_waiting(rt, by_name, claims), name="claim runs")]
+                if claims.surfaces and drives
+                else []
             )
             try:
                 await stopping.wait()
             finally:
-                claiming.cancel()
-                await asyncio.gather(claiming, return_exceptions=True)
+                for task in claiming:
+                    task.cancel()
+                await asyncio.gather(*claiming, return_exceptions=True)
             log.info("shutting down: pausing %d runs", len(rt.manager.active()))
         finally:
             for surface in started:

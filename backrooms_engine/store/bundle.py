@@ -24,7 +24,7 @@ from ..ports import (
     SurfaceState,
     TranscriptStore,
 )
-from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
+from ..records import Blueprint, ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
 
 
 class QueuedTranscript(TranscriptStore, Protocol):
@@ -60,8 +60,24 @@ class AllPorts(ClosesOnExit):
         created_at: datetime,
         *,
         caps: Caps | None = None,
+        blueprint: Blueprint | None = None,
+        queued: bool = False,
     ) -> RunRecord:
-        return await self.transcript.create_run(spec, participants, log_path, created_at, caps=caps)
+        return await self.transcript.create_run(
+            spec,
+            participants,
+            log_path,
+            created_at,
+            caps=caps,
+            blueprint=blueprint,
+            queued=queued,
+        )
+
+    async def claimed(self, run_id: int) -> None:
+        await self.transcript.claimed(run_id)
+
+    async def blueprint(self, run_id: int) -> Blueprint | None:
+        return await self.transcript.blueprint(run_id)
 
     async def append_reply(self, reply: Reply) -> None:
         await self.transcript.append_reply(reply)

@@ -11,8 +11,9 @@ Lease times are the database's clock (`julianday('now')`, read inside each state
 process's: two processes with different clocks still agree on when a lease ran out.
 
 A run this connection creates is its own from the start (a trigger claims it in the INSERT), so no
-other process can take it between its creation and its first claim. A store opened without an
-owner (a viewer, or `serve`, which drives nothing) has no fence: the runs it creates are queued.
+other process can take it between its creation and its first claim, unless it is created queued
+(`serve`'s form, which drives nothing). A store opened without an owner (a viewer, or `serve`)
+has no fence.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ _FENCED = ("replies", "deliveries", "posts", "live_text")
 _TRIGGERS = [
     # The end, and a reopening (`continue`), change the status; claims and renewals do not.
     _refuse_unless_held("runs", "BEFORE UPDATE OF status", "OLD.id"),
-    "CREATE TEMP TRIGGER own_new_run AFTER INSERT ON main.runs BEGIN "
+    # A queued run (migration 008) is left for whichever driving process claims it.
+    "CREATE TEMP TRIGGER own_new_run AFTER INSERT ON main.runs WHEN NEW.queued = 0 BEGIN "
     # (A trigger may not qualify the tables it writes: `runs` is main's, `fence` is temp's.)
     f"UPDATE runs SET owner = (SELECT owner FROM temp.me), epoch = 1, "
     f"lease_until = {NOW} + (SELECT seconds FROM temp.me) WHERE id = NEW.id; "
@@ -121,8 +123,8 @@ class SqliteLeases:
         """Give the write connection its fence (once, right after the migrations)."""
         async with self._db.using() as db:
             columns = {row[1] for row in await db.execute_fetchall("PRAGMA table_info(runs)")}
-            if "epoch" not in columns:
-                return  # a schema from before leases (only tests apply part of the migrations)
+            if not {"epoch", "queued"} <= columns:
+                return  # an older schema (only tests apply part of the migrations)
             fenced = [_refuse_unless_held(t, "BEFORE INSERT", "NEW.run_id") for t in _FENCED]
             for statement in [*_TABLES, *fenced, *_TRIGGERS]:
                 await db.execute(statement)
@@ -130,14 +132,14 @@ class SqliteLeases:
 
     async def claim(self, run_id: int) -> int:
         """Take a run nobody holds (or whose lease lapsed, whose holder died on this machine, or
-        that is already ours): its new epoch. Raises LeaseHeld naming the live holder,
+        that is already ours): its new epoch. A queued run is running from now on. Raises LeaseHeld naming the live holder,
         UnknownRunError for a bad id."""
         async with self._db.transaction() as db:
             holder = await _holder(db, run_id)
             # The holder is named in the UPDATE, so it takes only what was just looked at.
             dead = dead_here(holder.owner)
             found = await db.execute_fetchall(
-                f"UPDATE runs SET owner = ?, epoch = epoch + 1, lease_until = {NOW} + ? "
+                f"UPDATE runs SET owner = ?, epoch = epoch + 1, lease_until = {NOW} + ?, queued = 0 "
                 f"WHERE id = ? AND (owner IS NULL OR lease_until IS NULL "
                 f"OR lease_until < {NOW} OR owner = ? OR (owner = ? AND ?)) RETURNING epoch",
                 (self.owner.text, self.seconds, run_id, self.owner.text, holder.owner, dead),

@@ -12,7 +12,16 @@ from typing import Any, TypeVar
 
 from ..caps import Caps
 from ..errors import LeaseLost, StoreError, UnknownRunError
-from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec, RunStatus, Usage
+from ..records import (
+    Blueprint,
+    ParticipantInfo,
+    Reply,
+    RunEnd,
+    RunRecord,
+    RunSpec,
+    RunStatus,
+    Usage,
+)
 from .rules import duplicate_reply, unknown_run, utc
 from .sql import Row
 
@@ -29,13 +38,14 @@ def _time(text: str | None) -> datetime | None:
 RUN_COLUMNS = (
     "id, models, template, max_turns, token_budget, started_by, surface, space, place, status, "
     "end_reason, end_actor, end_by, end_detail, end_turns, end_max_turns, created_at, ended_at, "
-    "log_path, paused_at, budget_usd"
+    "log_path, paused_at, budget_usd, queued"
 )
 INSERT_RUN = (
     "INSERT INTO runs (models, template, max_turns, token_budget, started_by, surface, space, "
-    "place, status, created_at, log_path, budget_usd) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)"
+    "place, status, created_at, log_path, budget_usd, template_jsonl, model_specs, queued) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)"
 )
+BLUEPRINT = "SELECT template_jsonl, model_specs FROM runs WHERE id = ?"
 # What a space's replies cost between two times (ISO text in UTC sorts as the times do).
 SPACE_SPEND = (
     "SELECT SUM(replies.cost_usd) AS spent FROM replies JOIN runs ON runs.id = replies.run_id "
@@ -76,7 +86,13 @@ ORDER BY page.id {{order}}
 IDS_PER_LIST = 500  # ids per IN (...) list, well under SQLite's bound-parameter limit
 
 
-def run_values(spec: RunSpec, log_path: str, created_at: datetime) -> tuple[Any, ...]:
+def run_values(
+    spec: RunSpec,
+    log_path: str,
+    created_at: datetime,
+    blueprint: Blueprint | None = None,
+    queued: bool = False,
+) -> tuple[Any, ...]:
     return (
         json.dumps(list(spec.models)),
         spec.template,
@@ -89,7 +105,17 @@ def run_values(spec: RunSpec, log_path: str, created_at: datetime) -> tuple[Any,
         iso_text(created_at),
         log_path,
         spec.budget_usd,
+        None if blueprint is None else blueprint.template,
+        None if blueprint is None else blueprint.models,
+        int(queued),
     )
+
+
+def blueprint_of(found: Sequence[Row]) -> Blueprint | None:
+    """A run's stored blueprint; None for a run created before migration 008 stored one."""
+    if not found or found[0]["template_jsonl"] is None or found[0]["model_specs"] is None:
+        return None
+    return Blueprint(found[0]["template_jsonl"], found[0]["model_specs"])
 
 
 def _end(row: Row) -> RunEnd | None:
@@ -105,19 +131,25 @@ def _end(row: Row) -> RunEnd | None:
     )
 
 
-# A paused run keeps status 'running' (it is resumable) and has a paused_at (migration 004).
+# A paused run keeps status 'running' (it is resumable) and has a paused_at (migration 004); a
+# queued one keeps it too, with queued = 1 until a driving process claims it (migration 008).
+# RESUMABLE: what a driving process may take, queued or running.
+RESUMABLE = "status = 'running' AND paused_at IS NULL"
 STATUS_CLAUSES = {
-    "running": "status = 'running' AND paused_at IS NULL",
+    "queued": f"{RESUMABLE} AND queued = 1",
+    "running": f"{RESUMABLE} AND queued = 0",
     "paused": "status = 'running' AND paused_at IS NOT NULL",
     "ended": "status = 'ended'",
 }
 
 
 def status_of(row: Row) -> RunStatus:
-    """A paused run keeps status 'running' (it is resumable) and has a paused_at (migration 004)."""
-    if row["status"] == "running" and row["paused_at"] is not None:
+    """The run state from the stored columns (see STATUS_CLAUSES)."""
+    if row["status"] == "ended":
+        return "ended"
+    if row["paused_at"] is not None:
         return "paused"
-    return "ended" if row["status"] == "ended" else "running"
+    return "queued" if row["queued"] else "running"
 
 
 def record_of(row: Row, participants: tuple[ParticipantInfo, ...]) -> RunRecord:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from ..errors import ConfigError, StoreError, UnknownRunError
 from ..records import ParticipantInfo, Reply
 
-RUN_STATUSES = ("running", "paused", "ended")
+RUN_STATUSES = ("queued", "running", "paused", "ended")
 
 
 def unknown_run(run_id: int) -> UnknownRunError:

@@ -15,7 +15,7 @@ from ..batching import GroupCommit
 from ..caps import Caps
 from ..caps import refusal as cap_refusal
 from ..errors import LimitError
-from ..records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
+from ..records import Blueprint, ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
 from . import rows
 from .desired import SqlDesired
 from .reading import load_runs, replies_of, run_by_id
@@ -60,16 +60,18 @@ class SqlTranscript:
         created_at: datetime,
         *,
         caps: Caps | None = None,
+        blueprint: Blueprint | None = None,
+        queued: bool = False,
     ) -> RunRecord:
         check_participants(participants)
         cast = tuple(sorted(participants, key=lambda p: p.position))
-        values = rows.run_values(spec, log_path, created_at)
+        values = rows.run_values(spec, log_path, created_at, blueprint, queued)
         run_id = await self._creations.submit(rows.NewRun(values, cast, spec.space, caps))
         return RunRecord(
             id=run_id,
             spec=spec,
             participants=cast,
-            status="running",
+            status="queued" if queued else "running",
             created_at=utc(created_at),
             log_path=log_path,
         )
@@ -172,7 +174,7 @@ class SqlTranscript:
             run_id,
             "UPDATE runs SET status = 'running', end_reason = NULL, end_actor = NULL, "
             "end_by = NULL, end_detail = NULL, end_turns = NULL, end_max_turns = NULL, "
-            "ended_at = NULL, paused_at = NULL, desired = NULL, desired_by = NULL, "
+            "ended_at = NULL, paused_at = NULL, queued = 0, desired = NULL, desired_by = NULL, "
             "desired_at = NULL, max_turns = ? WHERE id = ?",
             (max_turns, run_id),
         )
@@ -196,13 +198,25 @@ class SqlTranscript:
     async def stop_requests(self, run_ids: Sequence[int]) -> dict[int, str]:
         return await self._desired.stop_requests(run_ids)
 
+    async def claimed(self, run_id: int) -> None:
+        """A driving process took the run: a queued run is running from now on."""
+        changed = await self._db.write(
+            run_id, "UPDATE runs SET queued = 0 WHERE id = ? AND queued = 1", (run_id,)
+        )
+        if not changed:
+            await self.get_run(run_id)  # raises UnknownRunError for an id that does not exist
+
+    async def blueprint(self, run_id: int) -> Blueprint | None:
+        return rows.blueprint_of(await self._db.read_for(run_id, rows.BLUEPRINT, (run_id,)))
+
     async def get_run(self, run_id: int) -> RunRecord:
         return await run_by_id(self._db, run_id)
 
     async def running_runs(self) -> list[RunRecord]:
-        """Runs left running (by a crash or a restart), oldest first: the order to resume them."""
+        """Runs to drive, queued or left running (by a crash or a restart), oldest first: the
+        order to resume them."""
         async with self._db.using() as db:
-            return await load_runs(db, rows.STATUS_CLAUSES["running"], (), limit=None, order="ASC")
+            return await load_runs(db, rows.RESUMABLE, (), limit=None, order="ASC")
 
     async def recent_ended(self, limit: int) -> list[RunRecord]:
         check_list_args(None, limit)

@@ -57,12 +57,13 @@ class RunIdConvertor(Convertor[int]):
 register_url_convertor("run_id", RunIdConvertor())
 
 
-def create_app(rt: Runtime, broker: LiveBroker) -> Starlette:
+def create_app(rt: Runtime, broker: LiveBroker, *, drives: bool = True) -> Starlette:
     ctx = WebContext(
         rt=rt,
         broker=broker,
         web_token=rt.settings.web_token,
         templates=_templates(),
+        drives=drives,
     )
     routes = [
         Route("/", pages.index, name="index"),

@@ -27,6 +27,7 @@ class WebContext:
     web_token: str | None
     templates: Environment
     accepting: bool = True  # False once the service stops taking commands
+    drives: bool = True  # False: runs started here are queued for a driving process (`serve`)
     # A row of the run list as HTML, by the record and status word it shows (pages.py).
     rows: Lru[tuple[RunRecord, str], Markup] = field(default_factory=lambda: Lru(ROWS_KEPT))
 

@@ -45,15 +45,22 @@ async def start_run(request: Request) -> Response:
     ctx = web(request)
     if not ctx.accepting:
         return error(request, 503, "the service is shutting down; try again in a minute")
+    manager = ctx.rt.manager
     try:
-        handle = await ctx.rt.manager.start(spec)
+        # Driven here at once (`backrooms bot`), or queued for a driving process (`serve`).
+        run_id = (await manager.start(spec)).id if ctx.drives else (await manager.queue(spec)).id
     except LimitError as exc:  # a cap on running runs: try again once one ends
         return error(request, 429, str(exc))
     except ConfigError as exc:
         return error(request, 400, str(exc))
     if api:
-        return JSONResponse({"id": handle.id, "url": run_url(request, handle.id)}, status_code=201)
-    return RedirectResponse(f"/runs/{handle.id}", status_code=303)
+        body = {
+            "id": run_id,
+            "url": run_url(request, run_id),
+            "status": "running" if ctx.drives else "queued",
+        }
+        return JSONResponse(body, status_code=201)
+    return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
 
 async def stop_run(request: Request) -> Response:

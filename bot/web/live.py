@@ -3,8 +3,8 @@
 Events: `start` {seq, actor} (a reply begins, or begins again after a failed attempt: clear it),
 `delta` {seq, actor, text} (text to append), `retry` {seq, actor, attempt, delay, reason},
 `reply` {seq, turn, actor, text, segments, totals?} (finished; the event id is the number of
-replies finished), `end` {reason, label, summary, turns, totals}, and `paused` {summary} for a run that is not running in
-this process. `end` and `paused` close the stream. A run another process drives is followed
+replies finished), `end` {reason, label, summary, turns, totals}, and `paused` {summary, state}
+for a run that no process drives (state: queued, waiting or paused). `end` and `paused` close the stream. A run another process drives is followed
 through the store (polled.py), with the same events.
 
 No text is lost between the page and its stream. The page embeds how many replies it rendered
@@ -29,7 +29,7 @@ from ..runtime import Runtime
 from .broker import LiveEvent, Snapshot, Subscriber, end_payload, totals_of
 from .context import web
 from .polled import follow
-from .render import reply_payload
+from .render import idle_note, reply_payload
 from .respond import run_id_number
 
 PING_SECONDS = 15.0  # a comment line now and then keeps proxies from closing an idle stream
@@ -102,9 +102,10 @@ async def _archived(request: Request, run_id: int, after: int) -> AsyncIterator[
         yield frame(_reply_event(reply))
     if run.end is not None:
         yield frame(LiveEvent("end", end_payload(run.end, totals_of(run))))
-    else:
-        summary = "This run is paused: it is not running in this process right now."
-        yield frame(LiveEvent("paused", {"summary": summary}))
+    else:  # nobody drives it: the stream ends, saying why (pages.py's status words)
+        state = run.status if run.status in ("queued", "paused") else "waiting"
+        summary = idle_note(state, run_id)
+        yield frame(LiveEvent("paused", {"summary": summary, "state": state}))
 
 
 async def _polled(rt: Runtime, run_id: int, after: int) -> AsyncIterator[str]:

@@ -20,7 +20,7 @@ from backrooms_engine.store import RUN_STATUSES
 
 from .. import costs
 from .context import WebContext, web
-from .render import actor_classes, colours_css, end_label, segments
+from .render import actor_classes, colours_css, end_label, idle_note, segments
 from .respond import error, render, run_id_number
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")  # what a Content-Disposition filename may hold
@@ -122,13 +122,13 @@ def _row(ctx: WebContext, run: RunRecord, driven: set[int]) -> dict[str, Any]:
 
 
 def _state(ctx: WebContext, run: RunRecord, driven: set[int]) -> str:
-    """A short status word: live (driven here, or by a process in `driven`), paused (paused, or
-    running in the store and driven by nobody: ARCHITECTURE.md's "waiting", not yet told apart
-    on the page) or the end."""
-    if run.status == "paused":
-        return "paused"
+    """A short status word (ARCHITECTURE.md, run states): queued, live (running, driven here or
+    by a process in `driven`), waiting (running, but no process holds its lease: it waits to be
+    claimed), paused, or the end."""
     if run.status == "running":
-        return "live" if ctx.broker.is_live(run.id) or run.id in driven else "paused"
+        return "live" if ctx.broker.is_live(run.id) or run.id in driven else "waiting"
+    if run.status in ("queued", "paused"):
+        return run.status
     return end_label(run.end) if run.end else "ended"
 
 
@@ -157,6 +157,7 @@ async def run_page(request: Request) -> Response:
         run=run,
         state=state,
         live=state == "live",
+        idle=idle_note(state, run.id),
         replies=[(reply, segments(reply.text)) for reply in replies],
         classes=actor_classes(run.participants),
         can_stop=state == "live" and ctx.web_token is not None,

@@ -117,6 +117,19 @@ def reply_payload(reply: Reply) -> dict[str, Any]:
     }
 
 
+DRIVERS = "backrooms bot, or backrooms worker"  # the processes that claim runs of the web
+
+
+def idle_note(state: str, run_id: int) -> str:
+    """Why a run that has not ended is not moving, for its page: queued (never claimed),
+    waiting (claimed once, nobody holds its lease now) or paused (ARCHITECTURE.md, run states)."""
+    if state == "queued":
+        return f"queued: waiting for a driving process ({DRIVERS})"
+    if state == "waiting":
+        return f"waiting: no process drives it right now; a driving process ({DRIVERS}) claims it"
+    return f"paused: nobody drives it until it is resumed (backrooms resume {run_id})"
+
+
 def end_label(end: RunEnd) -> str:
     """The status word of an ended run (or a paused one: a shutdown is not an end)."""
     labels = {"ctrl_c": "^C^C", "max_turns": "turn limit", "shutdown": "paused"}

@@ -25,6 +25,7 @@ from ..runtime import Runtime
 from ..settings import Settings
 from .app import create_app
 from .broker import LiveBroker
+from .render import DRIVERS
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,18 @@ class WebSurface:
         *,
         default_host: str = LOCAL_HOST,
         demo_turns: int | None = None,
+        drives: bool = True,
     ):
         """The address is `host` (--host), else BACKROOMS_HOST, else `default_host`.
         `demo_turns`: once listening, start an offline run of that many turns to watch live
-        (`backrooms serve --demo`); its page is `demo_url`."""
+        (`backrooms serve --demo`); its page is `demo_url`. `drives=False`: the start form
+        queues runs for a driving process (`backrooms serve`) instead of driving them here."""
         self.settings = settings
         self.host = host or settings.host or default_host
         self.port = (settings.port or DEFAULT_PORT) if port is None else port
         self.demo_turns = demo_turns
         self.demo_url: str | None = None
+        self.drives = drives
         self.broker = LiveBroker()
         self.app: Starlette | None = None
         self._server: _Server | None = None
@@ -88,7 +92,7 @@ class WebSurface:
 
     async def start(self, rt: Runtime) -> None:
         sock = self._bind()
-        self.app = create_app(rt, self.broker)
+        self.app = create_app(rt, self.broker, drives=self.drives)
         rt.manager.add_tap(self.broker.observer_for)
         config = uvicorn.Config(
             self.app,
@@ -107,6 +111,8 @@ class WebSurface:
             )
         else:
             log.info("web viewer on %s", self.url)
+        if not self.drives:
+            log.info("runs started here are queued: %s claims them", DRIVERS)
         if self.demo_turns is not None:
             await self._start_demo(rt, self.demo_turns)
 

@@ -23,7 +23,7 @@ import pytest
 
 from backrooms_engine.errors import ConfigError, StoreError, UnknownRunError
 from backrooms_engine.ports import Archive, Processes, RunFilter, SurfaceState, TranscriptStore
-from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunSpec, Usage
+from backrooms_engine.records import Blueprint, ParticipantInfo, Reply, RunEnd, RunSpec, Usage
 from backrooms_engine.store import SqliteStore, StoreLocation
 from backrooms_engine.store.postgres import PostgresStore
 from backrooms_engine.store.processes import SqlProcesses
@@ -365,6 +365,30 @@ async def test_a_stop_request_needs_a_timezone(ports: Ports) -> None:
         await ports.transcript.request_stop(run_id, "ann", datetime(2025, 1, 1))
 
 
+async def test_a_queued_run_is_listed_queued_and_resumable_until_claimed(ports: Ports) -> None:
+    going = await new_run(ports)
+    queued = (await ports.transcript.create_run(spec(), CAST, "q.txt", T0, queued=True)).id
+    assert (await ports.archive.get_run(queued)).status == "queued"
+    assert (await ports.archive.get_run(queued)).end is None
+    assert [r.id for r in await ports.transcript.running_runs()] == [going, queued]
+    assert [r.id for r in await ports.archive.list_runs(status="queued")] == [queued]
+    assert [r.id for r in await ports.archive.list_runs(status="running")] == [going]
+    assert await found(ports, status="queued") == [queued]
+    await ports.transcript.claimed(going)  # a running run stays running
+    await ports.transcript.claimed(queued)
+    assert [(await ports.archive.get_run(i)).status for i in (going, queued)] == ["running"] * 2
+    assert [r.id for r in await ports.archive.list_runs(status="queued")] == []
+
+
+async def test_a_run_keeps_the_blueprint_it_was_created_with(ports: Ports) -> None:
+    plain = await new_run(ports)
+    blueprint = Blueprint('{"cli": true}\n', '[{"alias": "opus"}]')
+    kept = await ports.transcript.create_run(spec(), CAST, "b.txt", T0, blueprint=blueprint)
+    assert await ports.transcript.blueprint(plain) is None  # as runs stored before 008 are
+    assert await ports.transcript.blueprint(kept.id) == blueprint
+    assert kept.status == "running"
+
+
 async def test_recent_ended_runs_are_newest_first_and_only_ended(ports: Ports) -> None:
     ids = [await new_run(ports) for _ in range(4)]
     for run_id in ids[:3]:
@@ -434,6 +458,8 @@ UNKNOWN_RUN_CALLS: dict[str, Callable[[Ports], Awaitable[object]]] = {
     "reopen_run": lambda p: p.transcript.reopen_run(42, max_turns=None),
     "pause_run": lambda p: p.transcript.pause_run(42, T0),
     "request_stop": lambda p: p.transcript.request_stop(42, "ann", T0),
+    "claimed": lambda p: p.transcript.claimed(42),
+    "blueprint": lambda p: p.transcript.blueprint(42),
     "replies": lambda p: p.transcript.replies(42),
     "delivered": lambda p: p.transcript.delivered(42, "discord"),
     "mark_delivered": lambda p: p.transcript.mark_delivered(42, "discord", 1),
@@ -492,7 +518,10 @@ async def test_list_runs_is_newest_first_and_filters(ports: Ports) -> None:
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
-    [({"status": "done"}, "use one of: running, paused, ended"), ({"limit": 0}, "1 or more")],
+    [
+        ({"status": "done"}, "use one of: queued, running, paused, ended"),
+        ({"limit": 0}, "1 or more"),
+    ],
 )
 async def test_list_runs_refuses_bad_arguments_saying_what_is_accepted(
     ports: Ports, arguments: dict[str, object], message: str

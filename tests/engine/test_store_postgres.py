@@ -77,7 +77,7 @@ def test_both_dialects_reach_the_same_version_under_the_same_names() -> None:
         d: [(m.version, m.name) for m in load_migrations(MIGRATIONS_DIR, d)] for d in DIALECTS
     }
     # The names databases recorded before the files were split by dialect: renaming kept them.
-    assert shipped["sqlite"] == SHIPPED
+    assert shipped["sqlite"][: len(SHIPPED)] == SHIPPED
     assert shipped["postgres"] == shipped["sqlite"]
 
 

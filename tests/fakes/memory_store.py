@@ -19,7 +19,14 @@ from backrooms_engine.errors import StoreError
 from backrooms_engine.lifecycle import ClosesOnExit
 from backrooms_engine.ports import PAGE_SIZE, Hit, RunFilter
 from backrooms_engine.pricing import run_usage
-from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunRecord, RunSpec
+from backrooms_engine.records import (
+    Blueprint,
+    ParticipantInfo,
+    Reply,
+    RunEnd,
+    RunRecord,
+    RunSpec,
+)
 from backrooms_engine.store import (
     check_count,
     check_list_args,
@@ -40,6 +47,7 @@ class _Run:
     deliveries: dict[str, int] = field(default_factory=dict)
     posts: dict[tuple[int, int, str], str] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    blueprint: Blueprint | None = None
 
 
 class MemoryStore(ClosesOnExit):
@@ -87,6 +95,8 @@ class MemoryStore(ClosesOnExit):
         created_at: datetime,
         *,
         caps: Caps | None = None,
+        blueprint: Blueprint | None = None,
+        queued: bool = False,
     ) -> RunRecord:
         check_participants(participants)
         created = utc(created_at)
@@ -103,12 +113,20 @@ class MemoryStore(ClosesOnExit):
             id=max(self._runs, default=0) + 1,
             spec=spec,
             participants=tuple(sorted(participants, key=lambda p: p.position)),
-            status="running",
+            status="queued" if queued else "running",
             created_at=created,
             log_path=log_path,
         )
-        self._runs[record.id] = _Run(record)
+        self._runs[record.id] = _Run(record, blueprint=blueprint)
         return record
+
+    async def claimed(self, run_id: int) -> None:
+        run = self._run(run_id)
+        if run.record.status == "queued":
+            run.record = dataclasses.replace(run.record, status="running")
+
+    async def blueprint(self, run_id: int) -> Blueprint | None:
+        return self._run(run_id).blueprint
 
     async def append_reply(self, reply: Reply) -> None:
         check_reply(reply)
@@ -147,7 +165,7 @@ class MemoryStore(ClosesOnExit):
     async def pause_run(self, run_id: int, paused_at: datetime) -> None:
         utc(paused_at)
         run = self._run(run_id)
-        if run.record.status == "running":
+        if run.record.status in ("queued", "running"):
             run.record = dataclasses.replace(run.record, status="paused")
 
     async def get_run(self, run_id: int) -> RunRecord:
@@ -188,7 +206,7 @@ class MemoryStore(ClosesOnExit):
         return [
             self._with_totals(run)
             for _, run in sorted(self._runs.items())
-            if run.record.status == "running"
+            if run.record.status in ("queued", "running")
         ]
 
     async def replies(self, run_id: int) -> list[Reply]:

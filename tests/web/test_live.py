@@ -169,17 +169,20 @@ async def test_a_subscriber_that_falls_hopelessly_behind_is_cut_off() -> None:
     assert subscriber.queued == (None,)  # its browser reconnects and catches up from the store
 
 
-async def test_a_paused_web_run_resumes_with_the_live_feed(site: Site) -> None:
-    """A shutdown pauses a run (the page says so); when the service resumes the runs it owns, a
-    web run gets no poster of its own (observers_for gives none) and still streams to the page."""
+async def test_a_released_web_run_resumes_with_the_live_feed(site: Site) -> None:
+    """A service's shutdown releases a run, which waits to be claimed (the page says so); when
+    the service resumes the runs it owns, a web run gets no poster of its own (observers_for
+    gives none) and still streams to the page."""
     site.models.chunk_count, site.models.chunk_delay = 20, 0.05
     run_id = await site.run("one", "two", "three", "four", turns=2, wait=False)
     await until(lambda: progress(site, run_id).finished >= 1, "a finished reply")
     await site.rt.manager.shutdown(5)
     async with site.http.get(f"/runs/{run_id}") as response:
-        assert '<span id="state" class="badge state-paused">paused</span>' in await response.text()
+        page = await response.text()
+    assert '<span id="state" class="badge state-waiting">waiting</span>' in page
+    assert "waiting: no process drives it right now" in page
     events = await asyncio.wait_for(collect(site, run_id, after=4), WAIT)
-    assert [kind for kind, _ in events] == ["paused"]
+    assert [(kind, data["state"]) for kind, data in events] == [("paused", "waiting")]
 
     resumed = await site.rt.manager.resume_all(site.surface.observers_for)
     assert [h.id for h in resumed] == [run_id]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
 from markupsafe import escape
 
-from backrooms_engine.records import RunSpec
+from backrooms_engine.records import ParticipantInfo, RunSpec
+from backrooms_engine.store import SqliteStore
 from tests.web.conftest import OPUS, Site
 
 SCRIPT = "<script>alert(1)</script>"
@@ -203,3 +205,23 @@ async def test_the_run_page_shows_the_cost_what_caching_saved_and_a_cut_off_mark
     assert body.count('class="cut-off"') == 1
     listing = await page(site, "/")
     assert '<td class="num" data-label="cost">$0.0048</td>' in listing
+
+
+async def test_runs_nobody_drives_show_as_queued_or_waiting_not_live(site: Site) -> None:
+    """ARCHITECTURE.md's run states: queued (never claimed), and a running run with no live
+    lease (its driver stopped or died) is *waiting* to be claimed, shown as such."""
+    spec = RunSpec(models=("opus", "opus"), template="cli", max_turns=2, surface="web")
+    cast = [ParticipantInfo(i, "opus", f"Claude {i + 1}", OPUS, "anthropic") for i in (0, 1)]
+    at = datetime.now(UTC)
+    # Another process that drives nothing stores them, so no process holds their leases.
+    async with await SqliteStore.open(site.rt.settings.db_path, owner=False) as other:
+        queued = await other.create_run(spec, cast, "q.txt", at, queued=True)
+        waiting = await other.create_run(spec, cast, "w.txt", at)
+    index = await page(site, "/")
+    assert 'class="badge">queued<' in row_of(index, queued.id)
+    assert 'class="badge">waiting<' in row_of(index, waiting.id)
+    assert run_links(await page(site, "/?status=queued")) == [queued.id]
+    run_page = await page(site, f"/runs/{waiting.id}")
+    assert "state-waiting" in run_page and 'data-live="0"' in run_page
+    assert "waiting: no process drives it right now" in run_page
+    assert "waiting for a driving process" in await page(site, f"/runs/{queued.id}")

@@ -64,7 +64,8 @@ CREATE FUNCTION backrooms_own_new_run() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     me text := NULLIF(current_setting('backrooms.owner', true), '');
 BEGIN
-    IF me IS NOT NULL THEN
+    -- A queued run (migration 008) is left for whichever driving process claims it.
+    IF me IS NOT NULL AND NEW.queued = 0 THEN
         NEW.owner := me;
         NEW.epoch := 1;
         NEW.lease_until := EXTRACT(EPOCH FROM clock_timestamp())
@@ -87,5 +88,4 @@ CREATE TRIGGER fence_runs_status BEFORE UPDATE OF status ON runs
 CREATE TRIGGER own_new_run BEFORE INSERT ON runs
     FOR EACH ROW EXECUTE FUNCTION backrooms_own_new_run();
 
--- Renewals find a process's runs by owner; released and ended runs have none.
-CREATE INDEX runs_owner ON runs (owner) WHERE owner IS NOT NULL;
+-- Renewals find a process's runs by owner: migration 009's index runs_owner.

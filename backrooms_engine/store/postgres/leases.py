@@ -71,7 +71,7 @@ class PgLeases:
         # The holder is named in the UPDATE, so a dead holder's run is taken only from it.
         dead = dead_here(holder.owner)
         rows = await self._db.fetch(
-            f"UPDATE runs SET owner = ?, epoch = epoch + 1, lease_until = {PG_NOW} + ? "
+            f"UPDATE runs SET owner = ?, epoch = epoch + 1, lease_until = {PG_NOW} + ?, queued = 0 "
             f"WHERE id = ? AND ({UNHELD} OR owner = ? OR (owner = ? AND ?)) RETURNING epoch",
             (self.owner.text, self.seconds, run_id, self.owner.text, holder.owner, dead),
         )
@@ -91,7 +91,7 @@ class PgLeases:
         rows = await self._db.fetch(
             f"WITH picked AS (SELECT id FROM runs WHERE {WAITING} AND {UNHELD} "
             "ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED) "
-            f"UPDATE runs SET owner = ?, epoch = runs.epoch + 1, lease_until = {PG_NOW} + ? "
+            f"UPDATE runs SET owner = ?, epoch = runs.epoch + 1, lease_until = {PG_NOW} + ?, queued = 0 "
             "FROM picked WHERE runs.id = picked.id RETURNING runs.id, runs.epoch",
             (sorted(surfaces), limit, self.owner.text, self.seconds),
         )

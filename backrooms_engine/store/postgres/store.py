@@ -18,7 +18,7 @@ from psycopg import errors as pg_errors
 
 from ...caps import Caps
 from ...errors import StoreError
-from ...records import ParticipantInfo, Reply, RunRecord, RunSpec
+from ...records import Blueprint, ParticipantInfo, Reply, RunRecord, RunSpec
 from ..bundle import AllPorts
 from ..desired import PG_ANNOUNCE
 from ..leases import Owner
@@ -33,7 +33,6 @@ from .connection import PgDatabase, refused
 from .leases import PG_NOW, PgLeases, session_settings
 from .opening import connect, migrate
 from .search import PgArchive
-
 
 # Held by a transaction that counts the caps and stores a run (transcript.py): two processes
 # creating runs at once count one after the other. ("backruns"; the migrations' key differs.)
@@ -60,9 +59,11 @@ class PgTranscript(SqlTranscript):
         created_at: datetime,
         *,
         caps: Caps | None = None,
+        blueprint: Blueprint | None = None,
+        queued: bool = False,
     ) -> RunRecord:
         record = await super().create_run(
-            spec, participants, log_path, created_at, caps=caps
+            spec, participants, log_path, created_at, caps=caps, blueprint=blueprint, queued=queued
         )
         if self.created is not None:
             self.created(record.id)

@@ -148,12 +148,12 @@
       endLine.hidden = false;
     });
     badge.textContent = state;
-    badge.className = state === "paused" ? "badge state-paused" : "badge";
+    badge.className = "badge state-" + state.replace(/\^/g, "").replace(/ /g, "-");
     endReason.textContent = summary;
   }
 
   on("end", (d) => finish(d.summary, d.label, d.totals));
-  on("paused", (d) => finish(d.summary, "paused"));
+  on("paused", (d) => finish(d.summary, d.state || "paused"));
 
   source.addEventListener("open", () => showStatus(""));
   source.addEventListener("error", () => {

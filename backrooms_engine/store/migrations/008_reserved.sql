@@ -1,2 +1,0 @@
--- Placeholder on branch pgleases only: number 008 belongs to parallel work (desired, queue,
--- worker). Drop this file when that work is merged.
