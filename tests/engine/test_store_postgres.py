@@ -66,7 +66,7 @@ SHIPPED = [
     (5, "005_leases"),
     (6, "006_cost"),
     (7, "007_desired"),
-    (8, "008_reserved"),  # a placeholder until queue lands
+    (8, "008_queued"),
     (9, "009_processes"),
     (10, "010_pg_fence"),
 ]
