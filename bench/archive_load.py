@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import itertools
 import os
 import random
@@ -100,7 +101,7 @@ async def _fill(db: Path, runs: int) -> None:
         await store.close()
 
 
-async def _serve(workdir: Path, runs: int, live: int) -> None:
+async def _serve(workdir: Path, runs: int, live: int, profile: str | None = None) -> None:
     from backrooms_engine.records import RunSpec
     from bot.runtime import open_runtime
     from bot.settings import Settings
@@ -124,12 +125,26 @@ async def _serve(workdir: Path, runs: int, live: int) -> None:
         try:
             spec = RunSpec(models=("offline", "offline"), template="cli", started_by="bench")
             ids = [(await rt.manager.start(spec)).id for _ in range(live)]
+            profiler = _profiler(profile)
             print(f"READY {surface.url} {','.join(map(str, ids))}", flush=True)
             await stop.wait()
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(str(profile))
         finally:
             await surface.stop_accepting()
             await rt.manager.shutdown(5.0)
             await surface.close()
+
+
+def _profiler(path: str | None) -> cProfile.Profile | None:
+    """`--profile FILE`: the server's event-loop thread under cProfile from READY to the end
+    (calibration and load), its stats written to FILE (read them with `python -m pstats`)."""
+    if path is None:
+        return None
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
 
 
 # --- the load, from this process -----------------------------------------------------------------
@@ -147,6 +162,8 @@ def server(args: argparse.Namespace, workdir: Path) -> Iterator[Server]:
     code = Path(args.code).resolve() if args.code else ROOT
     cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", str(workdir)]
     cmd += ["--runs", str(args.runs), "--live", str(args.live)]
+    if args.profile:
+        cmd += ["--profile", str(Path(args.profile).resolve())]
     env = {**os.environ, "PYTHONPATH": str(code)}
     errors = workdir / "server.stderr"
     with errors.open("wb") as err:
@@ -324,6 +341,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load")
     parser.add_argument("--timeout", type=float, default=10.0, help="the most a request may take")
     parser.add_argument("--code", default=None, help="run the server on this checkout")
+    parser.add_argument("--profile", default=None, help="write the server's cProfile stats here")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # the server process
     return parser.parse_args(argv)
 
@@ -331,7 +349,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.serve is not None:
-        asyncio.run(_serve(Path(args.serve), args.runs, args.live))
+        asyncio.run(_serve(Path(args.serve), args.runs, args.live, args.profile))
         return 0
     with tempfile.TemporaryDirectory(prefix="archive-load-") as tmp, server(args, Path(tmp)) as srv:
         cpu0 = _cpu_seconds(srv.proc.pid)

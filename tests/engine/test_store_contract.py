@@ -539,3 +539,19 @@ async def test_hits_show_the_matching_reply_with_the_words_marked(ports: Ports) 
     assert shown.endswith("…") and shown.strip("…") in texts[1]  # cut, but never rewritten
     assert await ports.archive.hits("submarine", [run_id]) == {}
     assert await ports.archive.hits("* :", [run_id]) == {}
+
+
+async def test_the_archive_version_moves_with_every_commit_or_is_none(ports: Ports) -> None:
+    """A viewer keeps what it made from the archive while `version()` reads the same
+    (bot/web/cache.py), so every commit, a new run, a reply or an end, must move it."""
+    first = await ports.archive.version()
+    if first is None:  # this store cannot tell: a viewer keeps nothing from it
+        return
+    assert await ports.archive.version() == first  # nothing was committed in between
+    run_id = await new_run(ports)
+    after_run = await ports.archive.version()
+    await ports.transcript.append_reply(reply(run_id, 0))
+    after_reply = await ports.archive.version()
+    await ports.transcript.finish_run(run_id, RunEnd(reason="max_turns", turns=1), T0)
+    after_end = await ports.archive.version()
+    assert first != after_run != after_reply != after_end
