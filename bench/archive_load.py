@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import itertools
 import os
 import random
@@ -125,6 +126,8 @@ async def _serve(workdir: Path, runs: int, live: int, profile: str | None = None
         try:
             spec = RunSpec(models=("offline", "offline"), template="cli", started_by="bench")
             ids = [(await rt.manager.start(spec)).id for _ in range(live)]
+            gc.collect()  # as bot/service.py does once the service is up
+            gc.freeze()
             profiler = _profiler(profile)
             print(f"READY {surface.url} {','.join(map(str, ids))}", flush=True)
             await stop.wait()
@@ -164,7 +167,7 @@ def server(args: argparse.Namespace, workdir: Path) -> Iterator[Server]:
     cmd += ["--runs", str(args.runs), "--live", str(args.live)]
     if args.profile:
         cmd += ["--profile", str(Path(args.profile).resolve())]
-    env = {**os.environ, "PYTHONPATH": str(code)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), *args.server_path])}
     errors = workdir / "server.stderr"
     with errors.open("wb") as err:
         proc = subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.PIPE, stderr=err)
@@ -205,6 +208,7 @@ class Results:
     failures: dict[str, int] = field(default_factory=lambda: {"index": 0, "search": 0})
     viewer_events: int = 0
     cpu_per_page: dict[str, float] = field(default_factory=dict)  # ms, one request at a time
+    background: float = 0.0  # share of a core the live runs use with no viewer and no page
 
 
 async def _calibrate(
@@ -214,7 +218,7 @@ async def _calibrate(
     a figure that other work on the machine moves much less than latency under load."""
     c0, t0 = _cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(2.0)
-    background = (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+    background = out.background = (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
     for kind in ("index", "search"):
         c0, t0 = _cpu_seconds(pid), time.monotonic()
         for _ in range(CALIBRATION_PAGES):
@@ -323,7 +327,10 @@ def _report(args: argparse.Namespace, results: Results, wall: float, cpu: float)
             f"  {kind:6}  {len(values):5} answered  {line}   failed or over {args.timeout} s: {failed}"
         )
     per_page = ", ".join(f"{k} {v:.1f} ms" for k, v in results.cpu_per_page.items())
-    print(f"  server CPU per page, one request at a time (live runs' share taken off): {per_page}")
+    print(
+        f"  server CPU per page, one request at a time (live runs' share taken off): {per_page}; "
+        f"the live runs alone: {100 * results.background:.0f}% of a core"
+    )
     answered = sum(len(values) for values in results.latencies.values())
     print(
         f"  wall {wall:.1f} s; server CPU {100 * cpu / wall:.0f}% of a core, "
@@ -341,6 +348,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load")
     parser.add_argument("--timeout", type=float, default=10.0, help="the most a request may take")
     parser.add_argument("--code", default=None, help="run the server on this checkout")
+    parser.add_argument(
+        "--server-path",
+        action="append",
+        default=[],
+        help="a folder added to the server's PYTHONPATH (e.g. a `pip install --target` of a "
+        "package to try)",
+    )
     parser.add_argument("--profile", default=None, help="write the server's cProfile stats here")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # the server process
     return parser.parse_args(argv)
@@ -349,7 +363,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.serve is not None:
-        asyncio.run(_serve(Path(args.serve), args.runs, args.live, args.profile))
+        from bot import eventloop
+
+        # On the loop `backrooms serve` runs on (uvloop where it is installed).
+        eventloop.run(_serve(Path(args.serve), args.runs, args.live, args.profile))
         return 0
     with tempfile.TemporaryDirectory(prefix="archive-load-") as tmp, server(args, Path(tmp)) as srv:
         cpu0 = _cpu_seconds(srv.proc.pid)
