@@ -14,6 +14,7 @@ from backrooms_engine.records import RunRecord
 from ..runtime import Runtime
 from .broker import LiveBroker
 from .cache import Lru, WhileUnchanged
+from .polled import Polls
 
 ROWS_KEPT = 4096  # a few pages of each filter; a row is about 600 bytes
 LISTS_KEPT = 256  # list pages (about 25 KB each) kept while the store has not changed
@@ -39,6 +40,7 @@ class WebContext:
     broker: LiveBroker
     web_token: str | None
     templates: Environment
+    polls: Polls  # runs another process drives, each polled once for all its viewers
     accepting: bool = True  # False once the service stops taking commands
     # A row of the run list as HTML, by run id and status word, with the record it shows: it
     # is used again only for that same record (pages.py).

@@ -25,10 +25,9 @@ from starlette.responses import Response, StreamingResponse
 
 from backrooms_engine.records import Reply
 
-from ..runtime import Runtime
 from .broker import LiveEvent, Snapshot, Subscriber, end_payload, totals_of
 from .context import web
-from .polled import follow
+from .polled import Polls, follow
 from .render import reply_payload
 from .respond import run_id_number
 
@@ -57,7 +56,8 @@ async def _stream(request: Request, run_id: int, after: int) -> AsyncIterator[st
     if joined is None:
         rt = web(request).rt
         elsewhere = run_id in await rt.live_text.driven([run_id])  # by another process
-        chunks = _polled(rt, run_id, after) if elsewhere else _archived(request, run_id, after)
+        polls = web(request).polls
+        chunks = _polled(polls, run_id, after) if elsewhere else _archived(request, run_id, after)
         async for chunk in chunks:
             yield chunk
         return
@@ -119,9 +119,9 @@ async def _archived(request: Request, run_id: int, after: int) -> AsyncIterator[
         yield frame(LiveEvent("paused", {"summary": summary}))
 
 
-async def _polled(rt: Runtime, run_id: int, after: int) -> AsyncIterator[str]:
+async def _polled(polls: Polls, run_id: int, after: int) -> AsyncIterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
-    async for event in follow(rt, run_id, after):
+    async for event in follow(polls, run_id, after):
         yield ": ping\n\n" if event is None else frame(event)
 
 

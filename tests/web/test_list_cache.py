@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from backrooms_engine.records import ParticipantInfo, Reply, RunEnd, RunSpec
 from backrooms_engine.store import SqliteStore
 from bot.web.cache import WhileUnchanged
 
-from .conftest import Site
+from .conftest import Site, sse_events
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 CAST = (
@@ -121,3 +122,40 @@ async def test_a_kept_page_is_made_again_when_the_version_moves_or_it_grows_old(
     now[0] = 1.6
     assert await kept.get("/", 8, make) == 2  # over a second old
     assert [await kept.get("/", None, make) for _ in range(2)] == [3, 4]
+
+
+async def test_viewers_of_a_run_another_process_drives_all_see_it_live_to_its_end(
+    site: Site, tmp_path: Path
+) -> None:
+    """Three browsers on one run that another process drives: one poll of the store serves them
+    all (bot/web/polled.py), and each sees the live text, both replies and the end, in order."""
+    async with await SqliteStore.open(site.rt.settings.db_path) as driver:
+        assert driver.leases is not None
+        spec = RunSpec(models=("opus", "opus"), template="cli", max_turns=1, surface="cli")
+        run = await driver.create_run(spec, CAST, "BackroomsLogs/driven.txt", T0)
+        await driver.leases.claim(run.id)
+        streams = [
+            await site.http.get(f"/runs/{run.id}/events", headers={"accept": "text/event-stream"})
+            for _ in range(3)
+        ]
+        try:
+            await driver.live_text.write_live(run.id, 0, "Claude 1", "the corridor")
+            firsts = [await _next(stream, "delta") for stream in streams]
+            assert [data["text"] for data in firsts] == ["the corridor"] * 3
+            await driver.append_reply(reply(run.id, 0, "the corridor goes on"))
+            await driver.append_reply(reply(run.id, 1, "and on"))
+            await driver.finish_run(run.id, RunEnd(reason="max_turns", turns=1, max_turns=1), T0)
+            for stream in streams:
+                rest = [(kind, data) async for kind, data in sse_events(stream)]
+                assert [kind for kind, _ in rest] == ["reply", "reply", "end"]
+                assert [data["text"] for _, data in rest[:2]] == ["the corridor goes on", "and on"]
+        finally:
+            for stream in streams:
+                stream.close()
+
+
+async def _next(stream: aiohttp.ClientResponse, kind: str) -> dict[str, object]:
+    async for found, data in sse_events(stream):
+        if found == kind:
+            return dict(data)
+    pytest.fail(f"the stream ended before a {kind} event")
