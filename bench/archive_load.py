@@ -38,8 +38,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = (
@@ -102,34 +106,48 @@ async def _fill(db: Path, runs: int) -> None:
         await store.close()
 
 
-async def _serve(workdir: Path, runs: int, live: int, profile: str | None = None) -> None:
-    from backrooms_engine.records import RunSpec
-    from bot.runtime import open_runtime
-    from bot.settings import Settings
-    from bot.web import WebSurface
-
-    env = {
+def _env(workdir: Path, live: int) -> dict[str, str]:
+    return {
         "BACKROOMS_DB": str(workdir / "backrooms.db"),
         "BACKROOMS_LOG_DIR": str(workdir / "BackroomsLogs"),
         "BACKROOMS_OFFLINE_DELAY": "0.05",  # 20 words a second: each live run streams all along
         "BACKROOMS_MAX_RUNS": str(max(20, live + 1)),
         "NO_COLOR": "1",
     }
-    await _fill(workdir / "backrooms.db", runs)
+
+
+def _stop_signal() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with open_runtime(Settings.from_mapping(env)) as rt:
+    return stop
+
+
+async def _start_live(rt: Runtime, live: int) -> str:
+    from backrooms_engine.records import RunSpec
+
+    spec = RunSpec(models=("offline", "offline"), template="cli", started_by="bench")
+    ids = [(await rt.manager.start(spec)).id for _ in range(live)]
+    return ",".join(map(str, ids)) or "-"
+
+
+async def _serve(workdir: Path, runs: int, live: int, profile: str | None = None) -> None:
+    from bot.runtime import open_runtime
+    from bot.settings import Settings
+    from bot.web import WebSurface
+
+    await _fill(workdir / "backrooms.db", runs)
+    stop = _stop_signal()
+    async with open_runtime(Settings.from_mapping(_env(workdir, live))) as rt:
         surface = WebSurface(rt.settings, host="127.0.0.1", port=0)
         await surface.start(rt)
         try:
-            spec = RunSpec(models=("offline", "offline"), template="cli", started_by="bench")
-            ids = [(await rt.manager.start(spec)).id for _ in range(live)]
+            ids = await _start_live(rt, live)
             gc.collect()  # as bot/service.py does once the service is up
             gc.freeze()
             profiler = _profiler(profile)
-            print(f"READY {surface.url} {','.join(map(str, ids))}", flush=True)
+            print(f"READY {surface.url} {ids}", flush=True)
             await stop.wait()
             if profiler is not None:
                 profiler.disable()
@@ -138,6 +156,21 @@ async def _serve(workdir: Path, runs: int, live: int, profile: str | None = None
             await surface.stop_accepting()
             await rt.manager.shutdown(5.0)
             await surface.close()
+
+
+async def _drive(workdir: Path, live: int) -> None:
+    """`--elsewhere`: the live runs in a process of their own on the same database, as a
+    `backrooms worker` beside the web process; the web process follows them through the store."""
+    from bot.runtime import open_runtime
+    from bot.settings import Settings
+
+    stop = _stop_signal()
+    async with open_runtime(Settings.from_mapping(_env(workdir, live))) as rt:
+        try:
+            print(f"READY - {await _start_live(rt, live)}", flush=True)
+            await stop.wait()
+        finally:
+            await rt.manager.shutdown(5.0)
 
 
 def _profiler(path: str | None) -> cProfile.Profile | None:
@@ -162,18 +195,31 @@ class Server:
 
 @contextlib.contextmanager
 def server(args: argparse.Namespace, workdir: Path) -> Iterator[Server]:
-    code = Path(args.code).resolve() if args.code else ROOT
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", str(workdir)]
-    cmd += ["--runs", str(args.runs), "--live", str(args.live)]
+    here = args.live * (not args.elsewhere)  # live runs in the web process
+    cmd = ["--serve", str(workdir), "--runs", str(args.runs), "--live", str(here)]
     if args.profile:
         cmd += ["--profile", str(Path(args.profile).resolve())]
+    with _process(args, cmd, workdir / "server.stderr") as (proc, url, ids):
+        if not args.elsewhere:
+            yield Server(proc, url, ids)
+            return
+        drive = ["--serve", str(workdir), "--drive", "--live", str(args.live)]
+        with _process(args, drive, workdir / "driver.stderr") as (_, _, ids):
+            yield Server(proc, url, ids)
+
+
+@contextlib.contextmanager
+def _process(
+    args: argparse.Namespace, argv: list[str], errors: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str, list[int]]]:
+    code = Path(args.code).resolve() if args.code else ROOT
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), *args.server_path])}
-    errors = workdir / "server.stderr"
     with errors.open("wb") as err:
         proc = subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.PIPE, stderr=err)
         try:
             url, ids = _await_ready(proc, errors)
-            yield Server(proc, url, ids)
+            yield proc, url, ids
         finally:
             _stop(proc)
 
@@ -186,7 +232,7 @@ def _await_ready(proc: subprocess.Popen[bytes], errors: Path) -> tuple[str, list
         line = proc.stdout.readline().decode().strip() if ready else ""
         if line.startswith("READY "):
             _, url, ids = line.split()
-            return url, [int(i) for i in ids.split(",")]
+            return url, [int(i) for i in ids.split(",") if i != "-"]
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited: {errors.read_text()[-2000:]}")
     raise RuntimeError(f"the server was not ready within {READY_TIMEOUT} s")
@@ -311,7 +357,8 @@ def _report(args: argparse.Namespace, results: Results, wall: float, cpu: float)
         f"load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     print(
-        f"{args.runs} runs stored, {args.live} live, {args.viewers} live viewers; "
+        f"{args.runs} runs stored, {args.live} live"
+        f"{' (driven by another process)' if args.elsewhere else ''}, {args.viewers} live viewers; "
         f"{args.rate} requests/s for {args.duration} s (3/4 index, 1/4 search)"
     )
     for kind, values in results.latencies.items():
@@ -356,7 +403,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "package to try)",
     )
     parser.add_argument("--profile", default=None, help="write the server's cProfile stats here")
+    parser.add_argument(
+        "--elsewhere",
+        action="store_true",
+        help="drive the live runs in a process of their own (the web process polls the store)",
+    )
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # the server process
+    parser.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)  # the driver
     return parser.parse_args(argv)
 
 
@@ -366,7 +419,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot import eventloop
 
         # On the loop `backrooms serve` runs on (uvloop where it is installed).
-        eventloop.run(_serve(Path(args.serve), args.runs, args.live, args.profile))
+        if args.drive:
+            eventloop.run(_drive(Path(args.serve), args.live))
+        else:
+            eventloop.run(_serve(Path(args.serve), args.runs, args.live, args.profile))
         return 0
     with tempfile.TemporaryDirectory(prefix="archive-load-") as tmp, server(args, Path(tmp)) as srv:
         cpu0 = _cpu_seconds(srv.proc.pid)
