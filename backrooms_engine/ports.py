@@ -9,7 +9,7 @@ it over every implementation.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -307,4 +307,10 @@ class Archive(Protocol):
 
     async def choices(self) -> tuple[list[str], list[str]]:
         """The model aliases and the templates that stored runs used (for filter menus), sorted."""
+        ...
+
+    async def version(self) -> Hashable | None:
+        """A value that changes whenever a commit, by any connection or process, may have changed
+        what the archive reads, so a viewer may keep what it made from an unchanged store. None
+        when the store cannot tell: then nothing may be kept."""
         ...

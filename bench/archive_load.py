@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
+import gc
 import itertools
 import os
 import random
@@ -36,8 +38,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = (
@@ -100,36 +106,81 @@ async def _fill(db: Path, runs: int) -> None:
         await store.close()
 
 
-async def _serve(workdir: Path, runs: int, live: int) -> None:
-    from backrooms_engine.records import RunSpec
-    from bot.runtime import open_runtime
-    from bot.settings import Settings
-    from bot.web import WebSurface
-
-    env = {
+def _env(workdir: Path, live: int) -> dict[str, str]:
+    return {
         "BACKROOMS_DB": str(workdir / "backrooms.db"),
         "BACKROOMS_LOG_DIR": str(workdir / "BackroomsLogs"),
         "BACKROOMS_OFFLINE_DELAY": "0.05",  # 20 words a second: each live run streams all along
         "BACKROOMS_MAX_RUNS": str(max(20, live + 1)),
         "NO_COLOR": "1",
     }
-    await _fill(workdir / "backrooms.db", runs)
+
+
+def _stop_signal() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with open_runtime(Settings.from_mapping(env)) as rt:
+    return stop
+
+
+async def _start_live(rt: Runtime, live: int) -> str:
+    from backrooms_engine.records import RunSpec
+
+    spec = RunSpec(models=("offline", "offline"), template="cli", started_by="bench")
+    ids = [(await rt.manager.start(spec)).id for _ in range(live)]
+    return ",".join(map(str, ids)) or "-"
+
+
+async def _serve(workdir: Path, runs: int, live: int, profile: str | None = None) -> None:
+    from bot.runtime import open_runtime
+    from bot.settings import Settings
+    from bot.web import WebSurface
+
+    await _fill(workdir / "backrooms.db", runs)
+    stop = _stop_signal()
+    async with open_runtime(Settings.from_mapping(_env(workdir, live))) as rt:
         surface = WebSurface(rt.settings, host="127.0.0.1", port=0)
         await surface.start(rt)
         try:
-            spec = RunSpec(models=("offline", "offline"), template="cli", started_by="bench")
-            ids = [(await rt.manager.start(spec)).id for _ in range(live)]
-            print(f"READY {surface.url} {','.join(map(str, ids))}", flush=True)
+            ids = await _start_live(rt, live)
+            gc.collect()  # as bot/service.py does once the service is up
+            gc.freeze()
+            profiler = _profiler(profile)
+            print(f"READY {surface.url} {ids}", flush=True)
             await stop.wait()
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(str(profile))
         finally:
             await surface.stop_accepting()
             await rt.manager.shutdown(5.0)
             await surface.close()
+
+
+async def _drive(workdir: Path, live: int) -> None:
+    """`--elsewhere`: the live runs in a process of their own on the same database, as a
+    `backrooms worker` beside the web process; the web process follows them through the store."""
+    from bot.runtime import open_runtime
+    from bot.settings import Settings
+
+    stop = _stop_signal()
+    async with open_runtime(Settings.from_mapping(_env(workdir, live))) as rt:
+        try:
+            print(f"READY - {await _start_live(rt, live)}", flush=True)
+            await stop.wait()
+        finally:
+            await rt.manager.shutdown(5.0)
+
+
+def _profiler(path: str | None) -> cProfile.Profile | None:
+    """`--profile FILE`: the server's event-loop thread under cProfile from READY to the end
+    (calibration and load), its stats written to FILE (read them with `python -m pstats`)."""
+    if path is None:
+        return None
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
 
 
 # --- the load, from this process -----------------------------------------------------------------
@@ -144,16 +195,31 @@ class Server:
 
 @contextlib.contextmanager
 def server(args: argparse.Namespace, workdir: Path) -> Iterator[Server]:
+    here = args.live * (not args.elsewhere)  # live runs in the web process
+    cmd = ["--serve", str(workdir), "--runs", str(args.runs), "--live", str(here)]
+    if args.profile:
+        cmd += ["--profile", str(Path(args.profile).resolve())]
+    with _process(args, cmd, workdir / "server.stderr") as (proc, url, ids):
+        if not args.elsewhere:
+            yield Server(proc, url, ids)
+            return
+        drive = ["--serve", str(workdir), "--drive", "--live", str(args.live)]
+        with _process(args, drive, workdir / "driver.stderr") as (_, _, ids):
+            yield Server(proc, url, ids)
+
+
+@contextlib.contextmanager
+def _process(
+    args: argparse.Namespace, argv: list[str], errors: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str, list[int]]]:
     code = Path(args.code).resolve() if args.code else ROOT
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", str(workdir)]
-    cmd += ["--runs", str(args.runs), "--live", str(args.live)]
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    errors = workdir / "server.stderr"
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), *args.server_path])}
     with errors.open("wb") as err:
         proc = subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.PIPE, stderr=err)
         try:
             url, ids = _await_ready(proc, errors)
-            yield Server(proc, url, ids)
+            yield proc, url, ids
         finally:
             _stop(proc)
 
@@ -166,7 +232,7 @@ def _await_ready(proc: subprocess.Popen[bytes], errors: Path) -> tuple[str, list
         line = proc.stdout.readline().decode().strip() if ready else ""
         if line.startswith("READY "):
             _, url, ids = line.split()
-            return url, [int(i) for i in ids.split(",")]
+            return url, [int(i) for i in ids.split(",") if i != "-"]
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited: {errors.read_text()[-2000:]}")
     raise RuntimeError(f"the server was not ready within {READY_TIMEOUT} s")
@@ -188,6 +254,7 @@ class Results:
     failures: dict[str, int] = field(default_factory=lambda: {"index": 0, "search": 0})
     viewer_events: int = 0
     cpu_per_page: dict[str, float] = field(default_factory=dict)  # ms, one request at a time
+    background: float = 0.0  # share of a core the live runs use with no viewer and no page
 
 
 async def _calibrate(
@@ -197,7 +264,7 @@ async def _calibrate(
     a figure that other work on the machine moves much less than latency under load."""
     c0, t0 = _cpu_seconds(pid), time.monotonic()
     await asyncio.sleep(2.0)
-    background = (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+    background = out.background = (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
     for kind in ("index", "search"):
         c0, t0 = _cpu_seconds(pid), time.monotonic()
         for _ in range(CALIBRATION_PAGES):
@@ -290,7 +357,8 @@ def _report(args: argparse.Namespace, results: Results, wall: float, cpu: float)
         f"load average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     print(
-        f"{args.runs} runs stored, {args.live} live, {args.viewers} live viewers; "
+        f"{args.runs} runs stored, {args.live} live"
+        f"{' (driven by another process)' if args.elsewhere else ''}, {args.viewers} live viewers; "
         f"{args.rate} requests/s for {args.duration} s (3/4 index, 1/4 search)"
     )
     for kind, values in results.latencies.items():
@@ -306,7 +374,10 @@ def _report(args: argparse.Namespace, results: Results, wall: float, cpu: float)
             f"  {kind:6}  {len(values):5} answered  {line}   failed or over {args.timeout} s: {failed}"
         )
     per_page = ", ".join(f"{k} {v:.1f} ms" for k, v in results.cpu_per_page.items())
-    print(f"  server CPU per page, one request at a time (live runs' share taken off): {per_page}")
+    print(
+        f"  server CPU per page, one request at a time (live runs' share taken off): {per_page}; "
+        f"the live runs alone: {100 * results.background:.0f}% of a core"
+    )
     answered = sum(len(values) for values in results.latencies.values())
     print(
         f"  wall {wall:.1f} s; server CPU {100 * cpu / wall:.0f}% of a core, "
@@ -324,14 +395,34 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load")
     parser.add_argument("--timeout", type=float, default=10.0, help="the most a request may take")
     parser.add_argument("--code", default=None, help="run the server on this checkout")
+    parser.add_argument(
+        "--server-path",
+        action="append",
+        default=[],
+        help="a folder added to the server's PYTHONPATH (e.g. a `pip install --target` of a "
+        "package to try)",
+    )
+    parser.add_argument("--profile", default=None, help="write the server's cProfile stats here")
+    parser.add_argument(
+        "--elsewhere",
+        action="store_true",
+        help="drive the live runs in a process of their own (the web process polls the store)",
+    )
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # the server process
+    parser.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)  # the driver
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     if args.serve is not None:
-        asyncio.run(_serve(Path(args.serve), args.runs, args.live))
+        from bot import eventloop
+
+        # On the loop `backrooms serve` runs on (uvloop where it is installed).
+        if args.drive:
+            eventloop.run(_drive(Path(args.serve), args.live))
+        else:
+            eventloop.run(_serve(Path(args.serve), args.runs, args.live, args.profile))
         return 0
     with tempfile.TemporaryDirectory(prefix="archive-load-") as tmp, server(args, Path(tmp)) as srv:
         cpu0 = _cpu_seconds(srv.proc.pid)

@@ -10,9 +10,10 @@ this connection sees every committed reply while the owner writes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import sqlite3
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ..ports import PAGE_SIZE, Hit, RunFilter
 from ..records import ParticipantInfo, Reply, RunRecord
@@ -86,7 +87,16 @@ class SqlArchive:
                 self._known.make_room(len(new))
                 self._known.casts.update(dict.fromkeys(new, ()))  # a run without a cast: ()
                 self._known.casts.update(await participants_of(db, new))
-        return [self._known.record(row) for row in rows]
+        return [self._known.record(row, self._values(row)) for row in rows]
+
+    def _values(self, row: Row) -> tuple[Any, ...]:
+        """A row's values, to tell whether a run reads as it did last time."""
+        return tuple(row[key] for key in row.keys())
+
+    async def version(self) -> Hashable | None:
+        """Something that changes whenever a commit, by any connection or process, may have
+        changed what this archive reads; None: this store cannot tell (nothing may be kept)."""
+        return None
 
     async def choices(self) -> tuple[list[str], list[str]]:
         """Kept up to date rather than scanned: only the runs created since the last call are
@@ -97,6 +107,16 @@ class SqlArchive:
 
 
 class SqliteArchive(SqlArchive):
+    async def version(self) -> Hashable | None:
+        """`PRAGMA data_version` on the archive's own connection: SQLite changes it whenever
+        another connection (this process's writer, or any other process) has committed to the
+        file since this connection last asked. The archive's connection never writes itself."""
+        rows = await self._db.fetch("PRAGMA data_version")
+        return int(rows[0][0])
+
+    def _values(self, row: Row) -> tuple[Any, ...]:
+        return tuple(cast(sqlite3.Row, row))  # in C: a third of what reading them by name costs
+
     def matching(self, words: str) -> Clause | None:
         match = fts_query(words)
         return None if match is None else (_MATCHING, [match])
@@ -139,8 +159,8 @@ class _Known:
             while kept and len(kept) + runs > KEPT:
                 del kept[next(iter(kept))]
 
-    def record(self, row: Row) -> RunRecord:
-        run_id, values = int(row["id"]), tuple(row[key] for key in row.keys())
+    def record(self, row: Row, values: tuple[Any, ...]) -> RunRecord:
+        run_id = int(row["id"])
         known = self.records.get(run_id)
         if known is not None and known[0] == values:
             return known[1]

@@ -7,7 +7,7 @@ A subclass sets `transcript`, `surface_state` and `archive`, and defines `close`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -135,6 +135,9 @@ class AllPorts(ClosesOnExit):
 
     async def choices(self) -> tuple[list[str], list[str]]:
         return await self.archive.choices()
+
+    async def version(self) -> Hashable | None:
+        return await self.archive.version()
 
     # -- SurfaceState
 

@@ -23,6 +23,7 @@ from ..runtime import Runtime
 from . import control, live, pages, respond
 from .broker import LiveBroker
 from .context import WebContext
+from .polled import Polls
 from .render import colour_class
 
 PACKAGE = Path(str(resources.files(__package__)))
@@ -64,6 +65,7 @@ def create_app(rt: Runtime, broker: LiveBroker, *, drives: bool = True) -> Starl
         web_token=rt.settings.web_token,
         templates=_templates(),
         drives=drives,
+        polls=Polls(rt),
     )
     routes = [
         Route("/", pages.index, name="index"),

@@ -130,6 +130,12 @@ class Subscriber:
             await self._ready.wait()
         return self._items.popleft()
 
+    def take_queued(self) -> list[LiveEvent | None]:
+        """Everything queued now, oldest first, without waiting (None: the stream is over)."""
+        items = list(self._items)
+        self._items.clear()
+        return items
+
 
 @dataclass
 class _LiveRun:

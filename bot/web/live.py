@@ -25,14 +25,18 @@ from starlette.responses import Response, StreamingResponse
 
 from backrooms_engine.records import Reply
 
-from ..runtime import Runtime
 from .broker import LiveEvent, Snapshot, Subscriber, end_payload, totals_of
 from .context import web
-from .polled import follow
+from .polled import Polls, follow
 from .render import idle_note, reply_payload
 from .respond import run_id_number
 
 PING_SECONDS = 15.0  # a comment line now and then keeps proxies from closing an idle stream
+# Text is sent to a browser at most this often: the deltas of that time go as one write. Each
+# write crosses Starlette, uvicorn and the socket once per viewer; a model streams some 20-100
+# pieces a second, and 50 viewers at one write per piece cost the event loop more than the
+# pages it serves (bench/README.md). A fifth of a second still reads as a live stream.
+BATCH_SECONDS = 0.2
 RETRY_MS = 2000  # how soon a browser reconnects after the stream drops
 HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -52,7 +56,8 @@ async def _stream(request: Request, run_id: int, after: int) -> AsyncIterator[st
     if joined is None:
         rt = web(request).rt
         elsewhere = run_id in await rt.live_text.driven([run_id])  # by another process
-        chunks = _polled(rt, run_id, after) if elsewhere else _archived(request, run_id, after)
+        polls = web(request).polls
+        chunks = _polled(polls, run_id, after) if elsewhere else _archived(request, run_id, after)
         async for chunk in chunks:
             yield chunk
         return
@@ -89,7 +94,14 @@ async def _live(
             continue
         if event is None:
             return
-        yield frame(event)
+        if event.kind == "delta":
+            await asyncio.sleep(BATCH_SECONDS)  # what else the run says meanwhile, in one write
+        frames, more = [frame(event)], subscriber.take_queued()
+        ended = None in more
+        frames += [frame(item) for item in more if item is not None]
+        yield "".join(frames)
+        if ended:
+            return
 
 
 async def _archived(request: Request, run_id: int, after: int) -> AsyncIterator[str]:
@@ -108,9 +120,9 @@ async def _archived(request: Request, run_id: int, after: int) -> AsyncIterator[
         yield frame(LiveEvent("paused", {"summary": summary, "state": state}))
 
 
-async def _polled(rt: Runtime, run_id: int, after: int) -> AsyncIterator[str]:
+async def _polled(polls: Polls, run_id: int, after: int) -> AsyncIterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
-    async for event in follow(rt, run_id, after):
+    async for event in follow(polls, run_id, after):
         yield ": ping\n\n" if event is None else frame(event)
 
 

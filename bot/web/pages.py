@@ -10,7 +10,7 @@ from typing import Any
 
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 
 from backrooms_engine import export, templates
 from backrooms_engine.errors import ConfigError
@@ -19,7 +19,7 @@ from backrooms_engine.records import RunRecord
 from backrooms_engine.store import RUN_STATUSES
 
 from .. import costs
-from .context import WebContext, web
+from .context import Page, WebContext, web
 from .render import actor_classes, colours_css, end_label, idle_note, segments
 from .respond import error, render, run_id_number
 
@@ -66,11 +66,20 @@ async def index(request: Request) -> Response:
         f = _filter(request)
     except BadFilter as exc:
         return error(request, 400, str(exc))
+    # Read before the page's own reads, so a page is never kept under a newer version than the
+    # one it shows (cache.py). Another process's commit changes it too.
+    version = await ctx.rt.archive.version()
+    page = await ctx.lists.get(f, version, lambda: _list_page(request, ctx, f))
+    return unless_unchanged(request, page)
+
+
+async def _list_page(request: Request, ctx: WebContext, f: RunFilter) -> Page:
     runs = await ctx.rt.archive.find_runs(f, limit=PAGE_SIZE)  # one page: a few queries
     ids = [run.id for run in runs]
     hits = await ctx.rt.archive.hits(f.q, ids) if f.q else {}
     models, used_templates = await ctx.rt.archive.choices()
     driven = await ctx.rt.live_text.driven(ids)  # live in another process, too
+    read_only = ctx.web_token is None
     page = render(
         request,
         "index.html",
@@ -80,25 +89,30 @@ async def index(request: Request) -> Response:
         models=models,
         used_templates=used_templates,
         next_before=ids[-1] if len(ids) == PAGE_SIZE else None,
-        start_models=ctx.rt.registry.aliases(),
-        start_templates=template_sizes(ctx),
+        start_models=() if read_only else ctx.rt.registry.aliases(),
+        start_templates={} if read_only else template_sizes(ctx),  # the start form's, only
         max_turns=ctx.rt.settings.chat_max_turns,
     )
-    return unless_unchanged(request, page)
+    return sealed(page)
 
 
-def unless_unchanged(request: Request, page: Response) -> Response:
+def sealed(page: Response) -> Page:
+    """A rendered page's bytes and their ETag."""
+    return Page(
+        bytes(page.body), '"' + hashlib.blake2b(page.body, digest_size=12).hexdigest() + '"'
+    )
+
+
+def unless_unchanged(request: Request, page: Page) -> Response:
     """The page with an ETag of its bytes; an empty 304 to a browser that holds those bytes
     already (it asks again each time: no-cache), so an unchanged list is not sent again."""
-    tag = '"' + hashlib.blake2b(page.body, digest_size=12).hexdigest() + '"'
-    headers = {"etag": tag, "cache-control": "no-cache"}
+    headers = {"etag": page.etag, "cache-control": "no-cache"}
     held = {
         c.strip().removeprefix("W/") for c in request.headers.get("if-none-match", "").split(",")
     }
-    if tag in held or "*" in held:
+    if page.etag in held or "*" in held:
         return Response(status_code=304, headers=headers)
-    page.headers.update(headers)
-    return page
+    return HTMLResponse(page.body, headers=headers)
 
 
 def _row(ctx: WebContext, run: RunRecord, driven: set[int]) -> dict[str, Any]:
@@ -118,7 +132,14 @@ def _row(ctx: WebContext, run: RunRecord, driven: set[int]) -> dict[str, Any]:
             )
         )
 
-    return {"run": run, "html": ctx.rows.get((run, state), html)}
+    kept = ctx.rows.peek((run.id, state))
+    # The archive gives back the same record for a run that reads as last time: `is` settles it
+    # without comparing (or hashing) the whole record.
+    if kept is not None and (kept[0] is run or kept[0] == run):
+        return {"run": run, "html": kept[1]}
+    made = html()
+    ctx.rows.put((run.id, state), (run, made))
+    return {"run": run, "html": made}
 
 
 def _state(ctx: WebContext, run: RunRecord, driven: set[int]) -> str:
@@ -165,7 +186,7 @@ async def run_page(request: Request) -> Response:
         saved=costs.caching_saved(run, replies, ctx.rt.manager.prices),
         usd=costs.usd,
     )
-    return unless_unchanged(request, page)
+    return unless_unchanged(request, sealed(page))
 
 
 async def download(request: Request) -> Response:

@@ -801,3 +801,19 @@ async def test_runs_held_are_counted_per_process_and_named_per_run(
         holders = await reg.viewer.holders([*held, 999])
         assert holders == {held[0]: found[0].owner, held[1]: found[0].owner}
         assert await reg.viewer.holders([]) == {}
+
+
+async def test_the_archive_version_moves_with_every_commit_or_is_none(ports: Ports) -> None:
+    """A viewer keeps what it made from the archive while `version()` reads the same
+    (bot/web/cache.py), so every commit, a new run, a reply or an end, must move it."""
+    first = await ports.archive.version()
+    if first is None:  # this store cannot tell: a viewer keeps nothing from it
+        return
+    assert await ports.archive.version() == first  # nothing was committed in between
+    run_id = await new_run(ports)
+    after_run = await ports.archive.version()
+    await ports.transcript.append_reply(reply(run_id, 0))
+    after_reply = await ports.archive.version()
+    await ports.transcript.finish_run(run_id, RunEnd(reason="max_turns", turns=1), T0)
+    after_end = await ports.archive.version()
+    assert first != after_run != after_reply != after_end

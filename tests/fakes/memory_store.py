@@ -10,7 +10,7 @@ tests/engine/test_store_contract.py runs one contract over both.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -274,6 +274,9 @@ class MemoryStore(ClosesOnExit):
         runs = [run.record for run in self._runs.values()]
         models = {p.alias for record in runs for p in record.participants}
         return sorted(models), sorted({record.spec.template for record in runs})
+
+    async def version(self) -> Hashable | None:
+        return None  # writes are not counted here: a viewer keeps nothing from this store
 
     def _newest_first(self) -> list[_Run]:
         return [run for _, run in sorted(self._runs.items(), reverse=True)]

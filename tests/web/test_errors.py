@@ -98,6 +98,9 @@ async def test_refused_forms_answer_a_page_the_browser_can_leave(site: Site) -> 
 class _BrokenArchive:
     """The archive's queries failing as a bug would: the list page cannot be built."""
 
+    async def version(self) -> None:
+        return None
+
     async def find_runs(self, *args: object, **kwargs: object) -> list[object]:
         raise RuntimeError("a bug in the archive")
 

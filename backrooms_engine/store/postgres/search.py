@@ -9,7 +9,7 @@ ts_headline's, through the `backrooms_search` configuration, so `cafe` marks `Ca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from ...ports import Hit
 from ..archive import Clause, SqlArchive
@@ -47,6 +47,14 @@ def _with_ellipses(excerpt: str, text: str) -> str:
 
 
 class PgArchive(SqlArchive):
+    async def version(self) -> Hashable | None:
+        """The server's current snapshot (`xmin:xmax:in-progress ids`): it changes whenever a
+        transaction that writes begins or ends anywhere on the server, so it changes at least
+        whenever a commit may have changed what the archive reads (and more often: other
+        databases' writes count too, which only costs a page rendered again)."""
+        rows = await self._db.fetch("SELECT pg_current_snapshot()::text AS snapshot")
+        return str(rows[0]["snapshot"])
+
     def matching(self, words: str) -> Clause | None:
         arguments = _arguments(words)
         return None if arguments is None else (_MATCHING, list(arguments))
