@@ -148,7 +148,7 @@ async def test_a_started_run_waits_for_a_worker_which_drives_it_to_its_end(model
     code, out, err = await start(env, tmp_path)
     assert (code, out, err) == (0, "run 1 queued\n", NO_WORKER)
     listing = await backrooms("runs", env=env, cwd=tmp_path)
-    assert listing[1].splitlines()[1].split()[-1] == "waiting"
+    assert " queued " in listing[1].splitlines()[1]  # stored, driven by nobody yet
     assert model_server.requests == []  # `start` asks no model anything
 
     async with workers(env, tmp_path) as started:
@@ -293,7 +293,7 @@ async def test_a_worker_without_a_run_s_key_leaves_it_alone(model_server, tmp_pa
     assert "run 1: left for another process" in worker.log and "OPENAI_API_KEY" in worker.log
     assert "run 1: claimed" not in worker.log
     [(run1, replies1)] = [(r, rs) for r, rs in await stored(env) if r.id == 1]
-    assert (run1.status, run1.end, replies1) == ("running", None, [])  # untouched, still waiting
+    assert (run1.status, run1.end, replies1) == ("queued", None, [])  # untouched, still queued
     assert not any("gpt-4o" in str(r.body) for r in model_server.requests)
 
 
@@ -333,6 +333,6 @@ async def test_start_workers_and_runs_on_postgresql_never_print_the_password(
         runs = await backrooms("runs", env=env, cwd=tmp_path)
     assert started == (0, "run 1 queued\n", NO_WORKER)
     assert listed[0] == 0 and "postgres:***@" in listed[1]
-    assert runs[0] == 0 and runs[1].splitlines()[1].split()[-1] == "waiting"
+    assert runs[0] == 0 and " queued " in runs[1].splitlines()[1]
     for _, out, err in (started, listed, runs):
         assert "sekrit" not in out + err
