@@ -3,9 +3,11 @@
 Several services may share one store (ARCHITECTURE.md, "Runs owned by leases"): each drives the
 runs it starts, and about once a second claims the waiting runs of its surfaces (never claimed,
 released by a service that stopped, or whose owner died or stopped renewing its lease), rebuilding
-each from the store. On SIGTERM or SIGINT it stops taking commands, stops its runs within the
-shutdown deadline and releases their leases (another copy claims them at once), closes the
-surfaces and the store, and exits 0.
+each from the store. On SIGTERM or SIGINT (a rolling deploy: the new copy is already up) it
+stops claiming, closes its chat connections first (the Discord gateway, Slack's Socket Mode) so
+that commands reach the new copy, then stops its runs and releases their leases (the new copy
+claims them at once; they are not paused), its posters showing what they still owe over REST
+until the shutdown deadline; then it closes the surfaces and the store, and exits 0.
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ class Surface(Protocol):
         ...
 
     async def stop_accepting(self) -> None:
-        """Refuse new commands politely; runs are paused by the manager next."""
+        """Take no more commands: close the connection they arrive on, if it is one that
+        another copy of the service can take over (a gateway, a socket), and refuse politely
+        whatever still arrives. Posting must keep working until `close`: the manager releases
+        the runs next, while their posters finish."""
         ...
 
     async def close(self) -> None: ...
@@ -67,9 +72,9 @@ async def serve(settings: Settings, surfaces: Sequence[Surface]) -> int:
             finally:
                 claiming.cancel()
                 await asyncio.gather(claiming, return_exceptions=True)
-            log.info("shutting down: pausing %d runs", len(rt.manager.active()))
+            log.info("shutting down: releasing %d runs", len(rt.manager.active()))
         finally:
-            for surface in started:
+            for surface in started:  # first, so that commands reach the new copy at once
                 await surface.stop_accepting()
             await rt.manager.shutdown(settings.shutdown_deadline)
             for surface in reversed(started):
