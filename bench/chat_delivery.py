@@ -277,7 +277,7 @@ async def kill_scenario(trials: int) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--surface", choices=("slack", "discord"), default="slack")
-    parser.add_argument("--turns", type=int, default=None, help="default: 8 (Slack), 6 (Discord)")
+    parser.add_argument("--turns", type=int, default=None, help="default: 8 (Slack), 4 (Discord)")
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--only", default="lag,stop,kill")
     parser.add_argument(
@@ -291,7 +291,7 @@ async def main() -> None:
     if args.surface == "discord":
         import chat_discord
 
-        await chat_discord.main(only, args.turns or 6, args.trials, args.before, args.rounds)
+        await chat_discord.main(only, args.turns or 4, args.trials, args.before, args.rounds)
         return
     args.turns = args.turns or 8
     if "lag" in only:
