@@ -130,7 +130,7 @@ async def test_a_draining_bot_hands_its_gateway_and_its_run_to_the_new_copy(mode
             model_server.chunk_delay = 2.0  # the third reply is being written meanwhile
             new = await _service(env, tmp_path)
             await until(lambda: len(fake.sockets) == 2, 10, "both gateways connected")
-            # The third reply's post is held back by a rate limit: at the SIGTERM the old
+            # The next post is held back by a rate limit: at the SIGTERM the old
             # process still owes the chat replies the store holds.
             fake.fail_next("POST", r"^/webhooks/", 429, retry_after=HELD)
             model_server.chunk_delay = 0.05
