@@ -707,9 +707,11 @@ class RunManager:
         return record.end
 
     async def shutdown(self, deadline: float = 20.0) -> None:
-        """Take no new runs; pause the running ones (they stay resumable), then let the chats
-        show what they can, all within `deadline`. What a chat has not shown by then is shown
-        by the next start, from its cursor."""
+        """Take no new runs; stop the running ones without ending them, then let the chats show
+        what they can, all within `deadline`. Each run's lease is released as soon as its chats
+        are done (or cut off at the deadline), so another driving process claims it at once: a
+        shutdown releases, it does not pause (only the terminal pauses a run it stops). What a
+        chat has not shown is shown by the next owner, from its cursor."""
         self._accepting = False
         loop = asyncio.get_running_loop()
         until = loop.time() + deadline

@@ -17,6 +17,12 @@ Parts are matched to the transcript by their text (every part of every reply is 
 same script measures code that marks its posts and code that does not.
 
     python bench/chat_delivery.py [--turns 8] [--trials 3] [--only lag,stop,kill]
+
+`--surface discord` measures a Discord channel instead (bench/chat_discord.py: the real bot
+process, so `--before TREE` also measures an older checkout, alternating with this one):
+
+    git worktree add --detach /tmp/chat17-before d451611   # before issue 17's delivery work
+    python bench/chat_delivery.py --surface discord --before /tmp/chat17-before [--rounds 1]
 """
 
 from __future__ import annotations
@@ -270,13 +276,24 @@ async def kill_scenario(trials: int) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--turns", type=int, default=8)
+    parser.add_argument("--surface", choices=("slack", "discord"), default="slack")
+    parser.add_argument("--turns", type=int, default=None, help="default: 8 (Slack), 4 (Discord)")
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--only", default="lag,stop,kill")
+    parser.add_argument(
+        "--before", type=lambda p: Path(p).resolve(), default=None, help="Discord: an older tree"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="Discord: before/after rounds")
     args = parser.parse_args()
     for env_name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         os.environ.pop(env_name, None)  # slack_sdk reads them and ignores NO_PROXY
     only = set(args.only.split(","))
+    if args.surface == "discord":
+        import chat_discord
+
+        await chat_discord.main(only, args.turns or 4, args.trials, args.before, args.rounds)
+        return
+    args.turns = args.turns or 8
     if "lag" in only:
         await lag_scenario(args.turns)
     if "stop" in only:

@@ -5,9 +5,11 @@ Several services may share one store (ARCHITECTURE.md, "Runs owned by leases"): 
 runs it starts, and about once a second claims the waiting runs it can serve (never claimed,
 released by a service that stopped, or whose owner died or stopped renewing its lease), rebuilding
 each from the store: its own surfaces' runs in its own spaces, or for a worker every run no chat
-shows (claiming.py). On SIGTERM or SIGINT it stops taking commands, stops its runs within the
-shutdown deadline and releases their leases (another copy claims them at once), closes the
-surfaces and the store, and exits 0.
+shows (claiming.py). On SIGTERM or SIGINT (a rolling deploy: the new copy is already up) it
+stops claiming, closes its chat connections first (the Discord gateway, Slack's Socket Mode) so
+that commands reach the new copy, then stops its runs and releases their leases (the new copy
+claims them at once; they are not paused), its posters showing what they still owe over REST
+until the shutdown deadline; then it closes the surfaces and the store, and exits 0.
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ class Surface(Protocol):
         ...
 
     async def stop_accepting(self) -> None:
-        """Refuse new commands politely; runs are paused by the manager next."""
+        """Take no more commands: close the connection they arrive on, if it is one that
+        another copy of the service can take over (a gateway, a socket), and refuse politely
+        whatever still arrives. Posting must keep working until `close`: the manager releases
+        the runs next, while their posters finish."""
         ...
 
     async def close(self) -> None: ...
@@ -96,9 +101,9 @@ async def serve(
                 for task in claiming:
                     task.cancel()
                 await asyncio.gather(*claiming, return_exceptions=True)
-            log.info("shutting down: pausing %d runs", len(rt.manager.active()))
+            log.info("shutting down: releasing %d runs", len(rt.manager.active()))
         finally:
-            for surface in started:
+            for surface in started:  # first, so that commands reach the new copy at once
                 await surface.stop_accepting()
             await rt.manager.shutdown(settings.shutdown_deadline)
             for surface in reversed(started):

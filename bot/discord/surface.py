@@ -128,8 +128,27 @@ class DiscordSurface:
         return record.spec.space in servers_shown(joined, self._settings.discord)
 
     async def stop_accepting(self) -> None:
+        """Close the gateway first, so that commands reach another copy of the service (a
+        rolling deploy), and refuse politely any that were already on their way here. The REST
+        client stays open: webhooks and edits go on posting what the runs still owe until
+        `close`."""
         if self._commands is not None:
             self._commands.accepting = False
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        # discord.py has no call that closes the gateway alone (Client.close also closes the
+        # REST session the webhooks post through): end the connect loop, so it cannot
+        # reconnect, then close its socket with 1000 (a normal close: the session ends).
+        if self._connection is not None:
+            self._connection.cancel()
+            await asyncio.gather(self._connection, return_exceptions=True)
+            self._connection = None
+        ws = self._bot.ws if self._bot is not None else None
+        if ws is not None:
+            with contextlib.suppress(asyncio.TimeoutError, aiohttp.ClientError, OSError):
+                await asyncio.wait_for(ws.close(code=1000), CLOSE_TIMEOUT)
+        log.info("discord: gateway closed; posting goes on over REST")
 
     async def close(self) -> None:
         if self._relay is not None:

@@ -221,7 +221,14 @@ class SlackSurface:
         return self._team is None or record.spec.space == self._team
 
     async def stop_accepting(self) -> None:
+        """Refuse politely from now on, and close Socket Mode first, so that commands reach
+        another copy of the service (a rolling deploy); HTTP mode keeps listening until
+        `close`, refusing. The Web API client stays open: posting goes on until `close`."""
         self._accepting = False
+        if self._socket is not None:
+            await self._socket.close_async()
+            self._socket = None
+            log.info("slack: Socket Mode closed; posting goes on over the Web API")
 
     async def close(self) -> None:
         if self._relay is not None and self._relay.tasks:

@@ -126,7 +126,7 @@ def _row(ctx: WebContext, run: RunRecord, driven: set[int]) -> dict[str, Any]:
             row.render(
                 run=run,
                 state=state,
-                classes=actor_classes(run.participants),
+                classes=actor_classes(run.participants, ctx.rt.registry),
                 tokens="?" if (total := costs.total_tokens(run)) is None else total,
                 cost=costs.cost_cell(run),
             )
@@ -180,7 +180,7 @@ async def run_page(request: Request) -> Response:
         live=state == "live",
         idle=idle_note(state, run.id),
         replies=[(reply, segments(reply.text)) for reply in replies],
-        classes=actor_classes(run.participants),
+        classes=actor_classes(run.participants, ctx.rt.registry),
         can_stop=state == "live" and ctx.web_token is not None,
         cost=costs.cost_text(run),
         saved=costs.caching_saved(run, replies, ctx.rt.manager.prices),

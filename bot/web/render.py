@@ -166,14 +166,17 @@ def colours_css(registry: Registry) -> str:
     return "\n".join(rules) + "\n"
 
 
-def actor_classes(participants: Iterable[Any]) -> Mapping[str, str]:
-    """Actor name -> colour class, for the replies of one run: a second seat of the same alias
-    gets the alias's next shade, so no two seats of a run look alike."""
+def actor_classes(participants: Iterable[Any], registry: Registry) -> Mapping[str, str]:
+    """Actor name -> colour class, for the replies of one run: a further seat of the same colour
+    (the same alias, or another the registry gives that colour) gets the next shade, so no two
+    seats of a run look alike. Shade n of an alias is shade n of its colour, whatever the alias."""
     classes: dict[str, str] = {}
     seen: dict[str, int] = {}
     for p in participants:
-        n = seen.get(p.alias, 0)
-        seen[p.alias] = n + 1
+        spec = registry.models.get(p.alias)
+        key = safe_colour(spec.colour).lower() if spec is not None else f"alias {p.alias}"
+        n = seen.get(key, 0)
+        seen[key] = n + 1
         base = colour_class(p.alias)
         classes[p.actor] = base if n == 0 or n >= SEATS_PER_ALIAS else f"{base}-{n}"
     return classes

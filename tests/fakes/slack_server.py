@@ -1099,6 +1099,11 @@ class FakeSlack(StartsOnEntry):
                 Ephemeral(envelope.channel, envelope.user, text, blocks, "ack", time.monotonic())
             )
 
+    @property
+    def open_sockets(self) -> int:
+        """Socket Mode connections open now (envelopes go to the newest)."""
+        return sum(1 for ws in self._sockets if not ws.closed)
+
     def _current_socket(self) -> web.WebSocketResponse | None:
         open_sockets = [ws for ws in self._sockets if not ws.closed]
         return open_sockets[-1] if open_sockets else None

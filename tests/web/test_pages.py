@@ -225,3 +225,16 @@ async def test_runs_nobody_drives_show_as_queued_or_waiting_not_live(site: Site)
     assert "state-waiting" in run_page and 'data-live="0"' in run_page
     assert "waiting: no process drives it right now" in run_page
     assert "waiting for a driving process" in await page(site, f"/runs/{queued.id}")
+
+
+async def test_two_models_of_one_registry_colour_wear_different_colours(site: Site) -> None:
+    # opus and opus-5.5 share #d97757 in models.toml: the second seat gets a shade of its own.
+    spec = RunSpec(models=("opus", "opus-5.5"), template="cli", max_turns=1, surface="web")
+    handle = await site.rt.manager.start(spec)
+    await site.wait(handle.id)
+    body = await page(site, f"/runs/{handle.id}")
+    seats = re.findall(r'<li><span class="actor (c-[0-9a-f]+(?:-\d+)?)">', body)
+    css = await page(site, "/colours.css")
+    rules = dict(re.findall(r"\.(c-[0-9a-f]+(?:-\d+)?) \{ --actor: (#[0-9a-f]{6}); \}", css))
+    assert len(seats) == 2
+    assert rules[seats[0]] == "#d97757" and rules[seats[1]] != rules[seats[0]]

@@ -56,7 +56,7 @@ def test_two_seats_of_one_model_get_colours_of_their_own() -> None:
         ParticipantInfo(0, "opus", "Claude 1", "claude-opus-5-5", "anthropic"),
         ParticipantInfo(1, "opus", "Claude 2", "claude-opus-5-5", "anthropic"),
     ]
-    classes = actor_classes(seats)
+    classes = actor_classes(seats, load_registry())
     assert classes["Claude 1"] != classes["Claude 2"]
     css = colours_css(load_registry())
     rules = dict(line.split(" { --actor: ") for line in css.splitlines())
