@@ -17,8 +17,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 
 from backrooms_engine import startspec, templates
-from backrooms_engine.errors import ConfigError
-from backrooms_engine.manager import RunHandle
+from backrooms_engine.errors import ConfigError, UnknownRunError
 from backrooms_engine.records import RunRecord, RunSpec
 
 from .. import messages
@@ -151,41 +150,62 @@ class Commands:
     # -- stop ---------------------------------------------------------------------------------
 
     async def stop(self, inv: Invocation, rest: str) -> None:
-        handle = await self._target(inv, rest.strip().lstrip("#"))
-        if handle is None:
+        record = await self._target(inv, rest.strip().lstrip("#"))
+        if record is None:
             return
-        if not await self._may_stop(inv, handle.id):
-            await inv.tell(self._refused(handle.id))
+        if not await self._may_stop(inv, record.id):
+            await inv.tell(self._refused(record.id))
             return
-        result = await self.rt.manager.stop(handle.id, by=inv.user_name)
+        result = await self.rt.manager.stop(record.id, by=inv.user_name)
         await inv.tell(slack_escape(result.message))
 
     async def stop_button(self, inv: Invocation, value: str) -> None:
-        handle = self.rt.manager.get(int(value)) if value.isdigit() else None
-        if handle is None or handle.record.spec.space != inv.team:
+        record = await self._going(int(value)) if value.isdigit() else None
+        if record is None or record.spec.space != inv.team:
             await inv.tell(f"Run {value} is not going any more.")
-        elif not await self._may_stop(inv, handle.id):
-            await inv.tell(self._refused(handle.id))
+        elif not await self._may_stop(inv, record.id):
+            await inv.tell(self._refused(record.id))
         else:
-            await self.rt.manager.stop(handle.id, by=inv.user_name)
+            await self.rt.manager.stop(record.id, by=inv.user_name)
 
-    async def _target(self, inv: Invocation, word: str) -> RunHandle | None:
-        """The run named, or the one run going in this channel."""
+    async def _going(self, run_id: int) -> RunRecord | None:
+        """The run, if it has not ended: driven here, or by another process sharing the store
+        (the manager's stop then asks that process through the store: stopping.py)."""
+        handle = self.rt.manager.get(run_id)
+        if handle is not None:
+            return handle.record
+        try:
+            record = await self.rt.archive.get_run(run_id)
+        except UnknownRunError:
+            return None
+        return record if record.end is None else None
+
+    async def _target(self, inv: Invocation, word: str) -> RunRecord | None:
+        """The run named, or the one run going in this channel (in any process)."""
         if word:
-            handle = self.rt.manager.get(int(word)) if word.isdigit() else None
-            if handle is None or handle.record.spec.space != inv.team:
+            record = await self._going(int(word)) if word.isdigit() else None
+            if record is None or record.spec.space != inv.team:
                 await inv.tell(f"No run `{slack_escape(word)}` is going in this workspace.")
                 return None
-            return handle
-        here = [h for h in self.rt.manager.active(inv.team) if h.record.spec.place == inv.channel]
+            return record
+        here = [r for r in await self._going_in(inv.team) if r.spec.place == inv.channel]
         if len(here) == 1:
             return here[0]
         if not here:
             await inv.tell("No run is going in this channel; `/backrooms list` shows them all.")
         else:
-            ids = ", ".join(str(h.id) for h in here)
+            ids = ", ".join(str(r.id) for r in here)
             await inv.tell(f"Runs {ids} are going here; say which: `/backrooms stop {here[0].id}`.")
         return None
+
+    async def _going_in(self, team: str) -> list[RunRecord]:
+        """The runs of this workspace that have not ended, wherever they are driven, oldest
+        first."""
+        going = {h.id: h.record for h in self.rt.manager.active(team)}
+        for status in ("running", "queued"):
+            for record in await self.rt.archive.list_runs(status=status, space=team):
+                going.setdefault(record.id, record)
+        return [going[i] for i in sorted(going)]
 
     async def _may_stop(self, inv: Invocation, run_id: int) -> bool:
         if inv.user in self.relay.settings.slack.admins:

@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from backrooms_engine.errors import ConfigError
+from backrooms_engine.records import RunSpec
 from backrooms_engine.store import SqliteStore
 from bot import costs, messages
 from bot.runtime import open_runtime
@@ -25,7 +26,7 @@ from bot.slack.surface import NEEDED_SCOPES, connection_mode
 from bot.text import SLACK_LIMIT
 from tests.bot.slack_harness import CLAUDE_ICON, STEP, free_port, run_id_of, serving, slack_env
 from tests.fakes.slack_server import GENERAL_CHANNEL_ID as GENERAL
-from tests.fakes.slack_server import USER_ID, FakeSlack, sign_request, slash_command_form
+from tests.fakes.slack_server import TEAM_ID, USER_ID, FakeSlack, sign_request, slash_command_form
 
 CLAUDE, GPT = "claude-opus-5-5", "gpt-4o-2024-08-06"  # the fake model server's model keys
 ADMIN, OTHER = "U0TESTADM1", "U0TESTOTH1"
@@ -662,3 +663,37 @@ async def test_a_shutdown_leaves_the_rest_of_an_ended_run_to_the_next_start(
         f"Run {run_id}: Reached maximum number of turns (2). Conversation ended. Cost: {cost}."
     ]
     assert end.reason == "max_turns" and not has_stop_button(svc.root(run_id))
+
+
+async def test_slash_stop_ends_a_run_another_process_drives(model_server, fake, tmp_path):
+    """The run is driven by a second runtime on the same folder (another process, as after a
+    takeover): `/backrooms stop` here asks it through the store, and it ends."""
+    model_server.chunk_delay = 0.1
+    env = slack_env(model_server, fake, tmp_path, SLACK_ADMINS=ADMIN)
+    async with serving(env, fake) as svc:
+        async with open_runtime(Settings.from_mapping(env)) as other:
+            spec = RunSpec(
+                models=("opus", "gpt4o"),
+                template="cli",
+                max_turns=20,
+                started_by="someone",
+                surface="slack",
+                space=TEAM_ID,
+                place=GENERAL,
+            )
+            handle = await other.manager.start(spec)
+            assert svc.rt.manager.get(handle.id) is None  # not driven by the Slack service
+            await svc.command("stop", user=ADMIN, name="admin")  # the one run in this channel
+            end = await asyncio.wait_for(other.manager.wait(handle.id), STEP)
+            answer = await svc.wait_ephemeral(f"run {handle.id}: Conversation stopped by admin")
+    assert (end.reason, end.by) == ("stopped", "admin")
+    assert "No run" not in answer
+    stored = await _stored_end(tmp_path, handle.id)
+    assert (stored.reason, stored.by) == ("stopped", "admin")
+
+
+async def _stored_end(tmp_path: Path, run_id: int):
+    async with await SqliteStore.open(tmp_path / "backrooms.db", owner=False) as store:
+        end = (await store.get_run(run_id)).end
+    assert end is not None
+    return end
