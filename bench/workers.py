@@ -78,6 +78,7 @@ from bot.settings import Settings  # noqa: E402
 SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _CLAIMED = re.compile(r"run (\d+): claimed")
+_CLAIM_LINE = re.compile(r"^(\S+ \S+) INFO \S+: run \d+: claimed", re.M)
 _CLI = "import sys; from bot.cli import main; sys.exit(main())"
 
 
@@ -219,6 +220,20 @@ class Worker:
     def claimed(self) -> set[int]:
         return {int(m) for m in _CLAIMED.findall(self.text())}
 
+    def rounds(self) -> list[int]:
+        """How many runs each of its claim rounds took: its "claimed" log lines, a new round
+        after a gap of 0.5 s or more."""
+        stamps = [
+            datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            for t in _CLAIM_LINE.findall(self.text())
+        ]
+        sizes: list[int] = []
+        for prev, cur in zip([-math.inf, *stamps], stamps, strict=False):
+            if cur - prev >= 0.5:
+                sizes.append(0)
+            sizes[-1] += 1
+        return sizes
+
 
 def worker_env(server: FakeServer, folder: Path, url: str) -> dict[str, str]:
     env = service_env(server, folder)
@@ -303,6 +318,7 @@ class Load:
     first_start: float = math.inf  # the wall clock when the first reply of the load started
     per_worker: list[tuple[int, int, float, float, bool]] = field(default_factory=list)
     # (runs claimed, replies, cpu s, peak rss MB, whether the peak was reset before the load)
+    rounds: list[list[int]] = field(default_factory=list)  # per worker: runs claimed per round
     server_cpu: float = 0.0
     t0: float = 0.0  # the wall clock before the first queue call
     reply_span: float = 0.0  # calibration: first reply started -> last finished, per reply
@@ -396,6 +412,7 @@ async def run_load(
                 mine = w.claimed() & set(ids)
                 replies = sum(per_run.get(i, 0) for i in mine)
                 result.per_worker.append((len(mine), replies, cpu, peak, reset))
+                result.rounds.append(w.rounds())
     result.load_end = load()
     return result
 
@@ -493,7 +510,8 @@ def print_load(p: Load, reply_time: float) -> None:
         print(
             f"  worker {n}: {claimed} runs, {replies} replies, CPU {per_reply:.2f} ms per reply "
             f"({100 * cpu / p.wall:.0f}% of a core), peak RSS {peak:.0f} MB"
-            f"{'' if reset else ' (process lifetime: VmHWM could not be reset)'}"
+            f"{'' if reset else ' (process lifetime: VmHWM could not be reset)'}; runs claimed"
+            f" per claim round: {p.rounds[n]}"
         )
     total_cpu = sum(w[2] for w in p.per_worker)
     if p.replies:
