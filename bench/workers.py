@@ -18,8 +18,8 @@ Each variant gets a schema of its own, dropped after it. Everything talks to 127
    end stored; efficiency = ideal / wall; per worker: CPU ms per reply it drove (user + system
    from /proc/PID/stat over the load), peak RSS (VmHWM of /proc/PID/status, reset before the load
    through /proc/PID/clear_refs), how many runs each of its claim rounds took (its log lines);
-   and from the store: every run must end `max_turns` with
-   exactly turns x 2 replies, one per (turn, seat): the rest are counted as lost or doubled;
+   and from the store: every run must end `max_turns` with exactly turns x 2 replies, one per
+   (turn, seat): the rest are counted as lost or doubled;
 3. stop latency across processes: `--stops + --cli-stops` long runs going on 2 workers; the
    bench asks `--stops` of them to stop through the store's `request_stop` (what any process's
    stop writes), a random 0.05-0.3 s apart, then `backrooms stop N` (a subprocess) for
