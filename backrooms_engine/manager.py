@@ -48,7 +48,9 @@ from .stopping import Stopper
 log = logging.getLogger(__name__)
 
 ObserversFor = Callable[[RunRecord], Awaitable[Sequence[Observer] | None]]
-Wanted = Callable[[RunRecord], bool]  # whether to claim a waiting run, asked before claiming it
+# Whether to claim a waiting run, asked before claiming it (and asked again for the next run only
+# once the previous claim has been made or lost).
+Wanted = Callable[[RunRecord], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,17 @@ class RunManager:
             await self.store.reopen_run(run_id, max_turns=started_turns + turns)
             return await self._relaunch(await self.store.get_run(run_id), observers, extending=True)
 
+    async def unservable(self, record: RunRecord) -> str | None:
+        """Why this process could not drive a stored run (a model, a key or the template it
+        lacks), read from the run's stored blueprint where it has one, so a process needs
+        neither the templates folder nor the models.toml of the one that stored it; None when
+        it can."""
+        try:
+            await self._starts.plan_of(self.store, record)
+        except (ConfigError, StoreError) as exc:
+            return str(exc)
+        return None
+
     async def resume_all(
         self,
         observers_for: ObserversFor | None = None,
@@ -310,7 +323,7 @@ class RunManager:
         for record in await self._resumable(surfaces):
             if record.id in self._runs or record.id in self._starting:
                 continue
-            if wanted is not None and not wanted(record):
+            if wanted is not None and not await wanted(record):
                 continue
             with self._claim(record.id):
                 handle = await self._resume_one(record.id, observers_for)
@@ -395,7 +408,7 @@ class RunManager:
                 continue
             if not await self._owes_closing(record.id, record.spec.surface):
                 continue
-            if wanted is not None and not wanted(record):
+            if wanted is not None and not await wanted(record):
                 continue
             # Its posts and cursors are fenced writes: the lease first (a surface's observers_for
             # may already record a post it adopts), kept until the chat has shown the rest.

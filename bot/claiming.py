@@ -9,7 +9,8 @@ would even be ended):
 - `worker` claims the runs of every surface no chat shows (chat surfaces posting from workers
   are a later issue, 15);
 - nobody claims more than its `max_runs` at once, nor a run whose models, keys or template it
-  lacks (checked against its own models.toml, environment and templates).
+  lacks (the run's stored blueprint against its own environment; a run stored before there were
+  blueprints against its own models.toml and templates).
 """
 
 from __future__ import annotations
@@ -19,12 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from backrooms_engine import templates
-from backrooms_engine.errors import ConfigError
 from backrooms_engine.manager import Wanted
 from backrooms_engine.ports import Observer
 from backrooms_engine.records import RunRecord
-from backrooms_engine.registry import check_keys
 
 from .runtime import Runtime
 
@@ -54,16 +52,14 @@ class Choice:
         self._told: set[int] = set()  # runs already logged as left alone
 
     def fresh_round(self) -> Wanted:
-        """The manager's `wanted` for one look at the waiting runs: at most the room left."""
-        room = self._claims.max_runs - len(self._rt.manager.active())
-        taken = 0
+        """The manager's `wanted` for one look at the waiting runs. The room is counted anew
+        for each run, from the runs this process drives by then: a claim another process won
+        takes no room here."""
 
-        def wanted(record: RunRecord) -> bool:
-            nonlocal taken
-            if taken >= room or not self._can_serve(record):
+        async def wanted(record: RunRecord) -> bool:
+            if len(self._rt.manager.active()) >= self._claims.max_runs:
                 return False
-            taken += 1
-            return True
+            return await self._can_serve(record)
 
         return wanted
 
@@ -75,28 +71,17 @@ class Choice:
             return ()  # a worker's run: the log file and the live text, no chat
         return None
 
-    def _can_serve(self, record: RunRecord) -> bool:
+    async def _can_serve(self, record: RunRecord) -> bool:
         if record.spec.surface not in self._claims.surfaces:
             return False
         surface = self._surfaces.get(record.spec.surface)
         if surface is not None and not surface.shows(record):
             return False
-        why = unservable(self._rt, record)
+        why = await self._rt.manager.unservable(record)
         if why is not None and record.id not in self._told:
             self._told.add(record.id)
             log.info("run %s: left for another process: %s", record.id, why)
         return why is None
-
-
-def unservable(rt: Runtime, record: RunRecord) -> str | None:
-    """Why this process could not drive `record` (a model, a key or the template it lacks)."""
-    try:
-        specs = rt.registry.resolve([p.alias for p in record.participants])
-        check_keys(specs, rt.settings.env)
-        templates.find(record.spec.template, rt.template_dirs)
-    except ConfigError as exc:
-        return str(exc)
-    return None
 
 
 def worker_claims(max_runs: int) -> Claims:

@@ -65,42 +65,87 @@ def _env(tmp_path, *without: str) -> dict[str, str]:
     }
 
 
+async def stored(
+    rt, surface: str, space: str | None = None, models=("opus", "opus"), template="cli"
+):
+    """A run stored as a process that stored it before blueprints did (no blueprint): it is
+    checked against this process's own models.toml and templates."""
+    shape = record(0, surface, space, models, template)
+    return await rt.transcript.create_run(shape.spec, shape.participants, "log.txt", T0)
+
+
 async def test_a_chat_bot_claims_only_runs_of_its_own_surface_and_space(tmp_path) -> None:
     async with runtime(_env(tmp_path)) as rt:
         choice = Choice(
             rt, {"discord": OneServer("A")}, Claims("discord", frozenset({"discord"}), 5)
         )
         wanted = choice.fresh_round()
-        assert wanted(record(1, "discord", "A"))
-        assert not wanted(record(2, "discord", "B"))  # another server's run: another bot's
-        assert not wanted(record(3, "slack", "A"))
-        assert not wanted(record(4, "terminal"))
+        assert await wanted(await stored(rt, "discord", "A"))
+        assert not await wanted(await stored(rt, "discord", "B"))  # another server's: another bot's
+        assert not await wanted(await stored(rt, "slack", "A"))
+        assert not await wanted(await stored(rt, "terminal"))
 
 
 async def test_a_worker_claims_every_run_no_chat_shows(tmp_path) -> None:
     async with runtime(_env(tmp_path)) as rt:
         wanted = Choice(rt, {}, worker_claims(5)).fresh_round()
-        assert wanted(record(1, "terminal")) and wanted(record(2, "web", "web"))
-        assert not wanted(record(3, "discord", "A")) and not wanted(record(4, "slack", "T1"))
+        assert await wanted(await stored(rt, "terminal"))
+        assert await wanted(await stored(rt, "web", "web"))
+        assert not await wanted(await stored(rt, "discord", "A"))
+        assert not await wanted(await stored(rt, "slack", "T1"))
         assert await Choice(rt, {}, worker_claims(5)).observers_for(record(1, "terminal")) == ()
 
 
 async def test_no_run_is_claimed_whose_model_key_or_template_is_missing_here(tmp_path) -> None:
     async with runtime(_env(tmp_path, "OPENAI_API_KEY")) as rt:
         wanted = Choice(rt, {}, worker_claims(5)).fresh_round()
-        assert not wanted(record(1, "terminal", models=("opus", "gpt4o")))  # no OpenAI key
-        assert not wanted(record(2, "terminal", models=("opus", "nosuchmodel")))
-        assert not wanted(record(3, "terminal", template="nosuchtemplate"))
-        assert wanted(record(4, "terminal", models=("opus", "opus")))
+        assert not await wanted(await stored(rt, "terminal", models=("opus", "gpt4o")))  # no key
+        assert not await wanted(await stored(rt, "terminal", models=("opus", "nosuchmodel")))
+        assert not await wanted(await stored(rt, "terminal", template="nosuchtemplate"))
+        assert await wanted(await stored(rt, "terminal", models=("opus", "opus")))
+        assert not await wanted(record(99, "terminal"))  # a run the store does not hold
 
 
-async def test_a_round_takes_no_more_than_the_room_under_max_runs(tmp_path) -> None:
+async def test_a_run_with_a_blueprint_needs_neither_the_template_nor_the_models_here(
+    tmp_path,
+) -> None:
+    """A run queued by a process with a template and a model of its own: a worker that has
+    neither (but the key) can drive it from what the run stored."""
+    starter_dir = tmp_path / "starter"
+    (starter_dir / "templates").mkdir(parents=True)
+    (starter_dir / "templates" / "only-here.jsonl").write_text(
+        '{"system_prompt": "You are {lm1_actor}.", "context": []}\n'
+        '{"system_prompt": "You are {lm2_actor}.", "context": []}\n',
+        encoding="utf-8",
+    )
+    (starter_dir / "models.toml").write_text(
+        '[models.house]\nprovider = "anthropic"\napi_id = "claude-house-1"\n'
+        'display_name = "House"\ncompany = "anthropic"\n',
+        encoding="utf-8",
+    )
+    env = _env(tmp_path) | {"BACKROOMS_MODELS": str(starter_dir / "models.toml")}
+    async with runtime(env, templates_dir=starter_dir / "templates") as starter:
+        queued = await starter.manager.queue(
+            RunSpec(models=("house", "opus"), template="only-here", surface="terminal")
+        )
+    async with runtime(_env(tmp_path)) as worker:  # shipped models and templates only
+        wanted = Choice(worker, {}, worker_claims(5)).fresh_round()
+        assert await wanted(await worker.archive.get_run(queued.id))
+        # The same run stored without its blueprint could not be served here.
+        assert not await wanted(
+            await stored(worker, "terminal", models=("house", "opus"), template="only-here")
+        )
+
+
+async def test_the_room_is_what_this_process_drives_under_max_runs(tmp_path) -> None:
     async with runtime(_env(tmp_path)) as rt:
-        choice = Choice(rt, {}, worker_claims(2))
-        wanted = choice.fresh_round()
-        assert [wanted(record(i, "terminal")) for i in (1, 2, 3)] == [True, True, False]
-        again = choice.fresh_round()  # nothing is running yet here: the room is back
-        assert again(record(3, "terminal"))
+        full = Choice(rt, {}, worker_claims(0)).fresh_round()
+        assert not await full(await stored(rt, "terminal"))
+        # Nothing is driven here yet: each run asked finds the room free (a claim lost to
+        # another process takes none; one made does, as the manager then drives it).
+        wanted = Choice(rt, {}, worker_claims(2)).fresh_round()
+        runs = [await stored(rt, "terminal") for _ in range(3)]
+        assert [await wanted(r) for r in runs] == [True, True, True]
 
 
 async def test_a_discord_bot_leaves_the_waiting_runs_of_servers_it_is_not_for(
