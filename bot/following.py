@@ -61,6 +61,10 @@ class Transcript:
     def reader_left(self) -> bool:
         return self._printer.reader_left
 
+    @property
+    def line_open(self) -> bool:
+        return self._printer.line_open
+
     async def start(self) -> None:
         await self._printer.handle(RunStarted(self._run))
 
@@ -108,7 +112,7 @@ class Transcript:
 async def follow(store: AllPorts, transcript: Transcript, run_id: int) -> RunRecord:
     """Print the run as it goes until it ends or pauses (or stdout's reader left); the run as
     last read. The first poll prints everything stored so far."""
-    said = _Said(run_id)
+    said = _Said(run_id, transcript)
     polls = 0
     while True:
         run = await store.get_run(run_id)
@@ -129,8 +133,9 @@ async def follow(store: AllPorts, transcript: Transcript, run_id: int) -> RunRec
 class _Said:
     """What stderr has been told of who drives the run: each change once."""
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, run_id: int, transcript: Transcript) -> None:
         self._run_id = run_id
+        self._transcript = transcript
         self._last: str | None = None
 
     def state(self, state: str, holder: str | None) -> None:
@@ -145,5 +150,7 @@ class _Said:
         else:
             line = ""
         if line:
-            print(line, file=sys.stderr, flush=True)
+            # In a terminal, stdout and stderr share the screen: not in the middle of a reply's line.
+            apart = self._transcript.line_open and sys.stderr.isatty()
+            print("\n" + line if apart else line, file=sys.stderr, flush=True)
         self._last = state

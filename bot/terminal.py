@@ -94,6 +94,11 @@ class TerminalPrinter:
         """Whether the reader of stdout has gone (a closed pipe): nothing more is printed."""
         return self._reader_left
 
+    @property
+    def line_open(self) -> bool:
+        """Whether the last text written left its line open (a reply mid-stream)."""
+        return self._line_open
+
     def note(self, text: str) -> None:
         """A dim line of our own between the transcript's text, on a line of its own."""
         self._end_line()

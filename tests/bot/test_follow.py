@@ -150,6 +150,38 @@ async def test_follow_of_a_queued_run_says_so_and_follows_the_worker_that_claims
     assert followed.decode() == shown[1] and "Reached maximum number of turns (2)" in shown[1]
 
 
+async def test_follow_goes_on_when_another_process_takes_the_run_over(model_server, tmp_path):
+    # The driver dies mid-reply; a worker claims the run once its lease lapses and streams that
+    # reply again from its start: the follower prints none of the words it already printed.
+    _slow(model_server)
+    model_server.chunk_delay = 0.3  # nine seconds: the kill lands inside the first reply
+    env = {**fake_env(model_server, tmp_path), "BACKROOMS_LEASE_SECONDS": "2"}
+    run = follower = worker = None
+    try:
+        run = await spawn_backrooms(*RUN, env=env, cwd=tmp_path)
+        await _started(run)
+        follower = await spawn_backrooms("show", "1", "--follow", env=env, cwd=tmp_path)
+        head = await asyncio.wait_for(follower.stdout.readuntil(b"word3 "), LIMIT)
+        run.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(run.wait(), LIMIT)
+        async with await open_store(store_location(env), owner=False) as store:
+            assert (await store.get_run(1)).replies == 0  # what it printed was live text only
+        said = await asyncio.wait_for(follower.stderr.readline(), LIMIT)
+        assert said == b"run 1 is waiting to be claimed: no process drives it right now\n"
+        model_server.chunk_delay = 0.1
+        worker = await spawn_backrooms("worker", env=env, cwd=tmp_path)
+        rest, err = await asyncio.wait_for(follower.communicate(), LIMIT)
+        worker.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(worker.communicate(), LIMIT)
+    finally:
+        await _stop(run, follower, worker)
+    assert follower.returncode == 0 and "Traceback" not in err.decode()
+    assert err.decode().startswith("run 1 is driven by ")
+    shown = await backrooms("show", "1", env=env, cwd=tmp_path)
+    assert shown[1].startswith("run 1 started") and shown[1].count(WORDS) == 2
+    assert (head + rest).decode() == shown[1]  # no word twice, none missing
+
+
 async def test_follow_of_an_ended_run_is_show(tmp_path):
     env = {"BACKROOMS_DB": str(tmp_path / "backrooms.db"), "NO_COLOR": "1"}
     ran = await backrooms(
