@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow",
         "-f",
         action="store_true",
-        help="then keep printing the run live as the process that drives it goes on, until it "
-        "ends (a paused run: at once)",
+        help="go on printing the run live as the process that drives it goes on, until it ends "
+        "or pauses",
     )
     exp = sub.add_parser("export", help="write a stored run as txt, md or json")
     exp.add_argument("run_id", type=_run_id, metavar="RUN", help=RUN_HELP)
