@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("runs", help="list stored runs, newest first")
     show = sub.add_parser("show", help="print a stored run's transcript")
     show.add_argument("run_id", type=_run_id, metavar="RUN", help=RUN_HELP)
+    show.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="go on printing the run live as the process that drives it goes on, until it ends "
+        "or pauses",
+    )
     exp = sub.add_parser("export", help="write a stored run as txt, md or json")
     exp.add_argument("run_id", type=_run_id, metavar="RUN", help=RUN_HELP)
     exp.add_argument("--format", choices=("txt", "md", "json"), default="txt")

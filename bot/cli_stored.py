@@ -1,4 +1,5 @@
-"""`backrooms runs`, `show` and `export`: read the stored runs, change nothing.
+"""`backrooms runs`, `show` (`--follow`: following.py) and `export`: read the stored runs, change
+nothing.
 
 They open the store as a viewer (no lease, no lock file) and never create a database: where
 there is none, there is no run to read.
@@ -7,17 +8,17 @@ there is none, there is no run to read.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
 from backrooms_engine import export
 from backrooms_engine.errors import BackroomsError, StoreError
-from backrooms_engine.events import ReplyDelta, ReplyFinished, ReplyStarted, RunEnded, RunStarted
 from backrooms_engine.records import RunRecord
 from backrooms_engine.registry import Registry, load_registry
 from backrooms_engine.store import open_store, unknown_run
 
-from . import costs, eventloop
+from . import costs, eventloop, following
 from .faces import distinct_colours
 from .interrupts import Interrupts
 from .settings import Settings
@@ -50,7 +51,7 @@ async def _list_runs(settings: Settings) -> int:
 def _row(run: RunRecord, holder: str | None = None) -> str:
     """`holder`: the process whose live lease holds a running run (none: it is waiting)."""
     who = " ".join(p.alias for p in run.participants)
-    status = run.end.reason if run.end else run.status
+    status: str = run.end.reason if run.end else run.status
     if run.status == "running" and holder is None:
         status = "waiting"  # no process holds its lease: a driving process claims it next
     if run.end and run.end.reason == "ctrl_c":
@@ -66,24 +67,63 @@ def _row(run: RunRecord, holder: str | None = None) -> str:
 
 def cmd_show(args: argparse.Namespace, settings: Settings, interrupts: Interrupts) -> int:
     _check_stored(settings, args.run_id)
-    return eventloop.run(_show(settings, args.run_id), settings.event_loop)
+    if not args.follow:
+        return eventloop.run(_show(settings, args.run_id), settings.event_loop)
+    code = eventloop.run(_follow(settings, args.run_id, interrupts), settings.event_loop)
+    return interrupts.code if interrupts.code is not None else code  # a signal at the last line
 
 
 async def _show(settings: Settings, run_id: int) -> int:
     async with await open_store(settings.store, owner=False) as store:
         run = await store.get_run(run_id)
         replies = await store.replies(run_id)
+    transcript = _transcript(settings, run)
+    await transcript.start()
+    await transcript.finished(replies)
+    await transcript.end(run)
+    _print_cost(run)
+    return 0
+
+
+async def _follow(settings: Settings, run_id: int, interrupts: Interrupts) -> int:
+    """`show --follow` (following.py): ends with the run, or at once for a paused one; Ctrl-C
+    and SIGTERM leave the run to its process and end 130 and 143, as a terminal command does."""
+    task = asyncio.current_task()
+
+    def leave(signum: int) -> None:
+        if task is not None:
+            task.cancel()
+
+    interrupts.deliver_to(leave)
+    try:
+        async with await open_store(settings.store, owner=False) as store:
+            transcript = _transcript(settings, await store.get_run(run_id))
+            await transcript.start()
+            run = await following.follow(store, transcript, run_id)
+        await transcript.end(run)
+    except asyncio.CancelledError:
+        if interrupts.code is None:
+            raise
+        print(f"\nbackrooms: stopped following run {run_id}; it goes on", file=sys.stderr)
+        return interrupts.code
+    if run.status == "paused":
+        print(
+            f"run {run_id} is paused: nobody drives it until `backrooms resume {run_id}`",
+            file=sys.stderr,
+        )
+    if not transcript.reader_left:
+        _print_cost(run)
+    return 0
+
+
+def _transcript(settings: Settings, run: RunRecord) -> following.Transcript:
     printer = TerminalPrinter(stored_colours(load_registry(settings.models_file), run))
-    await printer.handle(RunStarted(run))
-    for r in replies:
-        await printer.handle(ReplyStarted(run.id, r.seq, r.turn, r.position, r.actor))
-        await printer.handle(ReplyDelta(run.id, r.seq, r.position, r.actor, r.text, r.text))
-        await printer.handle(ReplyFinished(r))
-    if run.end is not None:
-        await printer.handle(RunEnded(run.id, run.end))
+    return following.Transcript(printer, run)
+
+
+def _print_cost(run: RunRecord) -> None:
     # On stderr, as `backrooms run` says it: stdout stays the transcript as the run printed it.
     print(f"cost: {costs.cost_text(run)}; tokens: {costs.tokens_text(run)}", file=sys.stderr)
-    return 0
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings, interrupts: Interrupts) -> int:

@@ -89,6 +89,21 @@ class TerminalPrinter:
             case RunEnded(end=end):
                 self._write(end.closing_line())
 
+    @property
+    def reader_left(self) -> bool:
+        """Whether the reader of stdout has gone (a closed pipe): nothing more is printed."""
+        return self._reader_left
+
+    @property
+    def line_open(self) -> bool:
+        """Whether the last text written left its line open (a reply mid-stream)."""
+        return self._line_open
+
+    def note(self, text: str) -> None:
+        """A dim line of our own between the transcript's text, on a line of its own."""
+        self._end_line()
+        self._note(text)
+
     def _note(self, text: str) -> None:
         self._write(f"\033[2m{text}{RESET}\n" if self._colour else f"{text}\n")
 
