@@ -38,7 +38,7 @@ from .events import Event, ReplyDelta, ReplyFinished, ReplyStarted, RunEnded
 from .leasing import Emit, LeaseKeeper
 from .live import LiveTextFeed
 from .observers import DEFAULT_QUEUE_SIZE, ObserverHub
-from .ports import Leases, LiveText, Observer, Provider, TranscriptStore
+from .ports import DesiredNotices, Leases, LiveText, Observer, Provider, TranscriptStore
 from .pricing import Prices
 from .records import Reply, RunEnd, RunRecord, RunSpec, now
 from .registry import ModelSpec, Registry
@@ -104,13 +104,17 @@ class RunManager:
         leases: Leases | None = None,
         live_text: LiveText | None = None,
         prices: Mapping[str, Prices] | None = None,
+        notices: DesiredNotices | None = None,
+        stop_poll: float | None = None,
     ):
         """`observer_grace`: how long a run's end waits for its queued observers (the log file,
         the terminal, the web feed). Chat posters are durable and never cut short: they go on
         after the run's end, and a run asks for reply N only once every chat showing it has
         shown all but `chat_lag` of the replies before N (BACKROOMS_CHAT_LAG).
         `leases`: the runs this manager drives are claimed, renewed and fenced through it
-        (leasing.py); `live_text`: where their streaming text goes for viewers elsewhere."""
+        (leasing.py); `live_text`: where their streaming text goes for viewers elsewhere.
+        `notices`: stop requests of its runs heard as they are made (PostgreSQL's LISTEN);
+        `stop_poll`: seconds between two reads of them all, the fallback (stopping.py)."""
         self.registry = registry
         self.template_dirs = list(template_dirs)
         self.store = store
@@ -142,6 +146,8 @@ class RunManager:
             lambda run_id: (
                 run_id in self._runs or run_id in self._starting or run_id in self._created
             ),
+            notices=notices,
+            poll=stop_poll,
         )
 
     # -- starting (one way in: starting.py) -------------------------------------------------

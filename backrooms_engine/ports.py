@@ -9,7 +9,7 @@ it over every implementation.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -157,6 +157,19 @@ class Leases(Protocol):
     async def waiting(self, surfaces: frozenset[str]) -> list[int]:
         """Runs of these surfaces that are running but driven by nobody (queued, released, or
         lease lapsed), not paused, oldest first."""
+        ...
+
+
+class DesiredNotices(Protocol):
+    """Word that a run's desired state changed (a stop was asked), from whichever process asked:
+    PostgreSQL's LISTEN/NOTIFY. Best effort: a notice can be lost (while the listener reconnects,
+    through a transaction-mode pooler), so a driver still polls the rows, and a notice is only a
+    hint to read the row (TranscriptStore.stop_requests). SQLite and the in-memory fake have none."""
+
+    def notices(self) -> AsyncGenerator[int, None]:
+        """The ids of this store's runs whose desired state changed, as the asks commit, for as
+        long as it is iterated (a dropped connection is opened again, with a backoff); the
+        connection it listens on is closed when the generator is closed (or cancelled)."""
         ...
 
 

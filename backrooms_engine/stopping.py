@@ -1,10 +1,13 @@
 """Stopping a run from any process (ARCHITECTURE.md, "Runs owned by leases": stop requests are
 rows, the run's desired state, so any process can make them).
 
-The driving side: `StopRequests` reads, about twice a second and only while this process drives
-runs, the stop requests of all of them in one query, and sets the StopSignal of each run asked
-for. The run then ends exactly as a local stop ends it: reason "stopped", by the asker, the chat
-shows its cut-off mark and closing line.
+The driving side: `StopRequests` reads, only while this process drives runs, the stop requests
+of all of them in one query, and sets the StopSignal of each run asked for. The run then ends
+exactly as a local stop ends it: reason "stopped", by the asker, the chat shows its cut-off mark
+and closing line. Where the store announces requests (DesiredNotices: PostgreSQL's NOTIFY), the
+driver also listens, and reads a run's request as soon as it is announced: the notice is only a
+hint, the row is the truth. NOTIFY is best effort, so the poll stays, about once a second
+(`LISTENING_POLL_SECONDS`); without notices (SQLite) it is all there is, twice a second.
 
 The asking side: `ask_and_wait` writes the request and waits, bounded, for the run's end in the
 store. A run nobody drives would wait forever (running but waiting to be claimed, queued, paused,
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +33,13 @@ from .engine import StopSignal
 from .errors import LeaseHeld, StoreError
 from .leasing import LeaseKeeper
 from .logfile import LogFileWriter
-from .ports import TranscriptStore
+from .ports import DesiredNotices, TranscriptStore
 from .records import Reply, RunEnd, RunRecord, now
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5  # how often a driver reads the requests: a stop lands within about a second
+LISTENING_POLL_SECONDS = 1.0  # the same, as the fallback of a driver that hears notices
 WAIT_SECONDS = 5.0  # how long the asker waits for the run's end
 TAKE_AFTER = 1.5  # a driver answers within about a second; one that has not may be gone
 TICK = 0.1  # how often the asker reads the run while it waits
@@ -128,43 +133,63 @@ def _close_log(record: RunRecord, replies: Sequence[Reply], end: RunEnd) -> None
 
 
 class StopRequests:
-    """The driving side (module docstring): polls while `held()` names runs, sets their signals."""
+    """The driving side (module docstring): polls while `held()` names runs, sets their signals;
+    with `notices`, also reads a run's request as soon as it is announced. `period`: seconds
+    between two polls (default: `LISTENING_POLL_SECONDS` with notices, else `POLL_SECONDS`)."""
 
     def __init__(
         self,
         store: TranscriptStore,
         held: Callable[[], Mapping[int, StopSignal]],
-        period: float = POLL_SECONDS,
+        period: float | None = None,
+        notices: DesiredNotices | None = None,
     ) -> None:
         self._store = store
         self._held = held
-        self._period = period
+        default = POLL_SECONDS if notices is None else LISTENING_POLL_SECONDS
+        self._period = default if period is None else period
+        self._notices = notices
         self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     def watch(self) -> None:
-        """Make sure the poll runs (a run was launched); it ends by itself once no run is held."""
+        """Make sure the poll runs (a run was launched); it ends by itself once no run is held.
+        The listener, once started, stays until `close` (one connection, not one a run)."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._poll(), name="stop requests")
+        if self._notices is not None and (self._listener is None or self._listener.done()):
+            self._listener = asyncio.create_task(self._listen(self._notices), name="stop notices")
 
     async def _poll(self) -> None:
         # At once first: a run claimed with a request standing stops before its first reply.
         while held := list(self._held()):
-            try:
-                asked = await self._store.stop_requests(held)
-            except StoreError as exc:  # the next poll tries again; local stops still work
-                log.warning("cannot read stop requests: %s", exc)
-                asked = {}
-            for run_id, by in asked.items():
-                signal = self._held().get(run_id)
-                if signal is not None and not signal.is_set():
-                    log.info("run %s: stop asked by %s from the store", run_id, by)
-                    signal.set(by)
+            await self._read(held)
             await asyncio.sleep(self._period)
 
+    async def _listen(self, notices: DesiredNotices) -> None:
+        async with aclosing(notices.notices()) as heard:
+            async for run_id in heard:
+                if run_id in self._held():
+                    await self._read([run_id])
+
+    async def _read(self, run_ids: Sequence[int]) -> None:
+        try:
+            asked = await self._store.stop_requests(run_ids)
+        except StoreError as exc:  # the next poll tries again; local stops still work
+            log.warning("cannot read stop requests: %s", exc)
+            return
+        for run_id, by in asked.items():
+            signal = self._held().get(run_id)
+            if signal is not None and not signal.is_set():
+                log.info("run %s: stop asked by %s from the store", run_id, by)
+                signal.set(by)
+
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        """Stop polling and listening (the listener's connection is closed)."""
+        tasks = [t for t in (self._task, self._listener) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Stopper:
@@ -177,8 +202,11 @@ class Stopper:
         keeper: LeaseKeeper,
         held: Callable[[], Mapping[int, StopSignal]],
         busy: Callable[[int], bool],
+        *,
+        notices: DesiredNotices | None = None,
+        poll: float | None = None,
     ) -> None:
-        self.requests = StopRequests(store, held)
+        self.requests = StopRequests(store, held, poll, notices)
         self._store = store
         self._keeper = keeper
         self._busy = busy

@@ -107,6 +107,7 @@ async def open_runtime(
         leases=store.leases,
         live_text=store.live_text,
         prices=prices,
+        notices=store.notices,
     )
     # A driving process is registered until it leaves, below.
     heartbeat = Heartbeat(store.processes, role) if drives else None

@@ -16,6 +16,7 @@ from ..lifecycle import ClosesOnExit
 from ..ports import (
     PAGE_SIZE,
     Archive,
+    DesiredNotices,
     Hit,
     Leases,
     LiveText,
@@ -41,6 +42,8 @@ class AllPorts(ClosesOnExit):
     live_text: LiveText
     processes: Processes  # the live driving processes (a viewer's store only reads it)
     leases: Leases | None = None  # set on a store opened by a process that drives runs
+    # Stop requests heard as they are made (PostgreSQL's LISTEN); None: the driver only polls.
+    notices: DesiredNotices | None = None
 
     async def close(self) -> None:
         raise NotImplementedError

@@ -3,12 +3,15 @@
 Any process may ask for a run to stop, whoever drives it: the request is a write to the run's
 row that no fence refuses (the SQLite fence, leases.py, guards a change of `status`, and the
 request changes only the `desired` columns of migration 007). The process that drives the run
-reads the requests of all the runs it holds in one query, about twice a second (stopping.py),
+reads the requests of all the runs it holds in one query, at least once a second (stopping.py),
 and ends the run as a local stop would.
 
-On PostgreSQL the request is also announced (NOTIFY on `DESIRED_CHANNEL`, the run id as the
-payload) in the request's own transaction, so it is heard only once it is committed. NOTIFY is
-best effort (and lost through a transaction-mode pooler): the poll is what a driver relies on.
+On PostgreSQL the request is also announced (NOTIFY on `DESIRED_CHANNEL`) in the request's own
+transaction, so it is heard only once it is committed; the driver listening (postgres/notices.py)
+ends the run at once. A channel belongs to the database, not to a schema, so the payload names the
+store's schema before the run id (`announced` reads it back): stores in two schemas of one
+database (the tests' own) do not hear each other. NOTIFY is best effort (and lost through a
+transaction-mode pooler): a notice is only a hint to read the row, and the poll stays.
 """
 
 from __future__ import annotations
@@ -22,7 +25,18 @@ from .rules import unknown_run
 from .sql import SqlDatabase
 
 DESIRED_CHANNEL = "backrooms_desired"
-PG_ANNOUNCE = f"SELECT pg_notify('{DESIRED_CHANNEL}', ?)"
+# "schema run_id": the schema the store's tables are in (the first of the search path that
+# exists, as for every statement of the store), then the run id.
+PG_ANNOUNCE = f"SELECT pg_notify('{DESIRED_CHANNEL}', current_schema() || ' ' || ?)"
+
+
+def announced(payload: str, schema: str) -> int | None:
+    """The run id a PG_ANNOUNCE payload names, if it is of the store in `schema`."""
+    said_schema, _, run_id = payload.rpartition(" ")
+    if said_schema != schema or not (run_id.isascii() and run_id.isdigit()):
+        return None
+    return int(run_id)
+
 
 # The first asker is kept: a second stop of a stopping run does not rename who stopped it.
 _REQUEST_STOP = (

@@ -73,10 +73,12 @@ async def test_claimers_racing_for_waiting_runs_never_take_one_twice(
     assert sum(1 for taken in held if taken) > 1  # and the claimers really shared them
 
 
-async def test_claimers_of_one_listed_run_are_refused_but_one(
+async def test_claimers_of_one_listed_run_are_refused_but_one_and_never_wait(
     postgres_url: str, queued: list[int]
 ) -> None:
-    stores = [await opened(postgres_url) for _ in range(CLAIMERS)]
+    # A claimer that waited for another's row lock would fail: lock_timeout is 1 ms for them all.
+    impatient = f"{postgres_url}%20-clock_timeout%3D1ms"
+    stores = [await opened(impatient) for _ in range(CLAIMERS)]
     try:
 
         async def claim_listed(store: PostgresStore) -> list[int]:
@@ -159,7 +161,9 @@ async def test_a_write_waits_for_a_claim_in_flight_and_is_then_refused(postgres_
         assert await a.replies(run_id) == []
 
 
-async def test_a_claim_waits_for_a_write_in_flight_which_is_kept(postgres_url: str) -> None:
+async def test_a_claim_is_refused_at_once_while_a_write_is_in_flight_which_is_kept(
+    postgres_url: str,
+) -> None:
     async with await opened(postgres_url, lease_seconds=0.3) as a, await opened(postgres_url) as b:
         run_id = (await a.create_run(RunSpec(models=("opus",)), CAST, "l", moment())).id
         await asyncio.sleep(0.5)  # a's lease lapsed: b may claim
@@ -173,14 +177,30 @@ async def test_a_claim_waits_for_a_write_in_flight_which_is_kept(postgres_url: s
                 "finished_at) VALUES (%s, 0, 1, 0, 'Claude 1', 'in flight', %s, %s)",
                 (run_id, moment().isoformat(), moment().isoformat()),
             )
-            claim = asyncio.create_task(leases_of(b).claim(run_id))
-            await asyncio.sleep(0.5)
-            assert not claim.done()  # the claim's UPDATE waits for the write's row lock
+            # The write's FOR SHARE on the run's row: the claim skips the row, it does not wait.
+            with pytest.raises(LeaseHeld):
+                await asyncio.wait_for(leases_of(b).claim(run_id), 5)
             await writer.commit()
-            assert await asyncio.wait_for(claim, 10) == 2
+            assert await asyncio.wait_for(leases_of(b).claim(run_id), 10) == 2
         assert [r.text for r in await b.replies(run_id)] == ["in flight"]  # before the takeover
         with pytest.raises(LeaseLost):
             await a.append_reply(reply(run_id, 1))
+
+
+async def test_a_claim_of_a_row_another_session_has_locked_returns_at_once(
+    postgres_url: str, queued: list[int]
+) -> None:
+    async with (
+        await opened(postgres_url) as store,
+        await psycopg.AsyncConnection.connect(postgres_url) as other,
+    ):
+        await other.execute("SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (queued[0],))
+        # `other` holds the row in an open transaction, as a claimer in flight would: refused.
+        with pytest.raises(LeaseHeld):
+            await asyncio.wait_for(leases_of(store).claim(queued[0]), 5)
+        assert (await leases_of(store).holder(queued[0])).owner is None
+        await other.rollback()
+        assert await leases_of(store).claim(queued[0]) == 1
 
 
 async def test_a_driver_keeps_its_runs_across_a_reconnection(postgres_url: str) -> None:

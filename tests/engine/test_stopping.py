@@ -5,6 +5,7 @@ with real processes are in tests/bot/test_stop_command.py."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -131,16 +132,34 @@ async def test_a_driver_that_does_not_answer_leaves_the_request_standing(model_s
     assert end == RunEnd("stopped", by="Ada", turns=0)
 
 
+class Counting(MemoryStore):
+    """The memory store, keeping the run ids of every read of the stop requests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[list[int]] = []
+
+    async def stop_requests(self, run_ids):  # type: ignore[no-untyped-def]
+        self.asked.append(sorted(run_ids))
+        return await super().stop_requests(run_ids)
+
+
+class Notices:
+    """DesiredNotices in memory: what the test puts is heard; `closed` once the listening ends."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[int] = asyncio.Queue()
+        self.closed = False
+
+    async def notices(self) -> AsyncGenerator[int, None]:
+        try:
+            while True:
+                yield await self.queue.get()
+        finally:
+            self.closed = True
+
+
 async def test_the_poll_reads_all_held_runs_in_one_query_and_only_while_it_holds_any():
-    class Counting(MemoryStore):
-        def __init__(self) -> None:
-            super().__init__()
-            self.asked: list[list[int]] = []
-
-        async def stop_requests(self, run_ids):  # type: ignore[no-untyped-def]
-            self.asked.append(sorted(run_ids))
-            return await super().stop_requests(run_ids)
-
     store = Counting()
     held = {1: StopSignal(), 2: StopSignal()}
     for _ in held:
@@ -159,6 +178,26 @@ async def test_the_poll_reads_all_held_runs_in_one_query_and_only_while_it_holds
     await poll.close()
 
 
+async def test_a_notice_is_a_hint_to_read_the_row_of_a_run_held_here():
+    store = Counting()
+    held = {1: StopSignal(), 2: StopSignal()}
+    for _ in range(3):
+        await store.create_run(SPEC, CAST, "log.txt", datetime.now(UTC))
+    notices = Notices()
+    poll = StopRequests(store, lambda: held, period=3600, notices=notices)
+    poll.watch()
+    await until(lambda: store.asked == [[1, 2]], 5, "the first poll, at once")
+    notices.queue.put_nowait(2)  # no request stands: the row says so, nothing stops
+    notices.queue.put_nowait(3)  # not held here: not even read
+    await store.request_stop(1, "Ada", datetime.now(UTC))
+    notices.queue.put_nowait(1)
+    await until(lambda: held[1].is_set(), 5, "the stop of run 1")
+    assert store.asked == [[1, 2], [2], [1]]  # the poll has not come round again
+    assert (held[1].by, held[2].is_set()) == ("Ada", False)
+    await poll.close()
+    assert notices.closed  # the listening ended with the poll
+
+
 async def test_a_stop_request_on_postgresql_is_announced_once_it_is_made():
     async with (
         fresh_schema() as url,
@@ -171,9 +210,18 @@ async def test_a_stop_request_on_postgresql_is_announced_once_it_is_made():
         await listener.execute("LISTEN backrooms_desired")
         assert await store.request_stop(ended, "Ada", moment) is False  # nothing to announce
         assert await store.request_stop(going, "Ada", moment) is True
-        heard = [n async for n in listener.notifies(timeout=5, stop_after=1)]
-        heard += [n async for n in listener.notifies(timeout=0.3)]  # and nothing more
-    assert [(n.channel, n.payload) for n in heard] == [("backrooms_desired", str(going))]
+        # The payload names the store's schema, then the run: the channel is the database's,
+        # and other tests' stores (in schemas of their own) announce on it too.
+        schema = url.rpartition("%3D")[2]
+        heard = []
+        async for notify in listener.notifies(timeout=5):
+            if notify.payload.startswith(f"{schema} "):
+                heard.append(notify.payload)
+                break
+        async for notify in listener.notifies(timeout=0.3):  # and nothing more
+            if notify.payload.startswith(f"{schema} "):
+                heard.append(notify.payload)
+    assert heard == [f"{schema} {going}"]
 
 
 async def test_without_leases_a_run_not_driven_here_is_ended_once_its_driver_had_time(tmp_path):

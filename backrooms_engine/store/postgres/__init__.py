@@ -7,8 +7,9 @@ what is here is only what PostgreSQL does its own way:
                    StoreError with the URL's password masked; a lost connection is reopened
     opening.py     connecting, and the migrations under an advisory lock
     search.py      PgArchive: full-text search with tsvector and tsquery (003_search.postgres.sql)
-    leases.py      PgLeases: claims (FOR UPDATE SKIP LOCKED among candidates), renewals,
-                   releases; the fence itself is triggers (010_pg_fence.postgres.sql)
+    leases.py      PgLeases: claims (each picks its row FOR NO KEY UPDATE SKIP LOCKED),
+                   renewals, releases; the fence itself is triggers (010_pg_fence.postgres.sql)
+    notices.py     PgNotices: stop requests heard as they commit (LISTEN, a connection of its own)
     store.py       PostgresStore: the writer's and the reader's connections, all three ports
 
 Pick the database and schema in the URL: `postgresql://user@host/db?options=-csearch_path%3Dname`

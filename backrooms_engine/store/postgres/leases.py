@@ -7,11 +7,15 @@ Lease times are the server's clock (`clock_timestamp()`, read inside each statem
 here is one statement in its own transaction, so a process cut off from the server in the middle
 of one leaves no transaction open holding a run's row.
 
-Claims among candidates (`claim_waiting`) pick with `FOR UPDATE SKIP LOCKED`: claimers racing for
-the same waiting runs never wait for one another and never take the same run. `claim(run_id)`
-takes one named run; a second claimer of the same run waits for the first's single statement,
-then sees the new owner in its WHERE (READ COMMITTED re-checks a concurrently updated row) and
-is refused with LeaseHeld.
+Every claim picks its row with `SELECT ... FOR NO KEY UPDATE SKIP LOCKED` (the lock an UPDATE
+of the row takes; a foreign key's FOR KEY SHARE does not stand in its way): claimers racing for
+the same runs never wait for one another and never take the same run. A row locked this instant
+is being claimed, renewed or written for (the fence's FOR SHARE) by another session: `claim`
+refuses it at once with LeaseHeld, and the claim loop looks again a second later. A row it locks
+is re-checked on its latest committed version (READ COMMITTED), so a claim that lost the race
+sees the new owner and is refused too. Migration 010's "the claim waits until the write has
+committed" reads, since, "the claim is refused until the write has committed": either way the
+write is ordered before the takeover. `claim_waiting` claims a batch of candidates the same way.
 """
 
 from __future__ import annotations
@@ -68,17 +72,20 @@ class PgLeases:
         that is already ours): its new epoch. Raises LeaseHeld naming the live holder,
         UnknownRunError for a bad id."""
         holder = await self.holder(run_id)
-        # The holder is named in the UPDATE, so a dead holder's run is taken only from it.
+        # The holder is named in the WHERE, so a dead holder's run is taken only from it.
         dead = dead_here(holder.owner)
         rows = await self._db.fetch(
-            f"UPDATE runs SET owner = ?, epoch = epoch + 1, lease_until = {PG_NOW} + ?, queued = 0 "
-            f"WHERE id = ? AND ({UNHELD} OR owner = ? OR (owner = ? AND ?)) RETURNING epoch",
-            (self.owner.text, self.seconds, run_id, self.owner.text, holder.owner, dead),
+            f"WITH picked AS (SELECT id FROM runs WHERE id = ? "
+            f"AND ({UNHELD} OR owner = ? OR (owner = ? AND ?)) FOR NO KEY UPDATE SKIP LOCKED) "
+            f"UPDATE runs SET owner = ?, epoch = runs.epoch + 1, lease_until = {PG_NOW} + ?, queued = 0 "
+            "FROM picked WHERE runs.id = picked.id RETURNING runs.epoch",
+            (run_id, self.owner.text, holder.owner, dead, self.owner.text, self.seconds),
         )
         if rows:
             self._held.add(run_id)
             return int(rows[0][0])
-        now = await self.holder(run_id)  # who won the run while we looked, if anyone
+        # Another process won the run while we looked, or its row is locked this instant.
+        now = await self.holder(run_id)
         raise LeaseHeld(run_id, now.owner or holder.owner or "?", now.seconds_left or 0.0)
 
     async def claim_waiting(self, surfaces: frozenset[str], limit: int) -> dict[int, int]:
@@ -90,7 +97,7 @@ class PgLeases:
             return {}
         rows = await self._db.fetch(
             f"WITH picked AS (SELECT id FROM runs WHERE {WAITING} AND {UNHELD} "
-            "ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED) "
+            "ORDER BY id LIMIT ? FOR NO KEY UPDATE SKIP LOCKED) "
             f"UPDATE runs SET owner = ?, epoch = runs.epoch + 1, lease_until = {PG_NOW} + ?, queued = 0 "
             "FROM picked WHERE runs.id = picked.id RETURNING runs.id, runs.epoch",
             (sorted(surfaces), limit, self.owner.text, self.seconds),

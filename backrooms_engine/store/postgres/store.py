@@ -5,7 +5,9 @@ read-only one of its own, as on SQLite; a reader never waits for a writer (MVCC)
 owner lock: leases (leases.py) coordinate the processes sharing a store. A store opened by a
 process that drives runs has the Leases port, and its write connection names the process to the
 fence (010_pg_fence.postgres.sql), so every write it makes for a run it does not hold is
-refused with LeaseLost. A store that drives nothing (a viewer, `serve`) writes unfenced.
+refused with LeaseLost, and it hears stop requests as they are made (`notices`: LISTEN on a
+connection of its own, notices.py). A store that drives nothing (a viewer, `serve`) writes
+unfenced.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..surface_state import SqliteSurfaceState
 from ..transcript import SqlTranscript
 from .connection import PgDatabase, refused
 from .leases import PG_NOW, PgLeases, session_settings
+from .notices import PgNotices
 from .opening import connect, migrate
 from .search import PgArchive
 
@@ -93,9 +96,11 @@ class PostgresStore(AllPorts):
         self.live_text = SqlLiveText(self._writer, self._reader, now=PG_NOW)
         # None for a store that drives no run (a viewer, `serve`): its writes are not fenced.
         self.leases: PgLeases | None = None
+        self.notices: PgNotices | None = None
         if driver is not None:
             self.leases = PgLeases(self._writer, driver, lease_seconds)
             self.transcript.created = self.leases.adopt
+            self.notices = PgNotices(location)  # on a connection of its own, once listened to
         owner = None if driver is None else driver.text
         self.processes = SqlProcesses(self._writer, self._reader, owner, lease_seconds, PG_NOW)
 
