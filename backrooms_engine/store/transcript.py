@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from ..batching import GroupCommit
@@ -41,6 +41,10 @@ class SqlTranscript:
     def refused(self, error: Exception, reply: Reply) -> BaseException:
         raise NotImplementedError
 
+    # Told of each run this store creates and does not queue: a store whose leases do not learn
+    # of it from the database itself (PostgreSQL's, migration 010) sets it.
+    created: Callable[[int], None] | None = None
+
     def __init__(self, database: SqlDatabase) -> None:
         self._db = database
         self._replies: GroupCommit[Reply, None] = GroupCommit(self._insert_replies)
@@ -67,6 +71,8 @@ class SqlTranscript:
         cast = tuple(sorted(participants, key=lambda p: p.position))
         values = rows.run_values(spec, log_path, created_at, blueprint, queued)
         run_id = await self._creations.submit(rows.NewRun(values, cast, spec.space, caps))
+        if self.created is not None and not queued:
+            self.created(run_id)  # a driver's new run is its own from the start (Leases)
         return RunRecord(
             id=run_id,
             spec=spec,

@@ -12,15 +12,11 @@ unfenced.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
-
 import psycopg
 from psycopg import errors as pg_errors
 
-from ...caps import Caps
 from ...errors import StoreError
-from ...records import Blueprint, ParticipantInfo, Reply, RunRecord, RunSpec
+from ...records import Reply
 from ..bundle import AllPorts
 from ..desired import PG_ANNOUNCE
 from ..leases import Owner
@@ -50,27 +46,6 @@ class PgTranscript(SqlTranscript):
         # A transaction-level lock, let go at commit or rollback; under READ COMMITTED the count
         # that follows sees every run the previous holder committed.
         await db.execute("SELECT pg_advisory_xact_lock(?)", (CAPS_LOCK,))
-
-    # Told of each run this store creates: a driver's are its own from the start (migration 010).
-    created: Callable[[int], None] | None = None
-
-    async def create_run(
-        self,
-        spec: RunSpec,
-        participants: Sequence[ParticipantInfo],
-        log_path: str,
-        created_at: datetime,
-        *,
-        caps: Caps | None = None,
-        blueprint: Blueprint | None = None,
-        queued: bool = False,
-    ) -> RunRecord:
-        record = await super().create_run(
-            spec, participants, log_path, created_at, caps=caps, blueprint=blueprint, queued=queued
-        )
-        if self.created is not None:
-            self.created(record.id)
-        return record
 
     def refused(self, error: Exception, reply: Reply) -> BaseException:
         if isinstance(error, pg_errors.UniqueViolation):
