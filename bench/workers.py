@@ -66,14 +66,9 @@ from run_service import (  # noqa: E402
     service_env,
 )
 
-from backrooms_engine.conversation import ModelRequest  # noqa: E402
-from backrooms_engine.manager import RunManager  # noqa: E402
-from backrooms_engine.ports import Provider  # noqa: E402
-from backrooms_engine.pricing import load_prices  # noqa: E402
-from backrooms_engine.records import RunSpec, Usage, now  # noqa: E402
-from backrooms_engine.registry import ModelSpec, load_registry  # noqa: E402
+from backrooms_engine.records import RunSpec, now  # noqa: E402
 from backrooms_engine.store import open_store  # noqa: E402
-from bot.runtime import limits, template_dirs  # noqa: E402
+from bot.runtime import open_runtime  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 
 SERVER = "postgresql://postgres@127.0.0.1:5432/test"
@@ -103,37 +98,13 @@ async def schema(server: str) -> AsyncIterator[str]:
             await admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
 
 
-class _NeverAsked:
-    """The bench queues runs and drives none, as `backrooms start`."""
-
-    def stream(self, request: ModelRequest) -> AsyncIterator[str | Usage]:
-        raise AssertionError("the bench sends no model request")
-
-    async def aclose(self) -> None:
-        return None
-
-
-def _never_asked(spec: ModelSpec) -> Provider:
-    return _NeverAsked()
-
-
 async def queue(env: dict[str, str], runs: int, turns: int) -> tuple[list[int], float, float]:
     """Queue `runs` runs as `backrooms start` does (RunManager.queue on a store opened as a
     process that drives nothing): their ids, the wall clock before the first, and the seconds
     queueing took."""
     settings = Settings.from_mapping(env)
-    registry = load_registry(settings.models_file)
-    async with await open_store(settings.store, owner=False) as store:
-        manager = RunManager(
-            registry=registry,
-            template_dirs=template_dirs(settings),
-            store=store.transcript,
-            provider_for=_never_asked,
-            env=settings.env,
-            log_dir=settings.log_dir,
-            limits=limits(settings),
-            prices=load_prices(settings.models_file, aliases=registry.models),
-        )
+    async with open_runtime(settings, drives=False) as rt:  # its store has no leases
+        manager = rt.manager
         specs = [
             RunSpec(
                 models=PAIRS[i % 2],
@@ -147,7 +118,6 @@ async def queue(env: dict[str, str], runs: int, turns: int) -> tuple[list[int], 
         t0, m0 = time.time(), time.monotonic()
         records = await asyncio.gather(*(manager.queue(s) for s in specs))
         took = time.monotonic() - m0
-        await manager.shutdown(0)
     return [r.id for r in records], t0, took
 
 

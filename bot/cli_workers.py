@@ -11,20 +11,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import AsyncIterator
 
-from backrooms_engine.conversation import ModelRequest
-from backrooms_engine.manager import RunManager
-from backrooms_engine.ports import ProcessInfo, Provider
-from backrooms_engine.pricing import load_prices
-from backrooms_engine.records import RunRecord, RunSpec, Usage
-from backrooms_engine.registry import ModelSpec, load_registry
+from backrooms_engine.ports import ProcessInfo
+from backrooms_engine.records import RunRecord, RunSpec
 from backrooms_engine.store import open_store
 
 from . import eventloop, logs
 from .cli_stored import has_database
 from .interrupts import Interrupts
-from .runtime import limits, template_dirs
+from .runtime import open_runtime
 from .settings import Settings
 
 NO_WORKER = "no worker is running; start one with: backrooms worker"
@@ -85,8 +80,8 @@ def cmd_start(args: argparse.Namespace, settings: Settings, interrupts: Interrup
 
 async def _start(args: argparse.Namespace, settings: Settings) -> tuple[RunRecord, int]:
     """Store the run through the manager's checks (a refusal raises before anything is
-    stored): the run and how many workers are alive to claim it."""
-    registry = load_registry(settings.models_file)
+    stored): the run and how many workers are alive to claim it. The runtime drives nothing:
+    its store has no leases, so the run stays queued for a worker."""
     spec = RunSpec(
         models=tuple(args.lm),
         template=args.template,
@@ -94,32 +89,7 @@ async def _start(args: argparse.Namespace, settings: Settings) -> tuple[RunRecor
         started_by="backrooms start",
         surface="terminal",
     )
-    async with await open_store(settings.store, owner=False) as store:
-        manager = RunManager(
-            registry=registry,
-            template_dirs=template_dirs(settings, args.templates_dir),
-            store=store.transcript,
-            provider_for=_never_asked,
-            env=settings.env,
-            log_dir=settings.log_dir,
-            limits=limits(settings),
-            prices=load_prices(settings.models_file, aliases=registry.models),
-        )
-        record = await manager.queue(spec)
-        await manager.shutdown(0)
-        workers = [p for p in await store.processes.alive() if p.role == "worker"]
+    async with open_runtime(settings, templates_dir=args.templates_dir, drives=False) as rt:
+        record = await rt.manager.queue(spec)
+        workers = [p for p in await rt.processes.alive() if p.role == "worker"]
     return record, len(workers)
-
-
-class _NeverAsked:
-    """`start` drives nothing: no model is ever asked from this process."""
-
-    def stream(self, request: ModelRequest) -> AsyncIterator[str | Usage]:
-        raise AssertionError("`backrooms start` sends no model request")
-
-    async def aclose(self) -> None:
-        return None
-
-
-def _never_asked(spec: ModelSpec) -> Provider:
-    return _NeverAsked()
